@@ -1,0 +1,38 @@
+"""Image datasets, each loaded into train/val/test splits in [-1, 1] of shape (N, C, H, W).
+
+Sources:
+
+- ``digits``: the 8x8 handwritten digits shipped inside scikit-learn (no download).
+- ``mnist``: the original MNIST IDX files, downloaded into the cache (or read from a folder).
+- ``files``: a user's own images: a ``.npy`` / ``.npz`` array or a folder of PNG files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import unknown_choice
+from .base import ImageDataset, Split
+
+DATASETS = ("digits", "mnist", "files")
+
+__all__ = ["DATASETS", "ImageDataset", "Split", "load_dataset"]
+
+
+def load_dataset(name: str, *, data_dir: str | Path | None = None, seed: int = 0) -> ImageDataset:
+    """Load dataset `name` (one of DATASETS), its train/val split shuffled by `seed`.
+
+    `data_dir` is a local folder of MNIST files for ``mnist`` (instead of the download cache),
+    and the array file or PNG folder for ``files``; ``digits`` takes none.
+    """
+    # Each loader is imported on demand so that, e.g., `digits` never imports Pillow.
+    if name == "digits":
+        from .digits import load_digits
+        return load_digits(data_dir=data_dir, seed=seed)
+    if name == "mnist":
+        from .mnist import load_mnist
+        return load_mnist(data_dir=data_dir, seed=seed)
+    if name == "files":
+        from .files import load_files
+        return load_files(data_dir, seed=seed)
+    raise unknown_choice("dataset", name, DATASETS)

@@ -1,0 +1,263 @@
+"""Search spaces: define-by-run functions of an Optuna trial, built from plain parameter specs.
+
+A space maps config field names to a spec (float, int, categorical) or to a fixed value, with
+optional conditions (a parameter exists only when another has one of some values: Adam's
+beta1 only when the optimizer is Adam or AdamW). A YAML or TOML file compiles to the same
+object, so the CLI and the Python API share one code path.
+
+>>> space = SearchSpace({"lr": FloatSpec(low=1e-4, high=1e-3, log=True), "batch_size": 64})
+>>> sorted(space.names())
+['batch_size', 'lr']
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Callable, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+from ..errors import GentuneError, SpaceError
+
+Scalar = Union[bool, int, float, str]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    # This parameter exists only when every named parameter takes one of the listed values.
+    when: dict[str, list[Scalar]] | None = None
+
+
+class FloatSpec(_Spec):
+    type: Literal["float"] = "float"
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+
+    @model_validator(mode="after")
+    def _check(self):
+        _check_range(self.low, self.high, self.log)
+        if self.step is not None and (self.log or self.step <= 0):
+            raise ValueError("step must be positive and cannot be combined with log")
+        return self
+
+
+class IntSpec(_Spec):
+    type: Literal["int"] = "int"
+    low: int
+    high: int
+    step: int = 1
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _check(self):
+        _check_range(self.low, self.high, self.log)
+        if self.step < 1 or (self.log and self.step != 1):
+            raise ValueError("step must be >= 1, and 1 when log is true")
+        return self
+
+
+class CategoricalSpec(_Spec):
+    type: Literal["categorical"] = "categorical"
+    choices: list[Scalar] = Field(min_length=1)
+
+
+Spec = Annotated[Union[FloatSpec, IntSpec, CategoricalSpec], Field(discriminator="type")]
+_SPEC_ADAPTER = TypeAdapter(Spec)
+
+
+def _check_range(low: float, high: float, log: bool) -> None:
+    if not low <= high:
+        raise ValueError(f"low must not exceed high (low={low}, high={high})")
+    if log and low <= 0:
+        raise ValueError(f"a log range needs low > 0 (low={low})")
+
+
+def _numeric(value: Any) -> Any:
+    """YAML reads 1e-3 (no dot) as a string; take numeric-looking strings as numbers."""
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            try:
+                return float(value)
+            except ValueError:
+                return value
+    return value
+
+
+@dataclass
+class SearchSpace:
+    """Parameters to tune (specs) and to hold (fixed values); `suggest` is the define-by-run form."""
+
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def names(self) -> list[str]:
+        return list(self.params)
+
+    def tuned(self) -> dict[str, Any]:
+        return {k: v for k, v in self.params.items() if isinstance(v, _Spec)}
+
+    def fixed(self) -> dict[str, Any]:
+        return {k: v for k, v in self.params.items() if not isinstance(v, _Spec)}
+
+    def suggest(self, trial) -> dict[str, Any]:
+        """Ask `trial` for every active parameter, in order; return {name: value} incl. fixed values."""
+        out: dict[str, Any] = {}
+        for name, spec in self.params.items():
+            if not isinstance(spec, _Spec):
+                out[name] = spec
+                continue
+            if spec.when and not all(out.get(p) in vals for p, vals in spec.when.items()):
+                continue
+            if isinstance(spec, FloatSpec):
+                out[name] = trial.suggest_float(name, spec.low, spec.high, log=spec.log, step=spec.step)
+            elif isinstance(spec, IntSpec):
+                out[name] = trial.suggest_int(name, spec.low, spec.high, step=spec.step, log=spec.log)
+            else:
+                out[name] = trial.suggest_categorical(name, spec.choices)
+        return out
+
+    def grid(self) -> dict[str, list]:
+        """The finite product for grid search; continuous parameters have no grid."""
+        grid: dict[str, list] = {}
+        for name, spec in self.tuned().items():
+            if spec.when:
+                raise SpaceError(f"grid search needs an unconditional space, but {name!r} has a "
+                                 "'when' condition", value=spec.when,
+                                 fix="drop the condition or use --strategy random/tpe")
+            if isinstance(spec, CategoricalSpec):
+                grid[name] = list(spec.choices)
+            elif isinstance(spec, IntSpec) and not spec.log:
+                grid[name] = list(range(spec.low, spec.high + 1, spec.step))
+            elif isinstance(spec, FloatSpec) and spec.step is not None:
+                n = int(math.floor((spec.high - spec.low) / spec.step + 1e-9))
+                grid[name] = [spec.low + i * spec.step for i in range(n + 1)]
+            else:
+                raise SpaceError(f"grid search needs a finite set of values for {name!r}, "
+                                 "but it is a continuous range", value=spec.model_dump(exclude_none=True),
+                                 fix=f"give it as a list of values, e.g. {name}: [1.0e-3, 5.0e-4, 1.0e-4]")
+        if not grid:
+            raise SpaceError("grid search needs at least one parameter to vary", value=self.fixed(),
+                             fix="list values for at least one parameter in --space")
+        return grid
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able form, stored with the study (so a worker needs no file)."""
+        return {k: v.model_dump(exclude_none=True) if isinstance(v, _Spec) else v
+                for k, v in self.params.items()}
+
+    @classmethod
+    def from_dict(cls, params: dict[str, Any], *, validate_value: Callable | None = None,
+                  where: str = "space") -> "SearchSpace":
+        """Parse {name: spec-dict | list-of-values | scalar}. Errors name the field."""
+        out: dict[str, Any] = {}
+        for name, raw in params.items():
+            out[name] = _parse_param(name, raw, where)
+        space = cls(out)
+        if validate_value is not None:
+            for name, spec in out.items():
+                for value in _example_values(spec):
+                    validate_value(name, value, f"{where}.{name}")
+        return space
+
+
+def _parse_param(name: str, raw: Any, where: str) -> Any:
+    if isinstance(raw, list):  # a bare list of values: categorical (the tutorial's grid)
+        raw = {"type": "categorical", "choices": raw}
+    if not isinstance(raw, dict):
+        return _numeric(raw)
+    raw = dict(raw)
+    if "values" in raw:  # synonym that reads well in grid files
+        raw["choices"] = raw.pop("values")
+        raw.setdefault("type", "categorical")
+    raw.setdefault("type", "categorical" if "choices" in raw else "float")
+    for key in ("low", "high", "step"):
+        if key in raw:
+            raw[key] = _numeric(raw[key])
+    if "choices" in raw and isinstance(raw["choices"], list):
+        raw["choices"] = [_numeric(c) for c in raw["choices"]]
+    try:
+        return _SPEC_ADAPTER.validate_python(raw)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            loc = ".".join(str(p) for p in err["loc"] if p not in ("float", "int", "categorical"))
+            problems.append(f"{where}.{name}" + (f".{loc}" if loc else "") + f": {err['msg']}")
+        raise SpaceError("invalid search space field " + "; ".join(problems), value=raw,
+                         fix="write e.g. {type: float, low: 1.0e-5, high: 1.0e-2, log: true}, "
+                             "{type: int, low: 32, high: 128, step: 32} or "
+                             "{type: categorical, choices: [adam, sgd]}") from None
+
+
+def _example_values(spec: Any) -> list:
+    if isinstance(spec, CategoricalSpec):
+        return list(spec.choices)
+    if isinstance(spec, (FloatSpec, IntSpec)):
+        return [spec.low, spec.high]
+    return [spec]
+
+
+def load_space_file(path: str | Path, default: SearchSpace, *,
+                    validate_value: Callable | None = None) -> SearchSpace:
+    """Read a YAML or TOML space file and merge it with `default`.
+
+    The file has `mode` (`narrow`, the default: its params override the default space and the
+    rest stays; `replace`: only its params are tuned, every other field keeps the config
+    default) and `params` ({name: spec}).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SpaceError("the search-space file does not exist", value=str(path),
+                         fix="pass the path of a .yaml, .yml or .toml file to --space")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            doc = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            doc = yaml.safe_load(text)
+        else:
+            raise SpaceError("a search-space file must end in .yaml, .yml or .toml",
+                             value=path.name, fix="rename the file")
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as e:
+        raise SpaceError(f"{path.name} is not valid {path.suffix[1:].upper()}: {e}",
+                         fix="check the syntax near the reported line") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("params"), dict):
+        raise SpaceError(f"{path.name} must have a 'params' table mapping names to specs",
+                         value=doc if not isinstance(doc, dict) else list(doc),
+                         fix="start the file with 'params:' (YAML) or '[params]' (TOML)")
+    unknown = set(doc) - {"mode", "params"}
+    if unknown:
+        raise SpaceError(f"{path.name} has unknown top-level keys", value=sorted(unknown),
+                         fix="use only 'mode' and 'params'")
+    mode = doc.get("mode", "narrow")
+    if mode not in ("narrow", "replace"):
+        raise SpaceError(f"{path.name}: mode must be 'narrow' or 'replace'", value=mode,
+                         fix="narrow keeps the default space for parameters not listed; "
+                             "replace tunes only the listed ones")
+    user = SearchSpace.from_dict(doc["params"], validate_value=validate_value, where="params")
+    if mode == "replace":
+        return user
+    merged = dict(default.params)
+    merged.update(user.params)
+    return SearchSpace(merged)
+
+
+def check_field(valid: set[str], make: Callable[[dict], Any]) -> Callable[[str, Any, str], None]:
+    """A value validator: the name must be a config field, and the value must build a config."""
+
+    def validate(name: str, value: Any, where: str) -> None:
+        if name not in valid:
+            raise SpaceError(f"unknown parameter {where}", value=name,
+                             fix="use one of the config fields: " + ", ".join(sorted(valid)))
+        try:
+            make({name: value})
+        except GentuneError as e:
+            raise SpaceError(f"invalid value for {where}: {e.rule}", value=value, fix=e.fix) from None
+
+    return validate
