@@ -1,0 +1,103 @@
+"""The progress display: trial k of N, best so far, ETA, and the running trial's steps.
+
+On a terminal it is a live rich display; elsewhere (CI logs, pipes) it prints one plain line
+per finished trial and a line at each quarter of a trial's steps, so logs stay readable.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}"
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class TrialProgress:
+    """Tracks a study's run. Use as a context manager around `study.optimize`."""
+
+    def __init__(self, total: int | None, done: int = 0, *, metric: str = "value",
+                 console: Console | None = None):
+        self.total, self.done, self.metric = total, done, metric
+        self.console = console or Console(file=sys.stderr)
+        self.live = self.console.is_terminal
+        self.best: float | None = None
+        self.best_trial: int | None = None
+        self._start = time.monotonic()
+        self._finished_here = 0
+        self._progress: Progress | None = None
+        self._trial_task = self._step_task = None
+        self._last_quarter = -1
+
+    def __enter__(self) -> "TrialProgress":
+        if self.live:
+            self._progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
+                console=self.console, transient=False)
+            self._progress.start()
+            self._trial_task = self._progress.add_task("trials", total=self.total, completed=self.done,
+                                                       info=self._best_info())
+            self._step_task = self._progress.add_task("  steps", total=1, completed=0, info="")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def _best_info(self) -> str:
+        if self.best is None:
+            return "best -"
+        return f"best {self.metric} {_fmt(self.best)} (trial {self.best_trial})"
+
+    def eta(self) -> float | None:
+        """Seconds left, from the mean time of the trials finished in this run."""
+        if not self.total or not self._finished_here:
+            return None
+        per_trial = (time.monotonic() - self._start) / self._finished_here
+        return per_trial * max(0, self.total - self.done)
+
+    def trial_started(self, number: int, params: dict) -> None:
+        self._last_quarter = -1
+        if self._progress is not None:
+            self._progress.update(self._step_task, description=f"  trial {number}", completed=0)
+        else:
+            k = self.done + 1
+            of = f"/{self.total}" if self.total else ""
+            self.console.print(f"trial {number} ({k}{of}) started: {params}", highlight=False)
+
+    def step(self, step: int, total: int) -> None:
+        if self._progress is not None:
+            self._progress.update(self._step_task, total=total, completed=step)
+            return
+        quarter = 4 * step // max(total, 1)
+        if quarter != self._last_quarter and 0 < quarter < 4:
+            self._last_quarter = quarter
+            self.console.print(f"  step {step}/{total}", highlight=False)
+
+    def trial_finished(self, number: int, state: str, value: float | None,
+                       best: float | None, best_trial: int | None, note: str = "") -> None:
+        self.done += 1
+        self._finished_here += 1
+        self.best, self.best_trial = best, best_trial
+        eta = self.eta()
+        line = (f"trial {number} {state}: {self.metric}={_fmt(value)}{note}  |  {self.done}"
+                f"{'/' + str(self.total) if self.total else ''} done, {self._best_info()}, "
+                f"elapsed {_clock(time.monotonic() - self._start)}"
+                + (f", eta {_clock(eta)}" if eta is not None else ""))
+        if self._progress is not None:
+            self._progress.update(self._trial_task, completed=self.done, info=self._best_info())
+            self._progress.console.print(line, highlight=False)
+        else:
+            self.console.print(line, highlight=False)

@@ -1,0 +1,221 @@
+"""The public Python API: tune a built-in family, or run a user's own Optuna objective.
+
+>>> from gentune import tune
+>>> result = tune(dataset="digits", trials=2, steps=50, runs_dir=tmp)  # doctest: +SKIP
+>>> result.best["metrics"]["fid"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+from optuna.trial import TrialState
+
+from .errors import GentuneError, StudyError
+from .images import b64, grid_png
+from .progress import TrialProgress
+from .search.space import SearchSpace, check_field, load_space_file
+from .search.strategies import grid_size, make_sampler
+from .study import (OBJECTIVES, StudySettings, default_storage, default_study_name, open_study, run,
+                    stored_settings)
+
+DATA_SEED = 0  # splits are fixed by this seed, so every study of a dataset shares them
+
+
+@dataclass
+class TuneResult:
+    study: optuna.Study
+    out_dir: Path
+    best: dict[str, Any] | None
+
+
+def resolve_space(model: str, space: str | Path | SearchSpace | None) -> SearchSpace:
+    """The family's default space, narrowed or replaced by a user's file or SearchSpace."""
+    from .families import get_family
+
+    family = get_family(model)
+    default = family.default_space()
+    if space is None:
+        return default
+    if isinstance(space, SearchSpace):
+        return space
+    valid = {f for f in family.config_cls.__dataclass_fields__}
+    return load_space_file(space, default, validate_value=check_field(valid, family.config_cls.from_dict))
+
+
+def tune(*, model: str = "gan-mlp", dataset: str = "digits", data_dir: str | Path | None = None,
+         strategy: str = "tpe", objective: str = "fid", trials: int | None = 20,
+         timeout: float | None = None, space: str | Path | SearchSpace | None = None,
+         steps: int | None = None, epochs: float | None = None, n_eval: int | None = None,
+         seed: int = 0, device: str = "auto", storage: str | None = None,
+         study: str | None = None, runs_dir: str | Path = "runs", command: str | None = None,
+         report: bool = True, progress: bool = True) -> TuneResult:
+    """Tune `model` on `dataset`; re-running with the same arguments resumes the study."""
+    from .data import load_dataset
+    from .device import resolve_device
+    from .families import get_family
+    from .metrics import Evaluator
+    from .objective import GenerativeObjective, warn_if_loss
+
+    if objective not in OBJECTIVES:
+        raise GentuneError(f"unknown objective {objective!r}; valid choices are: "
+                           + ", ".join(OBJECTIVES), fix="use --objective fid")
+    if steps is not None and epochs is not None:
+        raise GentuneError("give the training budget as steps or as epochs, not both",
+                           value={"steps": steps, "epochs": epochs}, fix="drop one of them")
+    family = get_family(model)
+    search_space = resolve_space(model, space)
+    sampler = make_sampler(strategy, search_space, seed)
+    if strategy == "grid":
+        trials = grid_size(search_space) if trials is None else min(trials, grid_size(search_space))
+    dataset_label = dataset if dataset != "files" else f"files:{Path(str(data_dir)).name}"
+    settings = StudySettings(model=model, dataset=dataset_label, strategy=strategy,
+                             objective=objective, steps=steps, epochs=epochs, n_eval=n_eval,
+                             seed=seed, space=search_space.to_dict())
+    warn_if_loss(settings)
+    name = study or default_study_name(settings)
+    out_dir = Path(runs_dir) / name
+    storage = storage or default_storage(name, Path(runs_dir))
+    opened = open_study(settings, storage=storage, study_name=name, sampler=sampler,
+                        command=command)
+    dev = resolve_device(device)
+    data = load_dataset(dataset, data_dir=data_dir, seed=DATA_SEED)
+    evaluator = Evaluator(data, n=n_eval, device=dev, seed=seed).prepare()
+    _store_reference(opened, evaluator, data)
+    with _progress(progress, trials, opened, objective) as bar:
+        fn = GenerativeObjective(family, settings, data, evaluator, search_space, device=dev,
+                                 out_dir=out_dir, progress=bar)
+        run(opened, fn, n_trials=trials, timeout=timeout, progress=bar)
+    return _finish(opened, out_dir, report)
+
+
+def run_objective(objective: Callable[[optuna.Trial], float], *, study: str,
+                  trials: int | None = 20, timeout: float | None = None,
+                  direction: str = "minimize", strategy: str = "tpe", seed: int = 0,
+                  space: str | Path | None = None, storage: str | None = None,
+                  runs_dir: str | Path = "runs", command: str | None = None,
+                  progress: bool = True) -> TuneResult:
+    """Run a user's own Optuna objective under gentune's runner.
+
+    It gets the same storage, resume, Ctrl-C handling, progress display and outputs
+    (best.json, report) as a built-in study. The objective is called unchanged, so code
+    written for plain Optuna (`trial.suggest_loguniform` included) works as it is.
+    """
+    if direction not in ("minimize", "maximize"):
+        raise GentuneError("direction must be minimize or maximize", value=direction,
+                           fix="pass --direction minimize")
+    search_space = (load_space_file(space, SearchSpace()) if space else SearchSpace())
+    sampler = make_sampler(strategy, search_space, seed)
+    if strategy == "grid":
+        trials = grid_size(search_space) if trials is None else min(trials, grid_size(search_space))
+    out_dir = Path(runs_dir) / study
+    storage = storage or default_storage(study, Path(runs_dir))
+    opened = optuna.create_study(storage=_storage(storage), study_name=study, sampler=sampler,
+                                 direction=direction, load_if_exists=True)
+    if "gentune" not in opened.user_attrs:
+        opened.set_user_attr("gentune", {"model": "user", "objective": "user", "strategy": strategy,
+                                         "direction": direction, "seed": seed,
+                                         "space": search_space.to_dict()})
+        if command:
+            opened.set_user_attr("command", command)
+    with _progress(progress, trials, opened, "value") as bar:
+        def wrapped(trial: optuna.Trial) -> float:
+            if bar is not None:
+                bar.trial_started(trial.number, {})
+            return objective(trial)
+
+        run(opened, wrapped, n_trials=trials, timeout=timeout, progress=bar)
+    return _finish(opened, out_dir, report=True)
+
+
+def _storage(url: str):
+    from .study import make_storage
+
+    return make_storage(url)
+
+
+def _progress(enabled: bool, trials: int | None, study: optuna.Study, metric: str):
+    from contextlib import nullcontext
+
+    from .study import count_finished
+
+    if not enabled:
+        return nullcontext(None)
+    return TrialProgress(trials, count_finished(study), metric=metric)
+
+
+def _store_reference(study: optuna.Study, evaluator, data) -> None:
+    """Floor, extractor facts and a grid of real images: computed once, kept with the study."""
+    if "floor" not in study.user_attrs:
+        study.set_user_attr("floor", evaluator.floor)
+        study.set_user_attr("extractor", evaluator.info)
+        ref = data.split(evaluator.info.get("reference", "val")).x
+        study.set_user_attr("real_png", b64(grid_png(ref[:64])))
+
+
+def _finish(study: optuna.Study, out_dir: Path, report: bool) -> TuneResult:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    best = best_summary(study)
+    if best is not None:
+        (out_dir / "best.json").write_text(json.dumps(best, indent=2))
+    if report:
+        write_study_report(study, out_dir / "report.html")
+    return TuneResult(study, out_dir, best)
+
+
+def write_study_report(study: optuna.Study, path: Path) -> Path | None:
+    """Write the HTML report beside the study's outputs; a report failure never loses a study."""
+    try:
+        from .report import write_report
+    except ImportError:
+        return None
+    url = study._storage  # the same storage object: no second connection
+    try:
+        write_report(url, study.study_name, path)
+    except Exception as e:  # noqa: BLE001 - the study is safe; say what went wrong and go on
+        warnings.warn(f"the report could not be written: {e!r}")
+        return None
+    return path
+
+
+def best_summary(study: optuna.Study) -> dict[str, Any] | None:
+    """The best trial's parameters, metrics (with N and the floor) and provenance, as JSON."""
+    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not completed:
+        return None
+    best = study.best_trial
+    attrs = best.user_attrs
+    settings = study.user_attrs.get("gentune", {})
+    pruned = study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+    reasons: dict[str, int] = {}
+    for t in pruned:
+        r = t.user_attrs.get("prune_reason", "pruned")
+        reasons[r] = reasons.get(r, 0) + 1
+    return {
+        "study": study.study_name,
+        "trial": best.number,
+        "objective": settings.get("objective"),
+        "value": best.value,
+        "params": best.params,
+        "config": attrs.get("config"),
+        "metrics": attrs.get("metrics"),
+        "floor": study.user_attrs.get("floor"),
+        "extractor": study.user_attrs.get("extractor"),
+        "final_loss": attrs.get("final_loss"),
+        "train_seconds": attrs.get("train_seconds"),
+        "device": attrs.get("device"),
+        "seed": attrs.get("seed"),
+        "settings": settings,
+        "trials": {"complete": len(completed), "pruned": len(pruned), "pruned_by_reason": reasons,
+                   "failed": len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))},
+    }
+
+
+def _is_finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
