@@ -1,0 +1,35 @@
+"""`gentune report`: a self-contained HTML page or PNG plots, built from a study's storage alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gentune.errors import unknown_choice
+
+FORMATS = ("html", "png")
+
+
+def write_report(storage: str, study_name: str, out: Path, *, fmt: str = "html") -> list[Path]:
+    """Write the report of a study and return the files written.
+
+    storage is an Optuna storage URL (a path to a .db file is read as sqlite). fmt "html" writes
+    one page to out (out/report.html when out is a folder), which opens offline; fmt "png"
+    writes the key plots into the folder out.
+    Raises StudyError when the storage or the study does not exist.
+    """
+    if fmt not in FORMATS:
+        raise unknown_choice("report format", fmt, FORMATS)
+    # Imported here: plotly and matplotlib take a second to import and only reports need them.
+    from gentune.report.extract import extract_study, importances, open_study
+    from gentune.report.html import write_html
+    from gentune.report.plots import build_panels, write_pngs
+
+    study = open_study(storage, study_name)
+    info = extract_study(study)
+    importance, why_not = importances(study, info)
+    out = Path(out)
+    if fmt == "png":
+        return write_pngs(info, importance, why_not, out)
+    if out.is_dir():
+        out = out / "report.html"
+    return [write_html(info, build_panels(study, info, importance, why_not), out)]

@@ -1,0 +1,242 @@
+"""Read what a report needs out of a study's storage, as plain data (see docs/storage.md).
+
+Nothing here draws: plots.py and html.py turn these structures into figures and a page, the
+way Optuna's visualization package separates `_get_*_info` from `_get_*_plot`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from gentune.errors import StudyError
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+KEY_METRICS = ("fid", "kid", "precision", "recall", "classes_covered")
+
+
+@dataclass(frozen=True)
+class TrialInfo:
+    """One trial, flattened: everything the report shows about it."""
+
+    number: int
+    state: str  # TrialState name: COMPLETE, PRUNED, FAIL, RUNNING, WAITING
+    values: tuple[float, ...] | None
+    params: dict
+    metrics: dict
+    config: dict
+    prune_reason: str | None
+    error: str | None
+    interrupted: bool
+    duration_s: float | None
+    train_seconds: float | None
+    worker: str | None
+    start: dt.datetime | None
+    end: dt.datetime | None
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    samples_png: str | None = None
+    samples_progress: list[tuple[int, str]] = field(default_factory=list)
+    text_samples: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StudyInfo:
+    """A study's attributes and its trials in number order."""
+
+    name: str
+    directions: tuple[str, ...]  # "minimize" / "maximize", one per objective
+    objective_names: tuple[str, ...]
+    gentune: dict
+    command: str | None
+    floor: dict
+    extractor: dict
+    real_png: str | None
+    trials: tuple[TrialInfo, ...]
+
+    @property
+    def completed(self) -> list[TrialInfo]:
+        return [t for t in self.trials if t.state == "COMPLETE" and t.values]
+
+    @property
+    def param_names(self) -> list[str]:
+        """Parameter names in the order they first appear."""
+        return list(dict.fromkeys(p for t in self.trials for p in t.params))
+
+
+def open_study(storage: str, study_name: str) -> optuna.Study:
+    """Load an existing study; a path to a .db file is accepted as a sqlite storage."""
+    if "://" not in storage:
+        storage = f"sqlite:///{Path(storage)}"
+    if storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///"):]).is_file():
+        # RDBStorage would silently create an empty database here.
+        raise StudyError("the study storage does not exist", value=storage,
+                         fix="pass the storage the study was run with, e.g. "
+                             "sqlite:///runs/<study>/study.db")
+    try:
+        return optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        names = ", ".join(optuna.get_all_study_names(storage)) or "none"
+        raise StudyError(f"no study of that name in {storage}; studies there: {names}",
+                         value=study_name, fix="pass one of the listed study names") from None
+
+
+def clean_png(b64) -> str | None:
+    """A stored base64 PNG without whitespace, or None if it is missing or not a PNG.
+
+    Only strings that pass this check reach the page, so an image attribute cannot carry markup.
+    """
+    if not isinstance(b64, str):
+        return None
+    b64 = "".join(b64.split())
+    return b64 if decode_png(b64) is not None else None
+
+
+def _dict(value) -> dict:
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def _text(value) -> str | None:
+    return None if value is None else str(value)
+
+
+def _progress(raw) -> list[tuple[int, str]]:
+    if not isinstance(raw, list):
+        return []
+    steps = [(p.get("step"), clean_png(p.get("png"))) for p in raw if isinstance(p, dict)]
+    return [(int(step), png) for step, png in steps if isinstance(step, (int, float)) and png]
+
+
+def _trial_info(t: FrozenTrial) -> TrialInfo:
+    a = t.user_attrs
+    duration = t.duration.total_seconds() if t.duration is not None else None
+    curve = sorted((int(s), float(v)) for s, v in t.intermediate_values.items()
+                   if v is not None and math.isfinite(v))
+    texts = a.get("text_samples")
+    return TrialInfo(
+        number=t.number, state=t.state.name,
+        values=tuple(t.values) if t.values else None,
+        params=dict(t.params), metrics=_dict(a.get("metrics")), config=_dict(a.get("config")),
+        prune_reason=_text(a.get("prune_reason")) if t.state == TrialState.PRUNED else None,
+        error=_text(a.get("error")), interrupted=bool(a.get("interrupted")),
+        duration_s=duration, train_seconds=a.get("train_seconds"), worker=_text(a.get("worker")),
+        start=t.datetime_start, end=t.datetime_complete, curve=curve,
+        samples_png=clean_png(a.get("samples_png")),
+        samples_progress=_progress(a.get("samples_progress")),
+        text_samples=[str(s) for s in texts] if isinstance(texts, list) else [])
+
+
+def _objective_names(study: optuna.Study, gentune: dict) -> tuple[str, ...]:
+    n = len(study.directions)
+    if study.metric_names and len(study.metric_names) == n:
+        return tuple(study.metric_names)
+    objective = gentune.get("objective")
+    if isinstance(objective, list) and len(objective) == n:
+        return tuple(str(o) for o in objective)
+    if isinstance(objective, str) and n == 1:
+        return (objective,)
+    return ("objective",) if n == 1 else tuple(f"objective {i}" for i in range(n))
+
+
+def extract_study(study: optuna.Study) -> StudyInfo:
+    """Everything the report shows, read once from storage."""
+    attrs = study.user_attrs
+    gentune = _dict(attrs.get("gentune"))
+    return StudyInfo(
+        name=study.study_name,
+        directions=tuple(d.name.lower() for d in study.directions),
+        objective_names=_objective_names(study, gentune),
+        gentune=gentune, command=_text(attrs.get("command")),
+        floor=_dict(attrs.get("floor")), extractor=_dict(attrs.get("extractor")),
+        real_png=clean_png(attrs.get("real_png")),
+        trials=tuple(_trial_info(t) for t in study.get_trials(deepcopy=False)))
+
+
+def state_counts(info: StudyInfo) -> dict:
+    """Trial counts: completed, pruned by reason, failed (interrupted apart), still running."""
+    pruned: dict[str, int] = {}
+    for t in info.trials:
+        if t.state == "PRUNED":
+            reason = t.prune_reason or "pruned"
+            pruned[reason] = pruned.get(reason, 0) + 1
+    count = lambda pred: sum(1 for t in info.trials if pred(t))  # noqa: E731
+    return {"total": len(info.trials),
+            "completed": count(lambda t: t.state == "COMPLETE"),
+            "pruned": dict(sorted(pruned.items(), key=lambda kv: -kv[1])),
+            "failed": count(lambda t: t.state == "FAIL" and not t.interrupted),
+            "interrupted": count(lambda t: t.state == "FAIL" and t.interrupted),
+            "running": count(lambda t: t.state in ("RUNNING", "WAITING"))}
+
+
+def compute_totals(info: StudyInfo) -> dict:
+    """Summed wall time of finished trials, summed training time, and the workers used."""
+    return {"wall_seconds": sum(t.duration_s or 0.0 for t in info.trials),
+            "train_seconds": sum(float(t.train_seconds or 0.0) for t in info.trials),
+            "workers": sorted({t.worker for t in info.trials if t.worker})}
+
+
+def _dominates(a: tuple, b: tuple, signs: tuple) -> bool:
+    better_or_equal = all(s * x <= s * y for x, y, s in zip(a, b, signs))
+    return better_or_equal and any(s * x < s * y for x, y, s in zip(a, b, signs))
+
+
+def best_trials(info: StudyInfo, k: int | None = None) -> list[TrialInfo]:
+    """The best completed trials, best first: by value, or the Pareto front by first objective."""
+    signs = tuple(1 if d == "minimize" else -1 for d in info.directions)
+    done = [t for t in info.completed if len(t.values) == len(signs)]
+    if len(signs) > 1:
+        done = [t for t in done if not any(_dominates(o.values, t.values, signs) for o in done)]
+    done.sort(key=lambda t: (signs[0] * t.values[0], t.number))
+    return done[:k] if k is not None else done
+
+
+def history(info: StudyInfo) -> dict:
+    """Trial numbers, first-objective values and the best value so far, for completed trials."""
+    sign = 1 if info.directions[0] == "minimize" else -1
+    numbers, values, best = [], [], []
+    for t in info.completed:
+        numbers.append(t.number)
+        values.append(t.values[0])
+        best.append(t.values[0] if not best else sign * min(sign * best[-1], sign * t.values[0]))
+    return {"numbers": numbers, "values": values, "best": best, "name": info.objective_names[0]}
+
+
+def importances(study: optuna.Study, info: StudyInfo) -> tuple[dict[str, float], str | None]:
+    """Parameter importances for the first objective, most important first, or ({}, why not)."""
+    if not info.param_names:
+        return {}, "the study has no parameters"
+    if len(info.completed) < 2:
+        return {}, f"needs at least 2 completed trials (has {len(info.completed)})"
+    target = (lambda t: t.values[0]) if len(info.directions) > 1 else None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            found = optuna.importance.get_param_importances(study, target=target)
+    except (ValueError, RuntimeError) as err:  # e.g. no parameter shared by all trials
+        return {}, f"Optuna could not compute importances: {err}"
+    if not found:
+        return {}, "no parameter is shared by all completed trials"
+    return dict(found), None
+
+
+def top_params(info: StudyInfo, importance: dict[str, float], k: int) -> list[str]:
+    """The k most important parameters, or the first k when importances are unknown."""
+    return list(importance or info.param_names)[:k]
+
+
+def decode_png(b64: str | None) -> bytes | None:
+    """The PNG bytes of a stored base64 image, or None if it is missing or not a PNG."""
+    if not isinstance(b64, str):
+        return None
+    try:
+        raw = base64.b64decode(b64, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw if raw.startswith(PNG_SIGNATURE) else None

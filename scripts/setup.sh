@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Set up gentune in ./.venv (idempotent). With --test, also what the tests need:
+# pytest and selenium, and Debian's chromium + chromium-driver for the browser test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+# torch is pinned to 2.13.0 in pyproject.toml: the CPU build on this kind of machine
+# (an unpinned torch would pull a multi-GB CUDA build).
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+
+if [ "$want_test" = 1 ]; then
+  need=()
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+  if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    else
+      echo "note: ${need[*]} not installed; the browser test will be skipped" >&2
+    fi
+  fi
+fi
