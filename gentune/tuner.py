@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import TrialState
 
-from .errors import GentuneError, StudyError
+from .errors import GentuneError, unknown_choice
 from .images import b64, grid_png
 from .progress import TrialProgress
 from .search.space import SearchSpace, check_field, load_space_file
@@ -57,19 +56,15 @@ def tune(*, model: str = "gan-mlp", dataset: str = "digits", data_dir: str | Pat
          study: str | None = None, runs_dir: str | Path = "runs", command: str | None = None,
          report: bool = True, progress: bool = True) -> TuneResult:
     """Tune `model` on `dataset`; re-running with the same arguments resumes the study."""
-    from .data import load_dataset
-    from .device import resolve_device
     from .families import get_family
-    from .metrics import Evaluator
-    from .objective import GenerativeObjective, warn_if_loss
+    from .objective import warn_if_loss
 
     if objective not in OBJECTIVES:
-        raise GentuneError(f"unknown objective {objective!r}; valid choices are: "
-                           + ", ".join(OBJECTIVES), fix="use --objective fid")
+        raise unknown_choice("objective", objective, OBJECTIVES)
     if steps is not None and epochs is not None:
         raise GentuneError("give the training budget as steps or as epochs, not both",
                            value={"steps": steps, "epochs": epochs}, fix="drop one of them")
-    family = get_family(model)
+    get_family(model)
     search_space = resolve_space(model, space)
     sampler = make_sampler(strategy, search_space, seed)
     if strategy == "grid":
@@ -80,19 +75,55 @@ def tune(*, model: str = "gan-mlp", dataset: str = "digits", data_dir: str | Pat
                              seed=seed, space=search_space.to_dict())
     warn_if_loss(settings)
     name = study or default_study_name(settings)
-    out_dir = Path(runs_dir) / name
     storage = storage or default_storage(name, Path(runs_dir))
     opened = open_study(settings, storage=storage, study_name=name, sampler=sampler,
                         command=command)
+    if trials is not None:
+        opened.set_user_attr("target_trials", trials)
+    work(opened, data_dir=data_dir, device=device, trials=trials, timeout=timeout,
+         runs_dir=runs_dir, progress=progress)
+    return _finish(opened, Path(runs_dir) / name, report)
+
+
+def work(study: optuna.Study | str, *, storage: str | None = None, data_dir: str | Path | None = None,
+         device: str = "auto", trials: int | None = None, timeout: float | None = None,
+         runs_dir: str | Path = "runs", progress: bool = True, worker_index: int = 0) -> optuna.Study:
+    """Run trials of an existing gentune study until it holds `trials` finished trials.
+
+    Everything else (model, data, space, budget, metric) comes from the settings stored in the
+    study, so this is what a worker on another machine runs. `trials` defaults to the target
+    stored by `tune`. Each worker seeds its sampler with the study seed + `worker_index`.
+    """
+    from .data import load_dataset
+    from .device import resolve_device
+    from .families import get_family
+    from .metrics import Evaluator
+    from .objective import GenerativeObjective
+
+    if isinstance(study, str):
+        if storage is None:
+            raise GentuneError("a study name needs its storage URL", value=study,
+                               fix="pass --storage URL")
+        study = open_study(None, storage=storage, study_name=study)
+    settings = stored_settings(study)
+    space = SearchSpace.from_dict(settings.space)
+    study = optuna.load_study(study_name=study.study_name, storage=study._storage,
+                              sampler=make_sampler(settings.strategy, space, settings.seed + worker_index))
+    if trials is None:
+        trials = study.user_attrs.get("target_trials")
+    if settings.strategy == "grid":
+        trials = grid_size(space) if trials is None else min(trials, grid_size(space))
+    family = get_family(settings.model)
     dev = resolve_device(device)
-    data = load_dataset(dataset, data_dir=data_dir, seed=DATA_SEED)
-    evaluator = Evaluator(data, n=n_eval, device=dev, seed=seed).prepare()
-    _store_reference(opened, evaluator, data)
-    with _progress(progress, trials, opened, objective) as bar:
-        fn = GenerativeObjective(family, settings, data, evaluator, search_space, device=dev,
-                                 out_dir=out_dir, progress=bar)
-        run(opened, fn, n_trials=trials, timeout=timeout, progress=bar)
-    return _finish(opened, out_dir, report)
+    name, _, _ = settings.dataset.partition(":")  # "files:<folder>" -> "files"
+    data = load_dataset(name, data_dir=data_dir, seed=DATA_SEED)
+    evaluator = Evaluator(data, n=settings.n_eval, device=dev, seed=settings.seed).prepare()
+    _store_reference(study, evaluator, data)
+    with _progress(progress, trials, study, settings.objective) as bar:
+        fn = GenerativeObjective(family, settings, data, evaluator, space, device=dev,
+                                 out_dir=Path(runs_dir) / study.study_name, progress=bar)
+        run(study, fn, n_trials=trials, timeout=timeout, progress=bar)
+    return study
 
 
 def run_objective(objective: Callable[[optuna.Trial], float], *, study: str,
@@ -217,5 +248,3 @@ def best_summary(study: optuna.Study) -> dict[str, Any] | None:
     }
 
 
-def _is_finite(x) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)

@@ -89,6 +89,25 @@ def tune(
 
 
 @app.command()
+def worker(
+    study: str = typer.Option(..., help="Name of an existing study (created by gentune tune)."),
+    storage: str = typer.Option(..., help="The study's storage URL, e.g. postgresql://user:pw@host/db."),
+    trials: Optional[int] = typer.Option(None, help="Stop when the study holds this many finished "
+                                         "trials [default: the target stored by gentune tune]."),
+    timeout: Optional[float] = typer.Option(None, help="Wall-clock limit for this worker, in seconds."),
+    data_dir: Optional[Path] = typer.Option(None, help="Local data folder on this machine."),
+    device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda or cuda:N."),
+    runs_dir: Path = typer.Option(Path("runs"), help="Folder for this worker's checkpoints and grids."),
+    worker_index: int = typer.Option(0, help="Offsets the sampler seed so workers explore differently."),
+):
+    """Join an existing study and run its trials; it needs no file but the storage URL."""
+    from ..tuner import work
+
+    work(study, storage=storage, data_dir=data_dir, device=device, trials=trials, timeout=timeout,
+         runs_dir=runs_dir, worker_index=worker_index)
+
+
+@app.command()
 def best(
     study: str = typer.Option(..., help="Study name."),
     storage: Optional[str] = _storage_option(),

@@ -20,7 +20,7 @@ def load_object(spec: str, what: str = "objective") -> Callable:
     target, sep, name = spec.rpartition(":")
     if not sep or not target or not name:
         raise GentuneError(f"the {what} must be given as FILE.py:NAME or module:NAME", value=spec,
-                           fix=f"e.g. --objective-fn my_study.py:objective")
+                           fix="e.g. --objective-fn my_study.py:objective")
     if target.endswith(".py"):
         path = Path(target)
         if not path.is_file():
