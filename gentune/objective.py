@@ -49,6 +49,7 @@ class GenerativeObjective:
         self.family, self.settings, self.data = family, settings, data
         self.evaluator, self.space, self.device = evaluator, space, device
         self.out_dir, self.progress = out_dir, progress
+        self.n = evaluator.info["n"]
 
     def make_config(self, params: dict[str, Any]):
         return self.family.config_cls.from_dict(params)
@@ -68,7 +69,7 @@ class GenerativeObjective:
         trial.set_user_attr("final_loss", {"g": _finite(result.g_loss), "d": _finite(result.d_loss)})
         trial.set_user_attr("train_seconds", result.seconds)
         trial.set_user_attr("steps", result.steps)
-        images = self.family.sample(result.generator, self.evaluator.n, seed=EVAL_SEED,
+        images = self.family.sample(result.generator, self.n, seed=EVAL_SEED,
                                     device=str(self.device))
         png = grid_png(images[:GRID_SAMPLES])
         trial.set_user_attr("samples_png", b64(png))

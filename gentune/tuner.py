@@ -16,13 +16,13 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import TrialState
 
-from .errors import GentuneError, unknown_choice
+from .errors import GentuneError, StudyError, unknown_choice
 from .images import b64, grid_png
 from .progress import TrialProgress
 from .search.space import SearchSpace, check_field, load_space_file
 from .search.strategies import grid_size, make_sampler
-from .study import (OBJECTIVES, StudySettings, default_storage, default_study_name, open_study, run,
-                    stored_settings)
+from .study import (OBJECTIVES, StudySettings, default_storage, default_study_name, enqueue_grid,
+                    open_study, run, stored_settings)
 
 DATA_SEED = 0  # splits are fixed by this seed, so every study of a dataset shares them
 
@@ -54,8 +54,14 @@ def tune(*, model: str = "gan-mlp", dataset: str = "digits", data_dir: str | Pat
          steps: int | None = None, epochs: float | None = None, n_eval: int | None = None,
          seed: int = 0, device: str = "auto", storage: str | None = None,
          study: str | None = None, runs_dir: str | Path = "runs", command: str | None = None,
-         report: bool = True, progress: bool = True) -> TuneResult:
-    """Tune `model` on `dataset`; re-running with the same arguments resumes the study."""
+         report: bool = True, progress: bool = True, workers: int = 1,
+         gpus: list[int] | None = None, threads: int | None = None) -> TuneResult:
+    """Tune `model` on `dataset`; re-running with the same arguments resumes the study.
+
+    With `workers` > 1, that many processes share the study's storage (see gentune.parallel):
+    each gets `threads` torch threads (default: the cores split evenly) and, with `gpus`,
+    one of those GPUs in turn.
+    """
     from .families import get_family
     from .objective import warn_if_loss
 
@@ -80,31 +86,49 @@ def tune(*, model: str = "gan-mlp", dataset: str = "digits", data_dir: str | Pat
                         command=command)
     if trials is not None:
         opened.set_user_attr("target_trials", trials)
-    work(opened, data_dir=data_dir, device=device, trials=trials, timeout=timeout,
-         runs_dir=runs_dir, progress=progress)
-    return _finish(opened, Path(runs_dir) / name, report)
+    if strategy == "grid":
+        enqueue_grid(opened, search_space.grid())
+    if workers > 1:
+        from .parallel import run_workers
+
+        # The parent trains the feature extractor (cached) and stores the floor once, so
+        # the workers do not all do it at the same time.
+        prepare_evaluator(opened, stored_settings(opened), data_dir, device)
+        run_workers(name, storage, workers, trials=trials, timeout=timeout, data_dir=data_dir,
+                    device=device, gpus=gpus, threads=threads, runs_dir=runs_dir,
+                    progress=progress, metric=objective)
+    else:
+        work(opened, data_dir=data_dir, device=device, trials=trials, timeout=timeout,
+             runs_dir=runs_dir, progress=progress, threads=threads)
+    return _finish(opened, Path(runs_dir) / name, report, storage)
 
 
 def work(study: optuna.Study | str, *, storage: str | None = None, data_dir: str | Path | None = None,
          device: str = "auto", trials: int | None = None, timeout: float | None = None,
-         runs_dir: str | Path = "runs", progress: bool = True, worker_index: int = 0) -> optuna.Study:
+         runs_dir: str | Path = "runs", progress: bool = True, worker_index: int = 0,
+         threads: int | None = None) -> optuna.Study:
     """Run trials of an existing gentune study until it holds `trials` finished trials.
 
     Everything else (model, data, space, budget, metric) comes from the settings stored in the
     study, so this is what a worker on another machine runs. `trials` defaults to the target
-    stored by `tune`. Each worker seeds its sampler with the study seed + `worker_index`.
+    stored by `tune`. Each worker seeds its sampler with the study seed + `worker_index`;
+    `threads` caps torch's threads, so that workers sharing a machine do not oversubscribe it.
     """
-    from .data import load_dataset
-    from .device import resolve_device
     from .families import get_family
-    from .metrics import Evaluator
     from .objective import GenerativeObjective
 
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     if isinstance(study, str):
         if storage is None:
             raise GentuneError("a study name needs its storage URL", value=study,
                                fix="pass --storage URL")
         study = open_study(None, storage=storage, study_name=study)
+    if study.user_attrs.get("gentune", {}).get("model") == "user":
+        return _work_user(study, trials=trials, timeout=timeout, progress=progress,
+                          worker_index=worker_index)
     settings = stored_settings(study)
     space = SearchSpace.from_dict(settings.space)
     study = optuna.load_study(study_name=study.study_name, storage=study._storage,
@@ -114,14 +138,45 @@ def work(study: optuna.Study | str, *, storage: str | None = None, data_dir: str
     if settings.strategy == "grid":
         trials = grid_size(space) if trials is None else min(trials, grid_size(space))
     family = get_family(settings.model)
+    dev, data, evaluator = prepare_evaluator(study, settings, data_dir, device)
+    with _progress(progress, trials, study, settings.objective) as bar:
+        fn = GenerativeObjective(family, settings, data, evaluator, space, device=dev,
+                                 out_dir=Path(runs_dir) / study.study_name, progress=bar)
+        run(study, fn, n_trials=trials, timeout=timeout, progress=bar)
+    return study
+
+
+def prepare_evaluator(study: optuna.Study, settings: StudySettings, data_dir, device: str):
+    """(device, data, evaluator) of a study; stores the floor and real images once."""
+    from .data import load_dataset
+    from .device import resolve_device
+    from .metrics import Evaluator
+
     dev = resolve_device(device)
     name, _, _ = settings.dataset.partition(":")  # "files:<folder>" -> "files"
     data = load_dataset(name, data_dir=data_dir, seed=DATA_SEED)
     evaluator = Evaluator(data, n=settings.n_eval, device=dev, seed=settings.seed).prepare()
     _store_reference(study, evaluator, data)
-    with _progress(progress, trials, study, settings.objective) as bar:
-        fn = GenerativeObjective(family, settings, data, evaluator, space, device=dev,
-                                 out_dir=Path(runs_dir) / study.study_name, progress=bar)
+    return dev, data, evaluator
+
+
+def _work_user(study: optuna.Study, *, trials, timeout, progress, worker_index) -> optuna.Study:
+    """A worker's loop for a study of a user's objective, loaded from the spec stored in it."""
+    from .cli.loading import load_objective
+
+    stored = study.user_attrs["gentune"]
+    spec = stored.get("objective_fn")
+    if not spec:
+        raise StudyError(f"study {study.study_name!r} runs a Python objective that was not "
+                         "stored with it, so a worker cannot load it",
+                         fix="run it with gentune tune --objective-fn FILE.py:FUNC")
+    space = SearchSpace.from_dict(stored.get("space", {}))
+    study = optuna.load_study(study_name=study.study_name, storage=study._storage,
+                              sampler=make_sampler(stored["strategy"], space,
+                                                   stored.get("seed", 0) + worker_index))
+    trials = study.user_attrs.get("target_trials") if trials is None else trials
+    fn = load_objective(spec)
+    with _progress(progress, trials, study, "value") as bar:
         run(study, fn, n_trials=trials, timeout=timeout, progress=bar)
     return study
 
@@ -131,12 +186,15 @@ def run_objective(objective: Callable[[optuna.Trial], float], *, study: str,
                   direction: str = "minimize", strategy: str = "tpe", seed: int = 0,
                   space: str | Path | None = None, storage: str | None = None,
                   runs_dir: str | Path = "runs", command: str | None = None,
-                  progress: bool = True) -> TuneResult:
+                  progress: bool = True, workers: int = 1,
+                  objective_spec: str | None = None) -> TuneResult:
     """Run a user's own Optuna objective under gentune's runner.
 
     It gets the same storage, resume, Ctrl-C handling, progress display and outputs
     (best.json, report) as a built-in study. The objective is called unchanged, so code
     written for plain Optuna (`trial.suggest_loguniform` included) works as it is.
+    `objective_spec` (FILE.py:FUNC) is stored in the study so that `workers` > 1 processes,
+    or `gentune worker` on another machine, can load the same objective.
     """
     if direction not in ("minimize", "maximize"):
         raise GentuneError("direction must be minimize or maximize", value=direction,
@@ -152,9 +210,24 @@ def run_objective(objective: Callable[[optuna.Trial], float], *, study: str,
     if "gentune" not in opened.user_attrs:
         opened.set_user_attr("gentune", {"model": "user", "objective": "user", "strategy": strategy,
                                          "direction": direction, "seed": seed,
-                                         "space": search_space.to_dict()})
+                                         "space": search_space.to_dict(),
+                                         "objective_fn": objective_spec})
         if command:
             opened.set_user_attr("command", command)
+    if trials is not None:
+        opened.set_user_attr("target_trials", trials)
+    if strategy == "grid":
+        enqueue_grid(opened, search_space.grid())
+    if workers > 1:
+        from .parallel import run_workers
+
+        if not objective_spec:
+            raise GentuneError("several workers need the objective as FILE.py:FUNC, to load it "
+                               "in each process", value=workers,
+                               fix="pass objective_spec, or workers=1")
+        run_workers(study, storage, workers, trials=trials, timeout=timeout, runs_dir=runs_dir,
+                    progress=progress, metric="value")
+        return _finish(opened, out_dir, True, storage)
     with _progress(progress, trials, opened, "value") as bar:
         def wrapped(trial: optuna.Trial) -> float:
             if bar is not None:
@@ -162,7 +235,7 @@ def run_objective(objective: Callable[[optuna.Trial], float], *, study: str,
             return objective(trial)
 
         run(opened, wrapped, n_trials=trials, timeout=timeout, progress=bar)
-    return _finish(opened, out_dir, report=True)
+    return _finish(opened, out_dir, True, storage)
 
 
 def _storage(url: str):
@@ -190,25 +263,24 @@ def _store_reference(study: optuna.Study, evaluator, data) -> None:
         study.set_user_attr("real_png", b64(grid_png(ref[:64])))
 
 
-def _finish(study: optuna.Study, out_dir: Path, report: bool) -> TuneResult:
+def _finish(study: optuna.Study, out_dir: Path, report: bool, storage: str) -> TuneResult:
     out_dir.mkdir(parents=True, exist_ok=True)
     best = best_summary(study)
     if best is not None:
         (out_dir / "best.json").write_text(json.dumps(best, indent=2))
     if report:
-        write_study_report(study, out_dir / "report.html")
+        write_study_report(storage, study.study_name, out_dir / "report.html")
     return TuneResult(study, out_dir, best)
 
 
-def write_study_report(study: optuna.Study, path: Path) -> Path | None:
+def write_study_report(storage: str, study_name: str, path: Path) -> Path | None:
     """Write the HTML report beside the study's outputs; a report failure never loses a study."""
     try:
         from .report import write_report
     except ImportError:
         return None
-    url = study._storage  # the same storage object: no second connection
     try:
-        write_report(url, study.study_name, path)
+        write_report(storage, study_name, path)
     except Exception as e:  # noqa: BLE001 - the study is safe; say what went wrong and go on
         warnings.warn(f"the report could not be written: {e!r}")
         return None

@@ -1,0 +1,90 @@
+"""Saving and loading a trained generator with the config that built it.
+
+The file holds only plain types and tensors, so it loads with `torch.load(weights_only=True)`
+and never runs code from the file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ..device import resolve_device
+from ..errors import GentuneError
+from ..models.gan_mlp import GANConfig, Generator
+
+FORMAT = "gentune-gan-checkpoint/1"
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _check_plain(value, where: str) -> None:
+    if isinstance(value, _PLAIN):
+        return
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_plain(v, f"{where}[{i}]")
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise GentuneError("checkpoint extra keys must be strings", value=f"{where}: {k!r}",
+                                   fix="use string keys")
+            _check_plain(v, f"{where}[{k!r}]")
+        return
+    raise GentuneError("checkpoint extra may hold only str, int, float, bool, None, lists and dicts",
+                       value=f"{where}: {type(value).__name__}",
+                       fix="convert it to plain values (e.g. float(x), x.tolist())")
+
+
+def save_checkpoint(path: str | os.PathLike, config: GANConfig, generator: Generator,
+                    image_shape: tuple[int, int, int], extra: dict | None = None) -> Path:
+    """Write config, image shape, generator weights and `extra` (plain values) to `path` atomically."""
+    path = Path(path)
+    extra = {} if extra is None else extra
+    _check_plain(extra, "extra")
+    state = {k: v.detach().cpu() for k, v in generator.state_dict().items()}
+    payload = {"format": FORMAT, "config": config.to_dict(),
+               "image_shape": [int(s) for s in image_shape], "generator": state, "extra": extra}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A crash mid-write must never leave a truncated checkpoint under the real name.
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike,
+                    device: str = "cpu") -> tuple[GANConfig, Generator, dict]:
+    """(config, generator in eval mode on `device`, {"image_shape", "extra"}) from a checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise GentuneError("checkpoint file not found", value=str(path),
+                           fix="check the path, or train again to write it")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for truncated or foreign files
+        raise GentuneError(f"checkpoint file is unreadable or corrupt ({type(e).__name__})",
+                           value=str(path), fix="delete it and train again") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise GentuneError(f"not a gentune GAN checkpoint (expected format {FORMAT!r})",
+                           value=str(path), fix="point to a file written by save_checkpoint")
+    config = GANConfig.from_dict(payload["config"])
+    image_shape = tuple(payload["image_shape"])
+    generator = Generator(config, image_shape)
+    try:
+        generator.load_state_dict(payload["generator"])
+    except RuntimeError as e:
+        raise GentuneError("checkpoint weights do not match its config", value=str(path),
+                           fix="delete it and train again") from e
+    generator.to(resolve_device(device)).eval()
+    return config, generator, {"image_shape": image_shape, "extra": payload["extra"]}
