@@ -39,6 +39,7 @@ class TrialInfo:
     duration_s: float | None
     train_seconds: float | None
     worker: str | None
+    device: str | None
     start: dt.datetime | None
     end: dt.datetime | None
     curve: list[tuple[int, float]] = field(default_factory=list)
@@ -126,7 +127,7 @@ def _trial_info(t: FrozenTrial) -> TrialInfo:
         params=dict(t.params), metrics=_dict(a.get("metrics")), config=_dict(a.get("config")),
         prune_reason=_text(a.get("prune_reason")) if t.state == TrialState.PRUNED else None,
         error=_text(a.get("error")), interrupted=bool(a.get("interrupted")),
-        duration_s=duration, train_seconds=a.get("train_seconds"), worker=_text(a.get("worker")),
+        duration_s=duration, train_seconds=a.get("train_seconds"), worker=_text(a.get("worker")), device=_text(a.get("device")),
         start=t.datetime_start, end=t.datetime_complete, curve=curve,
         samples_png=clean_png(a.get("samples_png")),
         samples_progress=_progress(a.get("samples_progress")),
@@ -179,7 +180,8 @@ def compute_totals(info: StudyInfo) -> dict:
     """Summed wall time of finished trials, summed training time, and the workers used."""
     return {"wall_seconds": sum(t.duration_s or 0.0 for t in info.trials),
             "train_seconds": sum(float(t.train_seconds or 0.0) for t in info.trials),
-            "workers": sorted({t.worker for t in info.trials if t.worker})}
+            "workers": sorted({t.worker for t in info.trials if t.worker}),
+            "devices": sorted({t.device for t in info.trials if t.device})}
 
 
 def _dominates(a: tuple, b: tuple, signs: tuple) -> bool:

@@ -77,7 +77,7 @@ def _best_card(info: StudyInfo, best: list[TrialInfo]) -> str:
 
 def _metrics_card(info: StudyInfo, best: list[TrialInfo]) -> str:
     metrics = best[0].metrics if best else {}
-    n = info.gentune.get("n_eval", metrics.get("n", info.floor.get("n", "?")))
+    n = metrics.get("n") or info.floor.get("n") or info.gentune.get("n_eval") or "?"
     keys = [k for k in METRIC_ORDER if k in metrics or k in info.floor]
     keys += [k for k in {**metrics, **info.floor} if k not in keys and k != "n"]
     if not keys:
@@ -105,7 +105,7 @@ def _compute_card(info: StudyInfo) -> str:
     rows = [("wall time (sum of trials)", _duration(t["wall_seconds"])),
             ("training time", _duration(t["train_seconds"])),
             ("workers", _e(", ".join(t["workers"]) or "unknown")),
-            ("device", _e(info.gentune.get("device", "unknown")))]
+            ("device", _e(", ".join(t["devices"]) or "unknown"))]
     return _card("Compute", f'<p class="big">{_duration(t["wall_seconds"])}</p>' + _kv(rows))
 
 
