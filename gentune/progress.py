@@ -30,7 +30,8 @@ class TrialProgress:
     def __init__(self, total: int | None, done: int = 0, *, metric: str = "value",
                  console: Console | None = None):
         self.total, self.done, self.metric = total, done, metric
-        self.console = console or Console(file=sys.stderr)
+        # soft_wrap: long lines stay whole in logs instead of being cut at 80 columns
+        self.console = console or Console(file=sys.stderr, soft_wrap=True)
         self.live = self.console.is_terminal
         self.best: float | None = None
         self.best_trial: int | None = None
