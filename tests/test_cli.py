@@ -138,3 +138,16 @@ def test_bad_names_exit_2_with_the_valid_choices(args, words, home, tmp_path):
 def test_every_command_has_help(cmd, home, tmp_path):
     r = gentune(cmd, "--help", home=home, cwd=tmp_path)
     assert r.returncode == 0 and "Usage" in r.stdout
+
+
+def test_unlabelled_user_images_say_which_features_are_used(home, tmp_path):
+    from sklearn.datasets import load_digits
+
+    images = (load_digits().images * (255 / 16)).astype(np.uint8)  # (1797, 8, 8), no labels
+    np.save(tmp_path / "mine.npy", images)
+    r = gentune("tune", "--dataset", "files", "--data-dir", str(tmp_path / "mine.npy"), "--steps", "100",
+                "--n-eval", "100", "--trials", "1", "--study", "mine", "--no-report", home=home, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "features: autoencoder" in r.stdout and "note:" in r.stdout
+    best = json.loads((tmp_path / "runs" / "mine" / "best.json").read_text())
+    assert best["metrics"]["label_entropy"] is None and best["extractor"]["kind"] == "autoencoder"

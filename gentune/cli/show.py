@@ -36,6 +36,15 @@ def print_best(console: Console, best: dict | None) -> None:
             if k != "n":
                 table.add_row(k, _fmt(v), _fmt(floor.get(k, "")))
         console.print(table)
+    ex = best.get("extractor") or {}
+    if ex:
+        quality = (f"test accuracy {ex['test_accuracy']:.1%}" if ex.get("test_accuracy") is not None
+                   else f"reconstruction MSE {ex.get('reconstruction_mse', float('nan')):.3g}")
+        console.print(f"features: {ex.get('kind')} ({ex.get('feature_dim')}-d, {quality}), "
+                      f"reference split {ex.get('reference')} ({ex.get('n_ref')} images)",
+                      highlight=False)
+        if ex.get("kind") != "classifier" and ex.get("trust"):
+            console.print(f"[yellow]note:[/] {ex['trust']}", highlight=False)
     loss = best.get("final_loss")
     if loss:
         console.print(f"final training loss: G {_fmt(loss.get('g'))}, D {_fmt(loss.get('d'))}"
