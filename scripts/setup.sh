@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up gentune in ./.venv (idempotent). With --test, also what the tests need:
-# pytest and selenium, and Debian's chromium + chromium-driver for the browser test.
+# pytest and selenium, Debian's chromium + chromium-driver for the browser test, and
+# Debian's postgresql for the parallel-worker tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,12 +20,15 @@ if [ "$want_test" = 1 ]; then
   need=()
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
   command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+  # PostgreSQL server binaries for tests/test_parallel.py (a throw-away server per test run)
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 \
+    || need+=(postgresql)
   if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
       apt-get update -qq
       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
     else
-      echo "note: ${need[*]} not installed; the browser test will be skipped" >&2
+      echo "note: ${need[*]} not installed; the browser and PostgreSQL tests will be skipped" >&2
     fi
   fi
 fi
