@@ -1,0 +1,106 @@
+"""--confirm K: re-run the top K configurations under extra training seeds, pick the best by mean.
+
+GAN results vary a lot between seeds (Lucic et al. 2018 report a standard deviation up to 5 FID
+on MNIST), so the single best trial of a search is partly luck. The confirmation study
+`<study>-confirm` queues each of the top K configurations (over all the given studies, by their
+single-run value) once per extra seed (study seed + 1, + 2, ...), with the pruner off; each
+configuration's values are its original run plus those re-runs. The ranking by mean, with the
+standard deviation and the number of seeds, is stored as user attribute `confirmed` on the
+confirmation study and on the last searched study, where `gentune best` shows it.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from .errors import GentuneError
+from .study import default_storage, open_study, stored_settings
+
+CONFIRM_SEEDS = 2  # extra seeds per configuration: with the original run, 3 values each
+
+
+def top_configs(studies: list[optuna.Study], k: int) -> list[dict[str, Any]]:
+    """The k best distinct configurations over `studies` (complete trials, by value)."""
+    reverse = studies[-1].direction == optuna.study.StudyDirection.MAXIMIZE
+    trials = [(s, t) for s in studies
+              for t in s.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+              if "config" in t.user_attrs and t.user_attrs.get("confirm_of") is None]
+    trials.sort(key=lambda st: st[1].value, reverse=reverse)
+    out, seen = [], set()
+    for s, t in trials:
+        key = json.dumps(t.user_attrs["config"], sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append({"source": f"{s.study_name}#{t.number}", "config": t.user_attrs["config"],
+                    "params": t.params, "value": t.value, "seed": t.user_attrs.get("seed")})
+        if len(out) == k:
+            break
+    return out
+
+
+def confirm(studies: list[optuna.Study], *, top: int, seeds: int = CONFIRM_SEEDS,
+            storage: str | None = None, runs_dir: str | Path = "runs", data_dir=None,
+            device: str = "auto", progress: bool = True, threads: int | None = None) -> list[dict]:
+    """Re-run the top `top` configurations of `studies` under `seeds` extra seeds each.
+
+    Returns the ranking (best mean first): {source, config, params, values, mean, sd, n, seeds,
+    stopped}; the same list is stored as user attribute `confirmed`.
+    """
+    from .tuner import work
+
+    if top < 1 or seeds < 1:
+        raise GentuneError("--confirm K and --confirm-seeds S must be >= 1", value={"K": top, "S": seeds},
+                           fix="pass e.g. --confirm 3 --confirm-seeds 2")
+    last = studies[-1]
+    settings = stored_settings(last)
+    candidates = top_configs(studies, top)
+    if not candidates:
+        raise GentuneError("there is no complete trial to confirm", value=last.study_name,
+                           fix="run the search until trials complete, or drop --confirm")
+    name = f"{last.study_name}-confirm"
+    url = storage or default_storage(name, Path(runs_dir))
+    # Every queued trial must run to the end: a pruner would compare seeds, not configurations.
+    study = open_study(replace(settings, pruner="none", patience=None), storage=url, study_name=name)
+    if study.user_attrs.get("confirm_queue") is None:
+        for i, c in enumerate(candidates):
+            for s in range(1, seeds + 1):
+                study.enqueue_trial({}, user_attrs={"fixed_config": c["config"], "confirm_of": c["source"],
+                                                    "train_seed": settings.seed + s})
+        study.set_user_attr("confirm_queue", {"candidates": candidates, "seeds": seeds})
+        # Workers then run only the queued re-runs and never sample a fresh configuration.
+        study.set_user_attr("grid_queue", len(candidates) * seeds)
+    queue = study.user_attrs["confirm_queue"]
+    work(study, data_dir=data_dir, device=device, runs_dir=runs_dir, progress=progress,
+         threads=threads, trials=len(queue["candidates"]) * queue["seeds"])
+    ranking = summarize(study, queue["candidates"])
+    study.set_user_attr("confirmed", ranking)
+    last.set_user_attr("confirmed", ranking)
+    return ranking
+
+
+def summarize(study: optuna.Study, candidates: list[dict]) -> list[dict]:
+    """Each candidate's values over seeds (original + re-runs), mean and sd; best mean first."""
+    out = []
+    for c in candidates:
+        runs = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("confirm_of") == c["source"]
+                and t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+        done = [t for t in runs if t.state == TrialState.COMPLETE]
+        values = [c["value"]] + [t.value for t in done]
+        stopped = {t.user_attrs.get("train_seed"): t.user_attrs.get("prune_reason", "pruned")
+                   for t in runs if t.state == TrialState.PRUNED}
+        out.append({"source": c["source"], "params": c["params"], "config": c["config"],
+                    "values": values, "seeds": [c.get("seed")] + [t.user_attrs.get("train_seed") for t in done],
+                    "mean": statistics.fmean(values),
+                    "sd": statistics.stdev(values) if len(values) > 1 else None,
+                    "n": len(values), "stopped": stopped})
+    reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    # A configuration that some seed could not finish ranks after those that all finished.
+    return sorted(out, key=lambda r: (bool(r["stopped"]), -r["mean"] if reverse else r["mean"]))
