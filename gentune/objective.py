@@ -4,6 +4,8 @@ One call = one trial: the search space turns the trial into a frozen config, the
 trainer trains it for the study's budget, and the metric scores generated samples against
 held-out real data. Everything a report needs goes into the trial's user attributes
 (docs/storage.md); the generator and a sample grid are also written under runs/<study>/trials/.
+While it trains, a TrainingMonitor (gentune.monitor) evaluates on the study's schedule, reports
+to the pruner and runs the failure detectors; a trial they stop is PRUNED with a prune_reason.
 """
 
 from __future__ import annotations
@@ -17,24 +19,37 @@ import optuna
 import torch
 
 from .data.base import ImageDataset
-from .families import Family
+from .detectors import DetectorConfig, DetectorSet
+from .families import Family, data_kind
 from .images import b64, grid_png
+from .monitor import Schedule, TrainingMonitor, eval_n, incumbent
 from .search.space import SearchSpace
 from .study import StudySettings
+from .train.common import overfit_step, overfitting
 
 # Every trial draws its evaluation samples from the same latent seed, so sample grids and
 # metric values are comparable across trials.
 EVAL_SEED = 12345
 GRID_SAMPLES = 64
+TEXT_SAMPLES = 4  # strings kept in a text trial's `text_samples`
 LOSS_WARNING = ("--objective loss ranks trials by the final generator loss, which does not measure "
                 "sample quality: on the tutorial's GAN the lowest-loss configurations are often "
                 "mode-collapsed. Use --objective fid (the default) to tune what the model generates.")
 
 
-def objective_value(settings: StudySettings, metrics: dict[str, Any], g_loss: float) -> float:
+def objective_value(settings: StudySettings, metrics: dict[str, Any], loss: float) -> float:
+    """The trial's value: a metric, or with --objective loss the family's main training loss."""
     if settings.objective == "loss":
-        return float(g_loss)
+        return float(loss)
     return float(metrics[settings.objective])
+
+
+def family_budget(family: Family, settings: StudySettings) -> dict[str, Any]:
+    """The study's budget, or, when the user gave none, the family's default for the dataset."""
+    if settings.steps is not None or settings.epochs is not None:
+        return settings.budget()
+    steps = family.default_steps.get(settings.dataset.partition(":")[0])
+    return {"steps": steps} if steps else settings.budget()
 
 
 class GenerativeObjective:
@@ -49,47 +64,130 @@ class GenerativeObjective:
         self.family, self.settings, self.data = family, settings, data
         self.evaluator, self.space, self.device = evaluator, space, device
         self.out_dir, self.progress = out_dir, progress
-        self.n = evaluator.info["n"]
+        self.n = evaluator.info["n"] if evaluator is not None else 0  # text: no sample metric
+        self.kind = data_kind(data)
+        self._eval_evaluator = None
+
+    def monitor(self, trial: optuna.Trial, family: Family | None = None) -> TrainingMonitor:
+        """The trainer callback of `trial`: progress, evaluations, pruning and detectors."""
+        s, family = self.settings, family or self.family
+        schedule = Schedule(evals=s.evals, every=s.eval_every, n=eval_n(s.eval_samples, self.n))
+        if self.evaluator is None or s.objective == "nll":
+            schedule = Schedule(evals=0)  # no sample metric during training; the final NLL decides
+        config = DetectorConfig.from_dict(s.detectors) if s.detectors is not None \
+            else DetectorConfig().only([])
+        detectors = DetectorSet(config, floor=self.evaluator.floor if self.evaluator else None,
+                                direction=s.direction, incumbent=lambda: incumbent(trial.study))
+
+        def sample(model, n: int, seed: int):
+            return family.sample(model, n, seed=seed, device=str(self.device))
+
+        return TrainingMonitor(trial, schedule=schedule, detectors=detectors, sample=sample,
+                               evaluator=self._progress_evaluator(schedule.n),
+                               metric=s.objective, seed=EVAL_SEED, progress=self.progress,
+                               prune=s.pruner != "none")
+
+    def _progress_evaluator(self, n: int):
+        """The evaluator at N = n for evaluations during training (the main one when n matches)."""
+        if n == self.n or self.evaluator is None:
+            return self.evaluator
+        if self._eval_evaluator is None:
+            from .metrics import Evaluator
+
+            ev = self.evaluator
+            self._eval_evaluator = Evaluator(ev.dataset, n=n, reference=ev.reference,
+                                             device=ev.device, cache_dir=ev.cache_dir,
+                                             seed=ev.seed).prepare()
+        return self._eval_evaluator
 
     def make_config(self, params: dict[str, Any]):
         return self.family.config_cls.from_dict(params)
 
     def __call__(self, trial: optuna.Trial) -> float:
-        params = self.space.suggest(trial)
-        config = self.make_config(params)
+        # A queued re-run (--confirm) brings its whole config; other trials sample the space.
+        fixed = trial.user_attrs.get("fixed_config")
+        params = dict(fixed) if fixed is not None else self.space.suggest(trial)
+        family, params = self.family.pick(params)  # --model auto: the family this trial drew
+        config = family.config_cls.from_dict(params)
+        # --confirm re-runs a configuration under other training seeds (gentune.stages).
+        seed = int(trial.user_attrs.get("train_seed", self.settings.seed))
         trial.set_user_attr("config", config.to_dict())
-        trial.set_user_attr("seed", self.settings.seed)
+        trial.set_user_attr("seed", seed)
         trial.set_user_attr("device", str(self.device))
+        trial.set_user_attr("family", family.name)
         if self.progress is not None:
             self.progress.trial_started(trial.number, trial.params)
-        budget = self.settings.budget()
-        callback = (lambda step, total, losses: self.progress.step(step, total)) if self.progress else None
-        result = self.family.train(config, self.data, **budget, seed=self.settings.seed,
-                                   device=str(self.device), callback=callback)
-        trial.set_user_attr("final_loss", {"g": _finite(result.g_loss), "d": _finite(result.d_loss)})
+        budget = family_budget(family, self.settings)
+        monitor = self.monitor(trial, family)
+        result = family.train(config, self.data, **budget, seed=seed, device=str(self.device),
+                              callback=self._watch(trial, monitor))
+        trial.set_user_attr("final_loss", {k: _finite(v) for k, v in result.losses.items()})
         trial.set_user_attr("train_seconds", result.seconds)
         trial.set_user_attr("steps", result.steps)
-        images = self.family.sample(result.generator, self.n, seed=EVAL_SEED,
-                                    device=str(self.device))
+        trial.set_user_attr("loss_curves", result.curves)
+        # Flagged when, at some evaluation, validation had risen P times while training fell.
+        flagged_at = overfit_step(result.curves)
+        trial.set_user_attr("overfitting", flagged_at is not None)
+        if flagged_at is not None:
+            trial.set_user_attr("overfitting_step", flagged_at)
+        loss = result.losses[family.main_loss]
+        if self.kind == "text":
+            return self._score_text(trial, family, config, result, seed, loss)
+        images = family.sample(result.model, self.n, seed=EVAL_SEED, device=str(self.device))
         png = grid_png(images[:GRID_SAMPLES])
         trial.set_user_attr("samples_png", b64(png))
         if result.diverged or not torch.isfinite(images).all():
             trial.set_user_attr("prune_reason", "diverged")
             raise optuna.TrialPruned("diverged: the training loss became non-finite")
-        metrics = self.evaluator.evaluate(images)
+        metrics = None
+        if monitor.frames:  # the learning curve ends at the final step, at the same N
+            _, at_n = monitor.evaluate(result.steps, images=images,
+                                       full=monitor.evaluator is self.evaluator)
+            metrics = at_n if monitor.evaluator is self.evaluator else None
+        metrics = metrics or self.evaluator.evaluate(images)
+        # Likelihood families add their held-out NLL / ELBO (the --objective nll value).
+        metrics = {**metrics, **family.evaluate(result.model, self.data, device=str(self.device))}
         trial.set_user_attr("metrics", metrics)
-        self._save(trial.number, config, result, png, metrics)
-        return objective_value(self.settings, metrics, result.g_loss)
+        self._save(trial.number, family, config, result, metrics, seed, png=png)
+        return objective_value(self.settings, metrics, loss)
 
-    def _save(self, number: int, config, result, png: bytes, metrics: dict) -> None:
-        from .train.checkpoint import save_checkpoint
+    def _watch(self, trial: optuna.Trial, monitor: TrainingMonitor):
+        """The monitor, plus the overfitting check on the train/validation losses it is handed."""
+        points: list[dict] = []
 
+        def callback(step: int, total: int, signals: dict, model=None) -> None:
+            monitor(step, total, signals, model)
+            if "val_loss" not in signals:
+                return
+            points.append({"train": signals["train_loss"], "val": signals["val_loss"]})
+            if self.settings.prune_overfitting and overfitting(points):
+                trial.set_user_attr("overfitting", True)
+                monitor.stop("overfitting")
+        return callback
+
+    def _score_text(self, trial, family: Family, config, result, seed: int, loss: float) -> float:
+        """A text model's score: its validation NLL (no sample metric applies), plus samples."""
+        if result.diverged:
+            trial.set_user_attr("prune_reason", "diverged")
+            raise optuna.TrialPruned("diverged: the training loss became non-finite")
+        metrics = family.evaluate(result.model, self.data, device=str(self.device))
+        trial.set_user_attr("metrics", metrics)
+        texts = family.sample(result.model, TEXT_SAMPLES, seed=EVAL_SEED, device=str(self.device))
+        trial.set_user_attr("text_samples", texts)
+        self._save(trial.number, family, config, result, metrics, seed, texts=texts)
+        return objective_value(self.settings, metrics, loss)
+
+    def _save(self, number: int, family: Family, config, result, metrics: dict, seed: int, *,
+              png: bytes | None = None, texts: list[str] | None = None) -> None:
         folder = self.out_dir / "trials" / str(number)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "samples.png").write_bytes(png)
+        if png is not None:
+            (folder / "samples.png").write_bytes(png)
+        if texts is not None:
+            (folder / "samples.txt").write_text("\n\n---\n\n".join(texts))
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        save_checkpoint(folder / "generator.pt", config, result.generator, self.data.shape,
-                        extra={"seed": self.settings.seed, "budget": self.settings.budget()})
+        family.save(folder / "generator.pt", config, result.model,
+                    extra={"seed": seed, "budget": family_budget(family, self.settings)})
 
 
 def _finite(x: float) -> float | None:

@@ -8,10 +8,11 @@ its parameters are queued again, so the study still reaches its requested number
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
-import warnings
+import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -24,10 +25,11 @@ from . import __version__
 from .errors import GentuneError, StudyError
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-OBJECTIVES = {"fid": "minimize", "kid": "minimize", "loss": "minimize"}
+# nll: a likelihood family's validation NLL (gentune.families), the only metric for text.
+OBJECTIVES = {"fid": "minimize", "kid": "minimize", "loss": "minimize", "nll": "minimize"}
 # Training budget per trial (generator steps) when the user gives none; measured on 2 CPU
 # cores so that the default jobs fit their time (see README).
-DEFAULT_STEPS = {"digits": 1500, "mnist": 6000}
+DEFAULT_STEPS = {"digits": 3000, "mnist": 8000}
 FALLBACK_STEPS = 3000
 
 
@@ -44,6 +46,17 @@ class StudySettings:
     n_eval: int | None = None  # N of the sample metric; None: the evaluator's default
     seed: int = 0
     space: dict = field(default_factory=dict)  # SearchSpace.to_dict()
+    # How a trial's compute is spent (gentune.monitor, gentune.search.pruners, gentune.detectors).
+    # These defaults are "off", which is how studies created before these fields ran;
+    # gentune.tuner.tune picks the strategy's pruner and turns evaluations and detectors on.
+    pruner: str = "none"  # none, median, percentile, halving or hyperband
+    patience: int | None = None  # wrap the pruner: prune only after this many flat reports
+    evals: int = 0  # evaluations during training, evenly spaced, before the final one
+    eval_every: int | None = None  # or every this many G steps
+    eval_samples: int | None = None  # N of those evaluations; None: min(N of the metric, 1000)
+    detectors: dict | None = None  # DetectorConfig.to_dict(); None: no detector
+    # Prune a trial whose validation loss rises while its training loss falls (gentune.train.common).
+    prune_overfitting: bool = False
 
     @property
     def direction(self) -> str:
@@ -74,8 +87,17 @@ def default_storage(study_name: str, runs_dir: Path) -> str:
     return f"sqlite:///{path}"
 
 
+def host_name() -> str:
+    """This machine's name in trial records; GENTUNE_HOST overrides it where hostnames repeat
+    (containers sharing one name), since a trial of this host with a dead pid is recovered."""
+    return os.environ.get("GENTUNE_HOST") or socket.gethostname()
+
+
 def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    return f"{host_name()}:{os.getpid()}"
+
+
+REQUEUE_USER_ATTRS = ("fixed_config", "train_seed", "confirm_of")
 
 
 def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -84,31 +106,41 @@ def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
                     if k in ("grid_id", "search_space", "fixed_params")}
     if trial.params and "fixed_params" not in system_attrs:
         system_attrs["fixed_params"] = trial.params
+    # What a queued trial was given to run (a --confirm re-run's config and seed) goes along.
+    kept = {k: trial.user_attrs[k] for k in REQUEUE_USER_ATTRS if k in trial.user_attrs}
     study.add_trial(optuna.trial.create_trial(
         state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
-        user_attrs={"retry_of": trial.number}, system_attrs=system_attrs))
+        user_attrs={**kept, "retry_of": trial.number}, system_attrs=system_attrs))
 
 
 def make_storage(url: str) -> optuna.storages.BaseStorage:
-    """An Optuna storage for `url`, with heartbeats where the storage supports them.
+    """An Optuna storage for `url` (SQLite, PostgreSQL, journal file), with heartbeats.
 
     A trial whose process stops sending heartbeats (killed, machine lost) is marked failed
-    by the next worker and its parameters are queued again.
+    by the next worker and its parameters are queued again; see gentune/storage.py.
     """
-    if url.startswith(("sqlite:", "postgresql", "mysql")):
-        engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite:") else {
-            "pool_pre_ping": True}
-        with warnings.catch_warnings():  # heartbeats are experimental in Optuna; we rely on them
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url, heartbeat_interval=20, grace_period=90,
-                heartbeat_stale_trial_callback=requeue, engine_kwargs=engine_kwargs)
-    try:
-        return optuna.storages.get_storage(url)
-    except Exception as e:  # noqa: BLE001 - Optuna raises several types for a bad URL
-        raise StudyError(f"cannot open the storage {url!r}: {e}",
-                         fix="pass an Optuna storage URL such as sqlite:///runs/x/study.db or "
-                             "postgresql://user:pass@host/db") from None
+    from .storage import make_storage as open_storage
+
+    return open_storage(url, on_stale=requeue)
+
+
+def enqueue_grid(study: optuna.Study, grid: dict[str, list]) -> int:
+    """Queue every grid point once, as a waiting trial, when a grid study is created.
+
+    Workers pop waiting trials atomically, so each point is handed out exactly once however
+    many workers run; the points carry GridSampler's grid_id, so `requeue` keeps them.
+    """
+    if study.user_attrs.get("grid_queue") is not None or study.get_trials(deepcopy=False):
+        return 0
+    names = sorted(grid)  # GridSampler's order: grid_id i is the i-th point of this product
+    space = {name: list(grid[name]) for name in names}
+    points = list(itertools.product(*space.values()))
+    for grid_id, values in enumerate(points):
+        study.add_trial(optuna.trial.create_trial(
+            state=TrialState.WAITING, system_attrs={
+                "fixed_params": dict(zip(names, values)), "grid_id": grid_id, "search_space": space}))
+    study.set_user_attr("grid_queue", len(points))
+    return len(points)
 
 
 def open_study(settings: StudySettings | None, *, storage: str, study_name: str,
@@ -160,15 +192,18 @@ def recover_orphans(study: optuna.Study) -> list[int]:
 
     Trials of other hosts are left to the heartbeat mechanism.
     """
-    host = socket.gethostname()
+    host = host_name()
     recovered = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         who = t.user_attrs.get("worker", "")
         name, _, pid = who.rpartition(":")
         if name != host or not pid.isdigit() or _alive(int(pid)):
             continue
-        study._storage.set_trial_user_attr(t._trial_id, "error", "its process ended mid-trial")
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        try:
+            study._storage.set_trial_user_attr(t._trial_id, "error", "its process ended mid-trial")
+            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker of this host recovered it first
         requeue(study, t)
         recovered.append(t.number)
     return recovered
@@ -222,21 +257,32 @@ def run(study: optuna.Study, objective: Callable[[optuna.Trial], float], *, n_tr
     Failed trials (an exception in training) do not count; after `max_failures` failures in a
     row the run stops. Ctrl-C marks the running trial, queues its parameters again and raises
     Interrupted, so that rerunning the same command continues where this one stopped.
+
+    Many workers may run this on one study at once: a worker starts a trial only while the
+    finished, running and queued trials fall short of `n_trials`, otherwise it waits, picking
+    up the trials of workers that die (re-queued), and leaves once the study is complete.
     """
+    from .parallel import Surplus, is_surplus
+
     recovered = recover_orphans(study)
     if recovered and progress is not None:
         progress.console.print(f"re-queued trials {recovered}: their process ended mid-trial")
     state = {"current": None, "failures": 0, "fatal": None}
+    grid_queue = study.user_attrs.get("grid_queue") is not None
 
     def tracked(trial: optuna.Trial) -> float:
         state["current"] = trial.number
+        if is_surplus(study, trial, n_trials, grid_queue):
+            trial.set_user_attr("surplus", True)
+            raise Surplus("another worker's trial already covers this one; not run")
         trial.set_user_attr("worker", worker_id())
         try:
             return objective(trial)
+        except optuna.TrialPruned:  # stopped early on purpose (pruner, detector): no error
+            raise
         except GentuneError as e:  # a user mistake: stop the study rather than fail every trial
             state["fatal"] = e
             trial.set_user_attr("error", str(e))
-            trial.study.stop()
             raise
         except Exception as e:
             trial.set_user_attr("error", f"{type(e).__name__}: {e}")
@@ -247,22 +293,60 @@ def run(study: optuna.Study, objective: Callable[[optuna.Trial], float], *, n_tr
 
     def after(study: optuna.Study, trial: FrozenTrial) -> None:
         state["current"] = None
+        if trial.user_attrs.get("surplus"):
+            return
         state["failures"] = state["failures"] + 1 if trial.state == TrialState.FAIL else 0
-        done = count_finished(study)
         if progress is not None:
             _report_progress(progress, study, trial)
-        if (n_trials is not None and done >= n_trials) or state["failures"] >= max_failures:
-            study.stop()
 
     with sigterm_as_interrupt():
         try:
-            study.optimize(tracked, timeout=timeout, callbacks=[after], catch=(Exception,),
-                           gc_after_trial=False)
+            _trial_loop(study, n_trials, timeout, grid_queue, state, max_failures,
+                        lambda: _one_trial(study, tracked, after, state, progress))
         except KeyboardInterrupt:
             number = state["current"]
             if number is not None:
                 requeue(study, study.get_trials(deepcopy=False)[number])
             raise Interrupted(number) from None
+    _raise_if_stopped(study, state, max_failures)
+
+
+def _trial_loop(study, n_trials, timeout, grid_queue, state, max_failures, one_trial) -> None:
+    """Start trials while the study needs them; wait while other workers' trials may fail."""
+    from .parallel import POLL_SECONDS, next_move, recover_stale
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while state["fatal"] is None and state["failures"] < max_failures:
+        if deadline is not None and time.monotonic() >= deadline:
+            return
+        recover_orphans(study)  # a worker of this host that died: its trial, at once
+        move = next_move(study, n_trials, grid_queue)
+        if move == "done":
+            return
+        if move == "wait":
+            time.sleep(POLL_SECONDS)
+            recover_stale(study)
+        else:
+            one_trial()
+
+
+def _one_trial(study, tracked, after, state, progress) -> None:
+    try:
+        study.optimize(tracked, n_trials=1, callbacks=[after], catch=(Exception,),
+                       gc_after_trial=False)
+    except Exception:
+        # Telling a trial that another worker already failed (its heartbeat lapsed while the
+        # database was away) raises; the trial was re-queued there, so this worker goes on.
+        number = state["current"]
+        if number is None or study.get_trials(deepcopy=False)[number].state != TrialState.FAIL:
+            raise
+        state["current"] = None
+        if progress is not None:
+            progress.console.print(f"trial {number} was taken over by another worker "
+                                   "(its heartbeat lapsed); going on")
+
+
+def _raise_if_stopped(study: optuna.Study, state: dict, max_failures: int) -> None:
     if state["fatal"] is not None:
         raise state["fatal"]
     if state["failures"] >= max_failures:

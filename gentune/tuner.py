@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import optuna
 from optuna.trial import TrialState
 
-from .errors import GentuneError, StudyError, unknown_choice
+from .errors import GentuneError, StudyError
 from .images import b64, grid_png
 from .progress import TrialProgress
+from .monitor import compute_settings
+from .search.pruners import study_pruner
 from .search.space import SearchSpace, check_field, load_space_file
 from .search.strategies import grid_size, make_sampler
-from .study import (OBJECTIVES, StudySettings, default_storage, default_study_name, enqueue_grid,
+from .study import (StudySettings, default_storage, default_study_name, enqueue_grid,
                     open_study, run, stored_settings)
 
 DATA_SEED = 0  # splits are fixed by this seed, so every study of a dataset shares them
@@ -34,60 +36,89 @@ class TuneResult:
     best: dict[str, Any] | None
 
 
-def resolve_space(model: str, space: str | Path | SearchSpace | None) -> SearchSpace:
-    """The family's default space, narrowed or replaced by a user's file or SearchSpace."""
-    from .families import get_family
+def resolve_space(model: str, space: str | Path | SearchSpace | None,
+                  kind: str = "image") -> SearchSpace:
+    """The family's default space for `kind` data, narrowed or replaced by a user's file or
+    SearchSpace. With --model auto the file names parameters as in the default ("vae.lr")."""
+    from .families import default_space, get_family
 
-    family = get_family(model)
-    default = family.default_space()
+    family = get_family(model, kind)
+    default = default_space(family, kind)
     if space is None:
         return default
     if isinstance(space, SearchSpace):
         return space
+    if model == "auto":
+        return load_space_file(space, default, validate_value=check_field(set(default.params), dict))
     valid = {f for f in family.config_cls.__dataclass_fields__}
     return load_space_file(space, default, validate_value=check_field(valid, family.config_cls.from_dict))
 
 
 def tune(*, model: str = "gan-mlp", dataset: str = "digits", data_dir: str | Path | None = None,
-         strategy: str = "tpe", objective: str = "fid", trials: int | None = 20,
+         strategy: str = "tpe", objective: str | None = None, trials: int | None = 20,
          timeout: float | None = None, space: str | Path | SearchSpace | None = None,
          steps: int | None = None, epochs: float | None = None, n_eval: int | None = None,
          seed: int = 0, device: str = "auto", storage: str | None = None,
          study: str | None = None, runs_dir: str | Path = "runs", command: str | None = None,
          report: bool = True, progress: bool = True, workers: int = 1,
-         gpus: list[int] | None = None, threads: int | None = None) -> TuneResult:
+         gpus: list[int] | None = None, threads: int | None = None,
+         pruner: str | None = None, patience: int | None = None, detectors=None,
+         evals: int | None = None, eval_every: int | None = None,
+         eval_samples: int | None = None,
+         prepare: Callable[[optuna.Study], None] | None = None,
+         prune_overfitting: bool = False) -> TuneResult:
     """Tune `model` on `dataset`; re-running with the same arguments resumes the study.
+
+    `model` is a built-in family (gentune.families.MODELS), "auto" (one search across them) or a
+    user's family class as "pkg.module:Class" / "FILE.py:Class" (docs/families.md). `objective`
+    defaults to fid on images and nll on text. Without steps or epochs a family trains for its
+    own default budget on the dataset. `prune_overfitting` prunes a trial whose validation loss
+    rises while its training loss falls.
+
+    `pruner`, `patience`, `detectors`, `evals`, `eval_every` and `eval_samples` decide how
+    trials are watched and stopped early (see gentune.monitor.compute_settings; None: the
+    strategy's default, or what an existing study stored). `prepare(study)` runs once the study
+    is open, before any trial (gentune.stages uses it to link and seed studies).
 
     With `workers` > 1, that many processes share the study's storage (see gentune.parallel):
     each gets `threads` torch threads (default: the cores split evenly) and, with `gpus`,
     one of those GPUs in turn.
     """
-    from .families import get_family
+    from .families import check_family, portable_model
     from .objective import warn_if_loss
 
-    if objective not in OBJECTIVES:
-        raise unknown_choice("objective", objective, OBJECTIVES)
     if steps is not None and epochs is not None:
         raise GentuneError("give the training budget as steps or as epochs, not both",
                            value={"steps": steps, "epochs": epochs}, fix="drop one of them")
-    get_family(model)
-    search_space = resolve_space(model, space)
+    model = portable_model(model)
+    family, kind, objective = check_family(model, dataset, objective)
+    if steps is None and epochs is None:
+        steps = family.default_steps.get(dataset)  # None: the study's default (or auto's, per family)
+    search_space = resolve_space(model, space, kind)
     sampler = make_sampler(strategy, search_space, seed)
     if strategy == "grid":
         trials = grid_size(search_space) if trials is None else min(trials, grid_size(search_space))
     dataset_label = dataset if dataset != "files" else f"files:{Path(str(data_dir)).name}"
+    if dataset == "text" and data_dir is not None:
+        dataset_label = f"text:{Path(str(data_dir)).name}"
     settings = StudySettings(model=model, dataset=dataset_label, strategy=strategy,
                              objective=objective, steps=steps, epochs=epochs, n_eval=n_eval,
-                             seed=seed, space=search_space.to_dict())
+                             seed=seed, space=search_space.to_dict(),
+                             prune_overfitting=prune_overfitting)
     warn_if_loss(settings)
-    name = study or default_study_name(settings)
+    name = study or default_study_name(replace(settings, model=family.name))
     storage = storage or default_storage(name, Path(runs_dir))
+    settings = replace(settings, **compute_settings(
+        strategy, pruner=pruner, patience=patience, detectors=detectors, evals=evals,
+        eval_every=eval_every, eval_samples=eval_samples, stored=_stored_settings(storage, name)))
     opened = open_study(settings, storage=storage, study_name=name, sampler=sampler,
                         command=command)
     if trials is not None:
         opened.set_user_attr("target_trials", trials)
     if strategy == "grid":
         enqueue_grid(opened, search_space.grid())
+    if prepare is not None:
+        prepare(opened)
     if workers > 1:
         from .parallel import run_workers
 
@@ -105,18 +136,24 @@ def tune(*, model: str = "gan-mlp", dataset: str = "digits", data_dir: str | Pat
 
 def work(study: optuna.Study | str, *, storage: str | None = None, data_dir: str | Path | None = None,
          device: str = "auto", trials: int | None = None, timeout: float | None = None,
-         runs_dir: str | Path = "runs", progress: bool = True, worker_index: int = 0,
+         runs_dir: str | Path = "runs", progress: bool = True, worker_index: int | None = 0,
          threads: int | None = None) -> optuna.Study:
     """Run trials of an existing gentune study until it holds `trials` finished trials.
 
     Everything else (model, data, space, budget, metric) comes from the settings stored in the
     study, so this is what a worker on another machine runs. `trials` defaults to the target
-    stored by `tune`. Each worker seeds its sampler with the study seed + `worker_index`;
+    stored by `tune`. Each worker seeds its sampler with the study seed + `worker_index`
+    (None: an index drawn from this worker's host and pid);
     `threads` caps torch's threads, so that workers sharing a machine do not oversubscribe it.
     """
+    from .data import dataset_kind
     from .families import get_family
-    from .objective import GenerativeObjective
+    from .objective import GenerativeObjective, family_budget
 
+    if worker_index is None:
+        from .parallel import auto_worker_index
+
+        worker_index = auto_worker_index()
     if threads is not None:
         import torch
 
@@ -131,13 +168,15 @@ def work(study: optuna.Study | str, *, storage: str | None = None, data_dir: str
                           worker_index=worker_index)
     settings = stored_settings(study)
     space = SearchSpace.from_dict(settings.space)
+    family = get_family(settings.model, dataset_kind(settings.dataset))
     study = optuna.load_study(study_name=study.study_name, storage=study._storage,
-                              sampler=make_sampler(settings.strategy, space, settings.seed + worker_index))
+                              sampler=make_sampler(settings.strategy, space, settings.seed,
+                                                   worker=worker_index),
+                              pruner=study_pruner(settings, family_budget(family, settings)))
     if trials is None:
         trials = study.user_attrs.get("target_trials")
     if settings.strategy == "grid":
         trials = grid_size(space) if trials is None else min(trials, grid_size(space))
-    family = get_family(settings.model)
     dev, data, evaluator = prepare_evaluator(study, settings, data_dir, device)
     with _progress(progress, trials, study, settings.objective) as bar:
         fn = GenerativeObjective(family, settings, data, evaluator, space, device=dev,
@@ -147,14 +186,19 @@ def work(study: optuna.Study | str, *, storage: str | None = None, data_dir: str
 
 
 def prepare_evaluator(study: optuna.Study, settings: StudySettings, data_dir, device: str):
-    """(device, data, evaluator) of a study; stores the floor and real images once."""
-    from .data import load_dataset
+    """(device, data, evaluator) of a study; stores the floor and real images once.
+
+    Text has no sample metric: its evaluator is None (text models are scored by their NLL).
+    """
+    from .data import dataset_kind, load_dataset
     from .device import resolve_device
     from .metrics import Evaluator
 
     dev = resolve_device(device)
     name, _, _ = settings.dataset.partition(":")  # "files:<folder>" -> "files"
     data = load_dataset(name, data_dir=data_dir, seed=DATA_SEED)
+    if dataset_kind(name) == "text":
+        return dev, data, None
     evaluator = Evaluator(data, n=settings.n_eval, device=dev, seed=settings.seed).prepare()
     _store_reference(study, evaluator, data)
     return dev, data, evaluator
@@ -173,7 +217,7 @@ def _work_user(study: optuna.Study, *, trials, timeout, progress, worker_index) 
     space = SearchSpace.from_dict(stored.get("space", {}))
     study = optuna.load_study(study_name=study.study_name, storage=study._storage,
                               sampler=make_sampler(stored["strategy"], space,
-                                                   stored.get("seed", 0) + worker_index))
+                                                   stored.get("seed", 0), worker=worker_index))
     trials = study.user_attrs.get("target_trials") if trials is None else trials
     fn = load_objective(spec)
     with _progress(progress, trials, study, "value") as bar:
@@ -236,6 +280,14 @@ def run_objective(objective: Callable[[optuna.Trial], float], *, study: str,
 
         run(opened, wrapped, n_trials=trials, timeout=timeout, progress=bar)
     return _finish(opened, out_dir, True, storage)
+
+
+def _stored_settings(storage: str, name: str) -> dict | None:
+    """The settings dict of an existing study `name`, or None when there is none yet."""
+    try:
+        return optuna.load_study(study_name=name, storage=_storage(storage)).user_attrs.get("gentune")
+    except KeyError:
+        return None
 
 
 def _storage(url: str):
@@ -310,13 +362,25 @@ def best_summary(study: optuna.Study) -> dict[str, Any] | None:
         "metrics": attrs.get("metrics"),
         "floor": study.user_attrs.get("floor"),
         "extractor": study.user_attrs.get("extractor"),
+        "family": attrs.get("family"),
         "final_loss": attrs.get("final_loss"),
+        "overfitting": attrs.get("overfitting"),
         "train_seconds": attrs.get("train_seconds"),
         "device": attrs.get("device"),
         "seed": attrs.get("seed"),
         "settings": settings,
         "trials": {"complete": len(completed), "pruned": len(pruned), "pruned_by_reason": reasons,
                    "failed": len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))},
+        "confirmed": _confirmed(study),
     }
+
+
+def _confirmed(study: optuna.Study) -> dict[str, Any] | None:
+    """The --confirm result (gentune.confirm): the pick by mean over seeds, and the ranking."""
+    ranking = study.user_attrs.get("confirmed")
+    if not ranking:
+        return None
+    keys = ("source", "params", "mean", "sd", "n", "values", "seeds", "stopped")
+    return {"best": ranking[0], "ranking": [{k: r.get(k) for k in keys} for r in ranking]}
 
 

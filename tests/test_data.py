@@ -17,7 +17,7 @@ from gentune.errors import DataError, GentuneError
 # --- dispatch ---------------------------------------------------------------------------------
 
 def test_dataset_names():
-    assert DATASETS == ("digits", "mnist", "files")
+    assert DATASETS == ("digits", "mnist", "files", "text")
 
 
 def test_unknown_dataset_lists_the_valid_names():

@@ -18,7 +18,7 @@ from ..errors import GentuneError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Tune generative models by what they generate.")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 out = Console()
 
 
@@ -32,16 +32,21 @@ def _storage_option():
 
 @app.command()
 def tune(
-    model: str = typer.Option("gan-mlp", help="Model family to tune."),
-    dataset: str = typer.Option("digits", help="digits (embedded), mnist, or files (with --data-dir)."),
+    model: str = typer.Option("gan-mlp", help="Model family: gan-mlp, dcgan, vae, transformer, diffusion; "
+                              "auto (search across them); or your own, pkg.module:Class or FILE.py:Class."),
+    dataset: str = typer.Option("digits", help="digits (embedded), mnist, files (with --data-dir), or "
+                                "text (tiny-shakespeare, or --data-file)."),
     data_dir: Optional[Path] = typer.Option(None, help="Local MNIST folder, or your .npy/.npz/PNG folder."),
+    data_file: Optional[Path] = typer.Option(None, "--data-file", help="With --dataset text: your own "
+                                             "UTF-8 text file [default: tiny-shakespeare, downloaded]."),
     strategy: str = typer.Option("tpe", help="grid, random, qmc, tpe (Bayesian) or gp (Gaussian process)."),
     trials: Optional[int] = typer.Option(None, help="Finished trials the study should hold "
                                          "[default: 20; grid: the grid size]."),
     timeout: Optional[float] = typer.Option(None, help="Wall-clock limit for this run, in seconds."),
     space: Optional[Path] = typer.Option(None, help="YAML/TOML file narrowing or replacing the search space."),
-    objective: str = typer.Option("fid", help="fid, kid, or loss (the tutorial's final loss; "
-                                  "does not measure sample quality)."),
+    objective: Optional[str] = typer.Option(None, help="fid (default on images), kid, nll (validation "
+                                            "NLL: vae, transformer; default on text), or loss (the "
+                                            "final training loss; does not measure sample quality)."),
     objective_fn: Optional[str] = typer.Option(None, "--objective-fn",
                                                help="Your own Optuna objective: FILE.py:FUNC or module:func."),
     direction: str = typer.Option("minimize", help="With --objective-fn: minimize or maximize."),
@@ -55,11 +60,51 @@ def tune(
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda or cuda:N."),
     runs_dir: Path = typer.Option(Path("runs"), help="Folder for study outputs."),
     report: bool = typer.Option(True, help="Write runs/STUDY/report.html at the end."),
+    workers: int = typer.Option(1, help="Worker processes sharing the study on this machine."),
+    gpus: Optional[str] = typer.Option(None, help="GPU indices for the workers, one each in turn, "
+                                       "e.g. 0,1 (default: all GPUs with --device auto)."),
+    threads: Optional[int] = typer.Option(None, help="Torch threads per worker "
+                                          "(default: CPU cores / workers)."),
+    pruner: Optional[str] = typer.Option(None, help="none, median, percentile, halving or hyperband "
+                                         "(default: tpe: hyperband; grid: none; others: median)."),
+    patience: Optional[int] = typer.Option(None, help="Prune only after this many evaluations in a "
+                                           "row without improvement (wraps the pruner)."),
+    evals: Optional[int] = typer.Option(None, help="Evaluations during training, before the final "
+                                        "one; 0 turns them (and pruning) off (default: 5)."),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Evaluate every this many "
+                                             "G steps instead (default: budget / (evals + 1))."),
+    eval_samples: Optional[int] = typer.Option(None, "--eval-samples", help="N samples per evaluation "
+                                               "during training (default: min(--n-eval, 1000))."),
+    detectors: Optional[str] = typer.Option(None, help="Failure detectors: on, off, or a list such as "
+                                            "diverged,mode_collapse (default: on)."),
+    detector_config: Optional[Path] = typer.Option(None, "--detector-config",
+                                                   help="YAML file of detector thresholds."),
+    detector: Optional[list[str]] = typer.Option(None, "--detector", help="Set one threshold, "
+                                                 "e.g. stagnation.patience=5 (repeatable)."),
+    stages: Optional[str] = typer.Option(None, help="Stepwise tuning: auto, a number of stages, or "
+                                         "groups such as lr,batch_size:beta1,d_steps."),
+    screen_trials: Optional[int] = typer.Option(None, "--screen-trials", help="Trials of the screening "
+                                                "run that orders parameters for --stages auto (default: 10)."),
+    narrow: bool = typer.Option(False, "--narrow", help="Then search again in ranges narrowed "
+                                "around the top trials."),
+    narrow_top: Optional[int] = typer.Option(None, "--narrow-top", help="Trials to narrow around (default: 5)."),
+    narrow_trials: Optional[int] = typer.Option(None, "--narrow-trials", help="Trials of the narrowed "
+                                                "search (default: --trials)."),
+    confirm: Optional[int] = typer.Option(None, help="Re-run the top K configurations with extra "
+                                          "seeds and pick the best by mean."),
+    confirm_seeds: Optional[int] = typer.Option(None, "--confirm-seeds", help="Extra seeds per "
+                                                "configuration for --confirm (default: 2)."),
+    prune_overfitting: bool = typer.Option(False, "--prune-overfitting", help="Prune a trial when its "
+                                           "validation loss rises for 3 evaluations while its training "
+                                           "loss falls (it is flagged either way)."),
 ):
     """Run (or resume) a tuning study and print the best configuration."""
+    from ..parallel import parse_gpus
     from ..tuner import run_objective
-    from ..tuner import tune as tune_api
 
+    if objective_fn and (stages or narrow or confirm):
+        raise GentuneError("--stages, --narrow and --confirm work on built-in models only",
+                           value=objective_fn, fix="drop them, or tune a built-in --model")
     if objective_fn:
         from .loading import load_objective
 
@@ -68,18 +113,30 @@ def tune(
         result = run_objective(fn, study=name, trials=20 if trials is None and strategy != "grid" else trials,
                                timeout=timeout, direction=direction, strategy=strategy, seed=seed,
                                space=space, storage=storage, runs_dir=runs_dir,
-                               command=_command_line())
+                               command=_command_line(), workers=workers,
+                               objective_spec=_portable_spec(objective_fn))
     else:
         if objective == "loss":
             warnings.simplefilter("ignore", UserWarning)
             err.print("[yellow]warning:[/] --objective loss ranks trials by the final generator loss, "
                       "which does not measure sample quality (lowest-loss GANs are often "
                       "mode-collapsed). The sample metrics are still recorded for every trial.")
-        result = tune_api(model=model, dataset=dataset, data_dir=data_dir, strategy=strategy,
-                          objective=objective, trials=20 if trials is None and strategy != "grid" else trials,
-                          timeout=timeout, space=space, steps=steps, epochs=epochs, n_eval=n_eval,
-                          seed=seed, device=device, storage=storage, study=study, runs_dir=runs_dir,
-                          command=_command_line(), report=report)
+        from ..detectors import detector_config as parse_detectors
+        from ..stages import tune_in_phases
+
+        objective = objective or ("nll" if dataset == "text" else "fid")
+
+        result = tune_in_phases(
+            stages=stages, screen_trials=screen_trials, narrow=narrow, narrow_top=narrow_top,
+            narrow_trials=narrow_trials, confirm=confirm, confirm_seeds=confirm_seeds,
+            model=model, dataset=dataset, data_dir=data_file or data_dir, strategy=strategy,
+            objective=objective, trials=20 if trials is None and strategy != "grid" else trials,
+            timeout=timeout, space=space, steps=steps, epochs=epochs, n_eval=n_eval,
+            seed=seed, device=device, storage=storage, study=study, runs_dir=runs_dir,
+            command=_command_line(), report=report, workers=workers,
+            gpus=parse_gpus(gpus), threads=threads, pruner=pruner, patience=patience,
+            detectors=parse_detectors(detectors, detector_config, detector), evals=evals,
+            eval_every=eval_every, eval_samples=eval_samples, prune_overfitting=prune_overfitting)
     from .show import print_best
 
     print_best(out, result.best)
@@ -98,13 +155,16 @@ def worker(
     data_dir: Optional[Path] = typer.Option(None, help="Local data folder on this machine."),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda or cuda:N."),
     runs_dir: Path = typer.Option(Path("runs"), help="Folder for this worker's checkpoints and grids."),
-    worker_index: int = typer.Option(0, help="Offsets the sampler seed so workers explore differently."),
+    worker_index: Optional[int] = typer.Option(None, help="Offsets the sampler seed so workers explore "
+                                               "differently (default: drawn from host and pid)."),
+    threads: Optional[int] = typer.Option(None, help="Torch threads for this worker (default: all cores)."),
+    progress: bool = typer.Option(True, help="Show this worker's progress."),
 ):
     """Join an existing study and run its trials; it needs no file but the storage URL."""
     from ..tuner import work
 
     work(study, storage=storage, data_dir=data_dir, device=device, trials=trials, timeout=timeout,
-         runs_dir=runs_dir, worker_index=worker_index)
+         runs_dir=runs_dir, worker_index=worker_index, threads=threads, progress=progress)
 
 
 @app.command()
@@ -172,6 +232,14 @@ def report(
     paths = write_report(url, study, target, fmt=format)
     for p in paths:
         out.print(f"wrote {p}")
+
+
+def _portable_spec(spec: str) -> str:
+    """FILE.py:FUNC with an absolute path, so workers started elsewhere find the file."""
+    target, _, name = spec.rpartition(":")
+    if target.endswith(".py"):
+        return f"{Path(target).resolve()}:{name}"
+    return spec
 
 
 def _existing_storage(study: str, runs_dir: Path) -> str:

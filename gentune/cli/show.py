@@ -20,6 +20,8 @@ def print_best(console: Console, best: dict | None) -> None:
     objective = best.get("objective") or "value"
     console.print(f"\n[bold]best trial {best['trial']}[/] of study {best['study']}: "
                   f"{objective} = {_fmt(best['value'])}", highlight=False)
+    if best.get("family"):
+        console.print(f"[bold]family:[/] {best['family']}", highlight=False)
     params = Table(title="configuration", show_header=True)
     params.add_column("parameter")
     params.add_column("value")
@@ -28,7 +30,8 @@ def print_best(console: Console, best: dict | None) -> None:
     console.print(params)
     metrics, floor = best.get("metrics") or {}, best.get("floor") or {}
     if metrics:
-        table = Table(title=f"sample quality (N = {metrics.get('n')})", show_header=True)
+        title = f"sample quality (N = {metrics['n']})" if metrics.get("n") else "validation metrics"
+        table = Table(title=title, show_header=True)
         table.add_column("metric")
         table.add_column("best trial")
         table.add_column("floor: real vs real")
@@ -47,11 +50,36 @@ def print_best(console: Console, best: dict | None) -> None:
             console.print(f"[yellow]note:[/] {ex['trust']}", highlight=False)
     loss = best.get("final_loss")
     if loss:
-        console.print(f"final training loss: G {_fmt(loss.get('g'))}, D {_fmt(loss.get('d'))}"
-                      f"  (not a quality measure)", highlight=False)
+        names = {"g": "G", "d": "D"}  # the GANs' losses, named as in the tutorial
+        shown = ", ".join(f"{names.get(k, k)} {_fmt(v)}" for k, v in loss.items())
+        console.print(f"final training loss: {shown}  (not a quality measure)", highlight=False)
+    if best.get("overfitting"):
+        console.print("[yellow]note:[/] the best trial's validation loss rose while its training "
+                      "loss fell (overfitting)", highlight=False)
     counts = best.get("trials") or {}
     if counts:
         reasons = ", ".join(f"{k} {v}" for k, v in counts.get("pruned_by_reason", {}).items())
         console.print(f"trials: {counts.get('complete')} complete, {counts.get('pruned')} pruned"
                       + (f" ({reasons})" if reasons else "") + f", {counts.get('failed')} failed",
                       highlight=False)
+    _print_confirmed(console, best.get("confirmed"), best.get("objective") or "value")
+
+
+def _print_confirmed(console: Console, confirmed: dict | None, objective: str) -> None:
+    """The --confirm ranking: mean +- sd over seeds; the pick is the best mean."""
+    if not confirmed:
+        return
+    table = Table(title=f"confirmed over seeds ({objective}: mean ± sd, best mean first)",
+                  show_header=True)
+    for col in ("configuration", "mean ± sd", "n", "values", "stopped"):
+        table.add_column(col)
+    for r in confirmed["ranking"]:
+        sd = f" ± {_fmt(r['sd'])}" if r.get("sd") is not None else ""
+        stopped = ", ".join(f"seed {k}: {v}" for k, v in (r.get("stopped") or {}).items())
+        table.add_row(r["source"], f"{_fmt(r['mean'])}{sd}", str(r["n"]),
+                      ", ".join(_fmt(v) for v in r["values"]), stopped)
+    console.print(table)
+    pick = confirmed["best"]
+    sd = f" ± {_fmt(pick['sd'])}" if pick.get("sd") is not None else ""
+    console.print(f"[bold]pick by mean:[/] {pick['source']}: {objective} = {_fmt(pick['mean'])}{sd} "
+                  f"over {pick['n']} seeds; parameters {pick.get('params')}", highlight=False)

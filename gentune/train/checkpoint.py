@@ -88,3 +88,50 @@ def load_checkpoint(path: str | os.PathLike,
                            fix="delete it and train again") from e
     generator.to(resolve_device(device)).eval()
     return config, generator, {"image_shape": image_shape, "extra": payload["extra"]}
+
+
+MODEL_FORMAT = "gentune-model-checkpoint/1"
+
+
+def save_model(path: str | os.PathLike, family: str, config, model: torch.nn.Module, meta: dict,
+               extra: dict | None = None) -> Path:
+    """Any family's checkpoint: family name, config, `meta` (what rebuilds the model besides
+    the config: image shape, vocabulary, ...), weights and `extra`, written atomically."""
+    path = Path(path)
+    extra = {} if extra is None else extra
+    _check_plain(extra, "extra")
+    _check_plain(meta, "meta")
+    payload = {"format": MODEL_FORMAT, "family": family, "config": config.to_dict(), "meta": meta,
+               "state": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "extra": extra}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_model(path: str | os.PathLike, family: str) -> dict:
+    """The payload of a `save_model` checkpoint of `family`: config, meta, state, extra."""
+    path = Path(path)
+    if not path.is_file():
+        raise GentuneError("checkpoint file not found", value=str(path),
+                           fix="check the path, or train again to write it")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for truncated or foreign files
+        raise GentuneError(f"checkpoint file is unreadable or corrupt ({type(e).__name__})",
+                           value=str(path), fix="delete it and train again") from None
+    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+        raise GentuneError(f"not a gentune model checkpoint (expected format {MODEL_FORMAT!r})",
+                           value=str(path), fix="point to a file written by save_model")
+    if payload.get("family") != family:
+        raise GentuneError(f"this checkpoint holds a {payload.get('family')!r} model, not {family!r}",
+                           value=str(path), fix=f"load it with --model {payload.get('family')}")
+    return payload

@@ -1,0 +1,277 @@
+"""What every family's trainer shares: the config base, the result, the loop and the loss curves.
+
+A trainer built on `run_loop` supplies one function that does an optimiser step and returns its
+training signals, and one that measures the loss on a fixed slice of the training data and on
+a fixed slice of the validation data. The loop handles the budget, divergence, the time limit,
+the callback and the overfitting monitor, so every family reports the same things on the same
+schedule (see docs/families.md).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Callable
+
+import torch
+
+from ..errors import GentuneError, unknown_choice
+from .callback import Callback, adapt
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+FINAL_LOSS_WINDOW = 100  # the final training losses are means over this many last steps
+DIVERGED_LOSS = 1e6  # a likelihood loss this large (nats) means the weights have blown up
+# Validation rising for this many evaluations in a row while training falls flags overfitting.
+OVERFIT_PATIENCE = 3
+
+
+@dataclass(frozen=True)
+class ConfigBase:
+    """A frozen config whose fields are validated from a few declared lists.
+
+    Subclasses list their fields in `_POSITIVE_INTS` (int >= 1), `_NONNEG_INTS` (int >= 0),
+    `_POSITIVE` (finite float > 0), `_NONNEG` (finite float >= 0), `_UNIT` ([0, 1)),
+    `_FRACTION` ([0, 1]) and `_CHOICES` ({field: allowed values}); `check()` adds the rest.
+    """
+
+    _POSITIVE_INTS = ()
+    _NONNEG_INTS = ()
+    _POSITIVE = ()
+    _NONNEG = ()
+    _UNIT = ()
+    _FRACTION = ()
+    _CHOICES = {}  # no annotation: a class constant, not a dataclass field
+
+    def __post_init__(self):
+        # Optuna and YAML hand over ints for float fields; store floats so to_dict round-trips.
+        for name in (*self._POSITIVE, *self._NONNEG, *self._UNIT, *self._FRACTION):
+            value = getattr(self, name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, name, float(value))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise GentuneError naming the field, its value and the fix for the first bad value."""
+        cls = type(self).__name__
+        defaults = {f.name: f.default for f in fields(self)}
+        for name in (*self._POSITIVE_INTS, *self._NONNEG_INTS):
+            value, low = getattr(self, name), 1 if name in self._POSITIVE_INTS else 0
+            if not _is_int(value) or value < low:
+                raise GentuneError(f"{cls}.{name} must be an integer >= {low}", value=value,
+                                   fix=f"set {name} to e.g. {defaults[name]}")
+        for names, ok, rule in ((self._POSITIVE, lambda v: v > 0, "a finite number > 0"),
+                                (self._NONNEG, lambda v: v >= 0, "a finite number >= 0"),
+                                (self._UNIT, lambda v: 0 <= v < 1, "a number in [0, 1)"),
+                                (self._FRACTION, lambda v: 0 <= v <= 1, "a number in [0, 1]")):
+            for name in names:
+                value = getattr(self, name)
+                if value is None and defaults[name] is None:
+                    continue  # optional field left unset
+                if not _is_number(value) or not math.isfinite(value) or not ok(value):
+                    raise GentuneError(f"{cls}.{name} must be {rule}", value=value,
+                                       fix=f"set {name} to e.g. {defaults[name]}")
+        for name, choices in self._CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise unknown_choice(f"{cls}.{name}", getattr(self, name), choices)
+        self.check()
+
+    def check(self) -> None:
+        """Rules between fields; subclasses override."""
+
+    def to_dict(self) -> dict:
+        """Plain dict of all fields, suitable for JSON/YAML and for `from_dict`."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        """Build a config from a dict; unknown keys are an error (a typo must not pass silently)."""
+        valid = [f.name for f in fields(cls)]
+        if not isinstance(d, dict):
+            raise GentuneError(f"a {cls.__name__} must be given as a mapping of field to value",
+                               value=type(d).__name__, fix=f"pass a dict with keys from: {', '.join(valid)}")
+        unknown = sorted(set(d) - set(valid))
+        if unknown:
+            raise GentuneError(f"unknown {cls.__name__} field(s) {', '.join(map(repr, unknown))}",
+                               fix=f"use only these fields: {', '.join(valid)}")
+        return cls(**d)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass
+class TrainResult:
+    """What one training run produced, in the same form for every family.
+
+    `losses` are the final training losses (means over the last FINAL_LOSS_WINDOW steps), keyed
+    by the family's own names; `curves` are the train and validation losses measured the same
+    way on the same schedule, with their gap (see LossCurves).
+    """
+
+    model: Any  # what Family.sample takes; in eval mode
+    config: Any
+    losses: dict[str, float]
+    curves: list[dict] = field(default_factory=list)  # {step, train, val, gap}
+    history: list[dict] = field(default_factory=list)  # {step, *signals}, per log window
+    steps: int = 0
+    epochs: float = 0.0
+    seconds: float = 0.0
+    device: str = "cpu"
+    seed: int = 0
+    diverged: bool = False
+    stop_reason: str = "budget"  # "budget", "max_seconds" or "diverged"
+
+
+class LossCurves:
+    """Train and validation losses measured on the same schedule, and the gap between them."""
+
+    def __init__(self):
+        self.points: list[dict] = []
+
+    def add(self, step: int, train: float, val: float) -> dict:
+        point = {"step": int(step), "train": float(train), "val": float(val),
+                 "gap": float(val) - float(train)}
+        self.points.append(point)
+        return point
+
+    def overfitting(self, patience: int = OVERFIT_PATIENCE) -> bool:
+        return overfitting(self.points, patience)
+
+
+def overfitting(curves: list[dict], patience: int = OVERFIT_PATIENCE) -> bool:
+    """True when the validation loss rose at each of the last `patience` evaluations while the
+    training loss fell over the same stretch.
+
+    >>> pts = [{"train": t, "val": v} for t, v in [(3, 3), (2, 2.5), (1.5, 2.6), (1, 2.7), (.5, 2.8)]]
+    >>> overfitting(pts, 3), overfitting(pts[:4], 3)
+    (True, False)
+    """
+    if len(curves) <= patience:
+        return False
+    tail = curves[-patience - 1:]
+    val_rose = all(b["val"] > a["val"] for a, b in zip(tail, tail[1:]))
+    return val_rose and tail[-1]["train"] < tail[0]["train"]
+
+
+def overfit_step(curves: list[dict], patience: int = OVERFIT_PATIENCE) -> int | None:
+    """The first step at which `overfitting` held on the curves so far, or None if it never did."""
+    for i in range(patience + 1, len(curves) + 1):
+        if overfitting(curves[:i], patience):
+            return curves[i - 1].get("step")
+    return None
+
+
+def check_budget(steps, epochs, per_epoch: int) -> int:
+    """Total optimiser steps for a budget given as steps or as epochs of the training data."""
+    if (steps is None) == (epochs is None):
+        raise GentuneError("give exactly one training budget: steps or epochs",
+                           value={"steps": steps, "epochs": epochs},
+                           fix="pass steps=N (optimiser updates) or epochs=E, not both and not neither")
+    if steps is not None:
+        if not _is_int(steps) or steps < 1:
+            raise GentuneError("steps must be an integer >= 1", value=steps, fix="pass steps=1000")
+        return steps
+    if not _is_number(epochs) or not math.isfinite(epochs) or epochs <= 0:
+        raise GentuneError("epochs must be a finite number > 0", value=epochs, fix="pass epochs=5")
+    return max(1, math.ceil(epochs * per_epoch - 1e-9))
+
+
+def make_optimizer(config, params) -> torch.optim.Optimizer:
+    """The config's optimizer with its lr, betas / momentum and weight decay."""
+    from .gan import make_optimizer as make
+
+    return make(config.optimizer, params, config.lr, config)
+
+
+def lr_lambda(warmup: int, total: int, schedule: str, min_ratio: float = 0.1) -> Callable[[int], float]:
+    """Linear warm-up over `warmup` steps, then constant or cosine decay to `min_ratio` x lr."""
+    def factor(i: int) -> float:
+        if i < warmup:
+            return (i + 1) / warmup
+        if schedule == "constant":
+            return 1.0
+        progress = min(1.0, (i - warmup) / max(1, total - warmup))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return factor
+
+
+def seeded_build(seed: int, make: Callable[[], torch.nn.Module], dev: torch.device) -> torch.nn.Module:
+    """`make()` under `seed` without touching the global RNG state, moved to `dev`."""
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        torch.manual_seed(seed)
+        model = make()
+    return model.to(dev)
+
+
+def fixed_subset(x: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """The same `n` rows of `x` every call: the slice the loss curves are measured on."""
+    idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:n]
+    return x[idx.to(x.device)]
+
+
+@dataclass
+class Loop:
+    """One training loop: `step(i)` returns a 1-d tensor of signals (main loss first), `measure()`
+    returns (train_loss, val_loss) on fixed slices. `model` is what the callback receives."""
+
+    step: Callable[[int], torch.Tensor]
+    measure: Callable[[], tuple[float, float]]
+    signals: tuple[str, ...]
+    model: Any
+    total: int
+    log_every: int | None = None
+    callback: Callback | None = None
+    max_seconds: float | None = None
+    t0: float = field(default_factory=time.perf_counter)
+
+
+def default_log_every(total: int) -> int:
+    """About 20 evaluations a run, and none closer than 25 steps apart."""
+    return max(25, total // 20)
+
+
+def run_loop(loop: Loop) -> tuple[dict, list[dict], list[dict], int, str]:
+    """Run it: (final losses, history, curves, steps done, stop reason).
+
+    Every `log_every` steps (and at the last step) the signals since the last log are averaged,
+    the train and validation losses measured, and all of it handed to the callback, which may
+    raise (e.g. optuna.TrialPruned) to stop. A non-finite or exploded loss stops with "diverged".
+    """
+    every = loop.log_every or default_log_every(loop.total)
+    if not _is_int(every) or every < 1:
+        raise GentuneError("log_every must be an integer >= 1", value=every, fix="pass 50")
+    record = None  # per step, on the model's device: read back only at log steps
+    callback, curves, history = adapt(loop.callback), LossCurves(), []
+    stop, step, logged = "budget", 0, 0
+    for step in range(1, loop.total + 1):
+        out = loop.step(step).detach().float()
+        if record is None:
+            record = torch.zeros(loop.total, len(loop.signals), device=out.device)
+        record[step - 1] = out
+        if loop.max_seconds is not None and step < loop.total \
+                and time.perf_counter() - loop.t0 > loop.max_seconds:
+            stop = "max_seconds"
+        if step % every and step != loop.total and stop == "budget":
+            continue
+        window = record[logged:step].cpu()
+        if not bool((window.abs() <= DIVERGED_LOSS).all()):  # NaN fails the comparison too
+            stop = "diverged"
+        signals = dict(zip(loop.signals, window.mean(0).tolist()))
+        if stop != "diverged":
+            train, val = loop.measure()
+            curves.add(step, train, val)
+            signals.update(train_loss=train, val_loss=val)
+        history.append({"step": step, **signals})
+        logged = step
+        if stop != "budget":
+            break
+        if callback is not None and step % every == 0:
+            callback(step, loop.total, signals, loop.model)
+    final = record[max(0, step - FINAL_LOSS_WINDOW):step].mean(0).tolist()  # type: ignore[index]
+    return dict(zip(loop.signals, final)), history, curves.points, step, stop
