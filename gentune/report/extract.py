@@ -73,18 +73,24 @@ class StudyInfo:
 
 
 def open_study(storage: str, study_name: str) -> optuna.Study:
-    """Load an existing study; a path to a .db file is accepted as a sqlite storage."""
-    if "://" not in storage:
+    """Load an existing study; a path to a .db file is accepted as a sqlite storage.
+
+    The storage is opened as gentune opens it (PostgreSQL through psycopg, journal files).
+    """
+    from ..study import make_storage
+
+    if "://" not in storage and not storage.endswith(".log"):
         storage = f"sqlite:///{Path(storage)}"
     if storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///"):]).is_file():
         # RDBStorage would silently create an empty database here.
         raise StudyError("the study storage does not exist", value=storage,
                          fix="pass the storage the study was run with, e.g. "
                              "sqlite:///runs/<study>/study.db")
+    store = make_storage(storage)
     try:
-        return optuna.load_study(study_name=study_name, storage=storage)
+        return optuna.load_study(study_name=study_name, storage=store)
     except KeyError:
-        names = ", ".join(optuna.get_all_study_names(storage)) or "none"
+        names = ", ".join(optuna.get_all_study_names(store)) or "none"
         raise StudyError(f"no study of that name in {storage}; studies there: {names}",
                          value=study_name, fix="pass one of the listed study names") from None
 
