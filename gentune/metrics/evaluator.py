@@ -63,12 +63,16 @@ class Evaluator:
         self._prepared = True
         return self
 
-    def evaluate(self, images: torch.Tensor) -> dict:
-        """Metrics of the first n of `images` (M, C, H, W) in [-1, 1]; plain JSON-able values."""
+    def evaluate(self, images: torch.Tensor, keys=None) -> dict:
+        """Metrics of the first n of `images` (M, C, H, W) in [-1, 1]; plain JSON-able values.
+
+        `keys` (e.g. {"fid", "label_entropy"}) computes only those metrics, for the cheap
+        evaluations during training; `n` and the label coverage come along (they are free).
+        """
         self.prepare()
         images = self._checked_images(images)
         features, logits = embed(self._model, images[:self._n], self._device)
-        return self._score(features, logits)
+        return self._score(features, logits, keys)
 
     @property
     def floor(self) -> dict:
@@ -126,12 +130,19 @@ class Evaluator:
                                fix="the generator diverged; lower its learning rate or mark the trial failed")
         return images
 
-    def _score(self, features: torch.Tensor, logits: torch.Tensor | None) -> dict:
-        mu, sigma = gaussian_stats(features)
-        kid_mean, kid_std = kid(features, self._ref_features, seed=self.seed)
-        result = {"fid": frechet_distance(mu, sigma, self._ref_mu, self._ref_sigma),
-                  "kid": kid_mean, "kid_std": kid_std, **self._manifold.score(features),
-                  "label_entropy": None, "classes_covered": None, "n": int(len(features))}
+    def _score(self, features: torch.Tensor, logits: torch.Tensor | None, keys=None) -> dict:
+        def wanted(*names: str) -> bool:
+            return keys is None or any(name in keys for name in names)
+
+        result: dict = {}
+        if wanted("fid"):
+            mu, sigma = gaussian_stats(features)
+            result["fid"] = frechet_distance(mu, sigma, self._ref_mu, self._ref_sigma)
+        if wanted("kid", "kid_std"):
+            result["kid"], result["kid_std"] = kid(features, self._ref_features, seed=self.seed)
+        if wanted("precision", "recall"):
+            result.update(self._manifold.score(features))
+        result.update({"label_entropy": None, "classes_covered": None, "n": int(len(features))})
         if logits is not None:
             result.update(label_coverage(logits, int(self.dataset.num_classes)))
         return result
