@@ -127,4 +127,6 @@ def test_interrupted_study_resumes_with_the_same_parameters(tmp_path, how):
     if how == "sigint":
         assert stopped.user_attrs.get("interrupted") is True
     retried = [t for t in complete if t.user_attrs.get("retry_of") == running.number]
-    assert len(retried) == 1 and retried[0].params == running.params
+    # The retry repeats every parameter the stopped trial had drawn (a stop between two
+    # suggestions leaves the later ones to the retry).
+    assert len(retried) == 1 and stopped.params and retried[0].params.items() >= stopped.params.items()
