@@ -60,8 +60,7 @@ def test_bad_pruner_settings_name_the_fix():
 
 def test_each_strategy_has_a_default_pruner():
     assert default_pruner("grid") == "none"  # a grid must measure every point it lists
-    assert default_pruner("tpe") == "hyperband"
-    assert {default_pruner(s) for s in ("random", "qmc", "gp")} == {"median"}
+    assert {default_pruner(s) for s in ("tpe", "random", "qmc", "gp")} == {"median"}
 
 
 def test_study_pruner_puts_the_rungs_on_the_evaluation_steps():
@@ -147,7 +146,7 @@ def test_pruner_settings_are_stored_and_kept_on_resume(tmp_path):
     with pytest.raises(StudyError, match="pruner='percentile'.*pruner='median'"):
         tune(pruner="median", **kw)
     new = tune(**{**kw, "study": "q"})  # a new study gets the strategy's default
-    assert new.study.user_attrs["gentune"]["pruner"] == "hyperband"
+    assert new.study.user_attrs["gentune"]["pruner"] == "median"
     assert StudySettings.from_dict({"model": "gan-mlp"}).pruner == "none"  # old studies: no pruning
 
 

@@ -66,7 +66,7 @@ def tune(
     threads: Optional[int] = typer.Option(None, help="Torch threads per worker "
                                           "(default: CPU cores / workers)."),
     pruner: Optional[str] = typer.Option(None, help="none, median, percentile, halving or hyperband "
-                                         "(default: tpe: hyperband; grid: none; others: median)."),
+                                         "(default: grid: none; others: median)."),
     patience: Optional[int] = typer.Option(None, help="Prune only after this many evaluations in a "
                                            "row without improvement (wraps the pruner)."),
     evals: Optional[int] = typer.Option(None, help="Evaluations during training, before the final "
