@@ -8,6 +8,7 @@ across the built-in families at once (`AutoFamily`).
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from pathlib import Path
 from typing import Any
@@ -165,92 +166,65 @@ class DCGAN(GanMlp):
     save, load = Family.save, Family.load
 
 
-class VAE(Family):
-    """A variational autoencoder, MLP or convolutional."""
+class _ModuleFamily(Family):
+    """A family whose code follows gentune's layout: gentune.train.<module> holds
+    train_<module>, sample and evaluate; gentune.models.<module> holds build(config, image_shape);
+    gentune.search.defaults holds <module>_space()."""
 
-    name, likelihood = "vae", True
-    default_steps = {"digits": 3000, "mnist": 6000}
+    module = ""
 
-    config_cls = VAEConfig
+    def _trainer(self):
+        return importlib.import_module(f"{__package__}.train.{self.module}")
 
     def default_space(self, kind="image"):
-        from .search.defaults import vae_space
-        return vae_space()
+        from .search import defaults
+        return getattr(defaults, f"{self.module}_space")()
 
     def train(self, config, data, **kw):
-        from .train.vae import train_vae
-        return train_vae(config, data, **kw)
+        return getattr(self._trainer(), f"train_{self.module}")(config, data, **kw)
 
     def sample(self, model, n, *, seed=0, device="cpu"):
-        from .train.vae import sample
-        return sample(model, n, seed=seed, device=device)
+        return self._trainer().sample(model, n, seed=seed, device=device)
 
     def evaluate(self, model, data, *, device="cpu", final=True):
-        from .train.vae import evaluate
-        return evaluate(model, data, device=device, final=final)
+        return self._trainer().evaluate(model, data, device=device, final=final)
 
     def build_model(self, config, meta):
-        from .models.vae import build
-        return build(config, meta["image_shape"])
+        models = importlib.import_module(f"{__package__}.models.{self.module}")
+        return models.build(config, meta["image_shape"])
 
 
-class Transformer(Family):
+class VAE(_ModuleFamily):
+    """A variational autoencoder, MLP or convolutional."""
+
+    name, module, likelihood = "vae", "vae", True
+    default_steps = {"digits": 3000, "mnist": 6000}
+    config_cls = VAEConfig
+
+
+class Transformer(_ModuleFamily):
     """A small decoder-only Transformer over pixels (raster order) or characters."""
 
-    name, likelihood = "transformer", True
+    name, module, likelihood = "transformer", "transformer", True
     data_kinds = ("image", "text")
     default_steps = {"digits": 400, "mnist": 3000, "text": 2000}
-
     config_cls = TransformerConfig
 
     def default_space(self, kind="image"):
         from .search.defaults import transformer_space
         return transformer_space(kind)
 
-    def train(self, config, data, **kw):
-        from .train.transformer import train_transformer
-        return train_transformer(config, data, **kw)
-
-    def sample(self, model, n, *, seed=0, device="cpu"):
-        from .train.transformer import sample
-        return sample(model, n, seed=seed, device=device)
-
-    def evaluate(self, model, data, *, device="cpu", final=True):
-        from .train.transformer import evaluate
-        return evaluate(model, data, device=device, final=final)
-
     def build_model(self, config, meta):
         from .models.transformer import build
-        return build(config, meta)
+        return build(config, meta)  # text models need the vocabulary too, not just a shape
 
 
-class Diffusion(Family):
+class Diffusion(_ModuleFamily):
     """A small DDPM with an MLP or tiny U-Net noise predictor."""
 
-    name = "diffusion"
+    name, module = "diffusion", "diffusion"
     default_steps = {"digits": 1000, "mnist": 6000}
-
     config_cls = DiffusionConfig
-
-    def default_space(self, kind="image"):
-        from .search.defaults import diffusion_space
-        return diffusion_space()
-
-    def train(self, config, data, **kw):
-        from .train.diffusion import train_diffusion
-        return train_diffusion(config, data, **kw)
-
-    def sample(self, model, n, *, seed=0, device="cpu"):
-        from .train.diffusion import sample
-        return sample(model, n, seed=seed, device=device)
-
-    def evaluate(self, model, data, *, device="cpu", final=True):
-        from .train.diffusion import evaluate
-        return evaluate(model, data, device=device, final=final)
-
-    def build_model(self, config, meta):
-        from .models.diffusion import build
-        return build(config, meta["image_shape"])
 
 
 class AutoFamily(Family):

@@ -167,6 +167,49 @@ def overfit_step(curves: list[dict], patience: int = OVERFIT_PATIENCE) -> int | 
     return None
 
 
+class Batches:
+    """Endless batches of a device tensor; a fresh permutation per epoch, last partial batch dropped."""
+
+    def __init__(self, x: torch.Tensor, batch_size: int, gen: torch.Generator):
+        if x.shape[0] < batch_size:
+            raise GentuneError(f"batch_size is larger than the {x.shape[0]} training images",
+                               value=batch_size, fix=f"use batch_size <= {x.shape[0]}")
+        self.x, self.batch_size, self.gen = x, batch_size, gen
+        self.per_epoch = x.shape[0] // batch_size
+        self.consumed = 0
+        self.perm = None
+
+    def next(self) -> torch.Tensor:
+        i = self.consumed % self.per_epoch
+        if i == 0:
+            self.perm = torch.randperm(self.x.shape[0], generator=self.gen, device=self.x.device)
+        self.consumed += 1
+        return self.x[self.perm[i * self.batch_size:(i + 1) * self.batch_size]]
+
+
+def decode_latents(model: torch.nn.Module, n: int, latent_dim: int, decode: Callable, *,
+                   seed: int, device, batch_size: int) -> torch.Tensor:
+    """n images (n, C, H, W) on the CPU from `decode(z)` of z ~ N(0, I) drawn from `seed`.
+
+    Latents are drawn on the CPU in one call, so they do not depend on device or batch size; the
+    model moves to `device` (and stays there) and its train/eval mode is restored.
+    """
+    from ..device import resolve_device
+
+    if not isinstance(n, int) or n < 0:
+        raise GentuneError("the number of samples must be an integer >= 0", value=n, fix="pass 1000")
+    dev = resolve_device(device)
+    z = torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(seed))
+    was_training = model.training
+    model.to(dev).eval()
+    try:
+        with torch.inference_mode():
+            out = [decode(zb.to(dev)).cpu() for zb in z.split(max(1, batch_size))]
+    finally:
+        model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, *model.image_shape)
+
+
 def check_budget(steps, epochs, per_epoch: int) -> int:
     """Total optimiser steps for a budget given as steps or as epochs of the training data."""
     if (steps is None) == (epochs is None):

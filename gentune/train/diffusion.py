@@ -17,9 +17,8 @@ from ..device import resolve_device
 from ..errors import GentuneError
 from ..models.diffusion import Diffusion, DiffusionConfig, build
 from .callback import Callback
-from .common import (Loop, TrainResult, check_budget, fixed_subset, make_optimizer, run_loop,
+from .common import (Batches, Loop, TrainResult, check_budget, fixed_subset, make_optimizer, run_loop,
                      seeded_build)
-from .gan import _Batches
 
 SIGNALS = ("loss",)  # mean squared error of the predicted noise, per pixel
 CURVE_N = 512
@@ -52,11 +51,8 @@ def train_diffusion(config: DiffusionConfig, data: ImageDataset, *, steps: int |
     t0 = time.perf_counter()
     dev = resolve_device(device)
     x = data.train.x.to(dev, torch.float32)
-    if x.shape[0] < config.batch_size:
-        raise GentuneError(f"batch_size is larger than the {x.shape[0]} training images",
-                           value=config.batch_size, fix=f"use batch_size <= {x.shape[0]}")
     gen = torch.Generator(device=dev).manual_seed(seed)
-    batches = _Batches(x, config.batch_size, gen)
+    batches = Batches(x, config.batch_size, gen)
     total = check_budget(steps, epochs, batches.per_epoch)
     model = seeded_build(seed, lambda: build(config, data.shape), dev).train()
     ema = copy.deepcopy(model).eval().requires_grad_(False) if config.ema else model

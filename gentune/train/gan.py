@@ -21,6 +21,7 @@ from ..device import resolve_device
 from ..errors import GentuneError
 from ..models.gan_mlp import Discriminator, GANConfig, Generator, build
 from .callback import Callback, adapt
+from .common import Batches, decode_latents
 
 FINAL_LOSS_WINDOW = 100  # the "final training loss" is the mean over this many last G steps
 # A BCE this large needs |logit| > 1e4, i.e. weights that have blown up, though still finite.
@@ -100,23 +101,6 @@ def _budget(steps, epochs, batches_per_epoch: int, d_steps: int) -> int:
     return max(1, math.ceil(epochs * batches_per_epoch / d_steps - 1e-9))
 
 
-class _Batches:
-    """Endless batches of a device tensor; a fresh permutation per epoch, last partial batch dropped."""
-
-    def __init__(self, x: torch.Tensor, batch_size: int, gen: torch.Generator):
-        self.x, self.batch_size, self.gen = x, batch_size, gen
-        self.per_epoch = x.shape[0] // batch_size
-        self.consumed = 0
-        self.perm = None
-
-    def next(self) -> torch.Tensor:
-        i = self.consumed % self.per_epoch
-        if i == 0:
-            self.perm = torch.randperm(self.x.shape[0], generator=self.gen, device=self.x.device)
-        self.consumed += 1
-        return self.x[self.perm[i * self.batch_size:(i + 1) * self.batch_size]]
-
-
 def _bce(out: torch.Tensor, target: torch.Tensor, logits: bool) -> torch.Tensor:
     if logits:
         return F.binary_cross_entropy_with_logits(out, target)
@@ -140,7 +124,7 @@ def _grad_norm(module: torch.nn.Module) -> torch.Tensor:
     return torch.nn.utils.get_total_norm([p.grad for p in module.parameters() if p.grad is not None])
 
 
-def _gan_step(G, D, opt_g, opt_d, batches: _Batches, gen: torch.Generator,
+def _gan_step(G, D, opt_g, opt_d, batches: Batches, gen: torch.Generator,
               config: GANConfig) -> torch.Tensor:
     """config.d_steps D updates, then one non-saturating G update.
 
@@ -226,11 +210,8 @@ def train_gan(config: GANConfig, data: ImageDataset, *, steps: int | None = None
     if not isinstance(log_every, int) or log_every < 1:
         raise GentuneError("log_every must be an integer >= 1", value=log_every, fix="pass 50")
     x = data.train.x.to(dev, torch.float32)
-    if x.shape[0] < config.batch_size:
-        raise GentuneError(f"batch_size is larger than the {x.shape[0]} training images",
-                           value=config.batch_size, fix=f"use batch_size <= {x.shape[0]}")
     gen = torch.Generator(device=dev).manual_seed(seed)
-    batches = _Batches(x, config.batch_size, gen)
+    batches = Batches(x, config.batch_size, gen)
     total = _budget(steps, epochs, batches.per_epoch, config.d_steps)
     G, D, opt_g, opt_d = _build_and_optimizers(config, data.shape, seed, dev, builder)
     curves = LossCurves()
@@ -276,16 +257,5 @@ def sample(generator: Generator, n: int, *, seed: int = 0, device: str = "cpu",
 
     The generator is moved to `device` (and stays there); its train/eval mode is restored.
     """
-    if not isinstance(n, int) or n < 0:
-        raise GentuneError("the number of samples must be an integer >= 0", value=n, fix="pass 1000")
-    dev = resolve_device(device)
-    # Latents are drawn on the CPU in one call, so they do not depend on device or batch size.
-    z = torch.randn(n, generator.latent_dim, generator=torch.Generator().manual_seed(seed))
-    was_training = generator.training
-    generator.to(dev).eval()
-    try:
-        with torch.inference_mode():
-            out = [generator(zb.to(dev)).cpu() for zb in z.split(max(1, batch_size))]
-    finally:
-        generator.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, *generator.image_shape)
+    return decode_latents(generator, n, generator.latent_dim, generator, seed=seed, device=device,
+                          batch_size=batch_size)

@@ -19,9 +19,8 @@ from ..errors import DataError, GentuneError
 from ..models.transformer import (TokenTransformer, TransformerConfig, build, image_meta,
                                   images_to_tokens, text_meta, tokens_to_images)
 from .callback import Callback
-from .common import (Loop, TrainResult, check_budget, fixed_subset, lr_lambda, make_optimizer,
+from .common import (Batches, Loop, TrainResult, check_budget, fixed_subset, lr_lambda, make_optimizer,
                      run_loop, seeded_build)
-from .gan import _Batches
 
 SIGNALS = ("loss", "grad_norm")  # loss: cross-entropy, nats per token
 CURVE_N = 256  # images, or text windows, in each fixed slice the curves are measured on
@@ -48,7 +47,7 @@ class _Windows:
         return chunk[:, :-1], chunk[:, 1:]
 
 
-class _ImageSequences(_Batches):
+class _ImageSequences(Batches):
     """Endless batches of tokenised images as (inputs, targets), a fresh permutation per epoch."""
 
     def __init__(self, tokens: torch.Tensor, batch: int, gen: torch.Generator, start: int):
@@ -101,9 +100,6 @@ def _prepare(config: TransformerConfig, data, dev: torch.device, gen: torch.Gene
     meta = image_meta(config, data.shape)
     start = meta["levels"]
     tokens = images_to_tokens(data.train.x.to(dev, torch.float32), meta)
-    if len(tokens) < config.batch_size:
-        raise GentuneError(f"batch_size is larger than the {len(tokens)} training images",
-                           value=config.batch_size, fix=f"use batch_size <= {len(tokens)}")
     batches = _ImageSequences(tokens, config.batch_size, gen, start)
     val_tokens = images_to_tokens(data.val.x.to(dev, torch.float32), meta)
     slices = [_with_start(fixed_subset(t, CURVE_N, s), start) for t, s in ((tokens, 1), (val_tokens, 2))]

@@ -15,12 +15,10 @@ import torch
 
 from ..data.base import ImageDataset
 from ..device import resolve_device
-from ..errors import GentuneError
 from ..models.vae import VAE, VAEConfig, build
 from .callback import Callback
-from .common import (Loop, TrainResult, check_budget, fixed_subset, make_optimizer, run_loop,
+from .common import (Batches, decode_latents, Loop, TrainResult, check_budget, fixed_subset, make_optimizer, run_loop,
                      seeded_build)
-from .gan import _Batches
 
 SIGNALS = ("loss", "recon", "kl")  # loss = recon + kl = -ELBO, nats per image
 CURVE_N = 512  # images in each fixed slice the train / validation curves are measured on
@@ -90,11 +88,8 @@ def train_vae(config: VAEConfig, data: ImageDataset, *, steps: int | None = None
     t0 = time.perf_counter()
     dev = resolve_device(device)
     x = data.train.x.to(dev, torch.float32)
-    if x.shape[0] < config.batch_size:
-        raise GentuneError(f"batch_size is larger than the {x.shape[0]} training images",
-                           value=config.batch_size, fix=f"use batch_size <= {x.shape[0]}")
     gen = torch.Generator(device=dev).manual_seed(seed)
-    batches = _Batches(x, config.batch_size, gen)
+    batches = Batches(x, config.batch_size, gen)
     total = check_budget(steps, epochs, batches.per_epoch)
     model = seeded_build(seed, lambda: build(config, data.shape), dev).train()
     opt = make_optimizer(config, model.parameters())
@@ -122,18 +117,8 @@ def train_vae(config: VAEConfig, data: ImageDataset, *, steps: int | None = None
 def sample(model: VAE, n: int, *, seed: int = 0, device: str = "cpu",
            batch_size: int = 4096) -> torch.Tensor:
     """n images (n, C, H, W) in [-1, 1] on the CPU: decoder means of z ~ N(0, I) drawn from `seed`."""
-    if not isinstance(n, int) or n < 0:
-        raise GentuneError("the number of samples must be an integer >= 0", value=n, fix="pass 1000")
-    dev = resolve_device(device)
-    z = torch.randn(n, model.latent_dim, generator=torch.Generator().manual_seed(seed))
-    was = model.training
-    model.to(dev).eval()
-    try:
-        with torch.inference_mode():
-            out = [model.images(model.decode(zb.to(dev))).cpu() for zb in z.split(max(1, batch_size))]
-    finally:
-        model.train(was)
-    return torch.cat(out) if out else torch.empty(0, *model.image_shape)
+    return decode_latents(model, n, model.latent_dim, lambda z: model.images(model.decode(z)),
+                          seed=seed, device=device, batch_size=batch_size)
 
 
 def evaluate(model: VAE, data: ImageDataset, *, device: str = "cpu", final: bool = True,
