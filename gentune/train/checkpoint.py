@@ -39,15 +39,7 @@ def _check_plain(value, where: str) -> None:
                        fix="convert it to plain values (e.g. float(x), x.tolist())")
 
 
-def save_checkpoint(path: str | os.PathLike, config: GANConfig, generator: Generator,
-                    image_shape: tuple[int, int, int], extra: dict | None = None) -> Path:
-    """Write config, image shape, generator weights and `extra` (plain values) to `path` atomically."""
-    path = Path(path)
-    extra = {} if extra is None else extra
-    _check_plain(extra, "extra")
-    state = {k: v.detach().cpu() for k, v in generator.state_dict().items()}
-    payload = {"format": FORMAT, "config": config.to_dict(),
-               "image_shape": [int(s) for s in image_shape], "generator": state, "extra": extra}
+def _write_atomic(path: Path, payload: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     # A crash mid-write must never leave a truncated checkpoint under the real name.
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
@@ -63,10 +55,8 @@ def save_checkpoint(path: str | os.PathLike, config: GANConfig, generator: Gener
     return path
 
 
-def load_checkpoint(path: str | os.PathLike,
-                    device: str = "cpu") -> tuple[GANConfig, Generator, dict]:
-    """(config, generator in eval mode on `device`, {"image_shape", "extra"}) from a checkpoint."""
-    path = Path(path)
+def _read(path: Path) -> dict:
+    """A checkpoint's payload, loaded with weights_only=True; clear errors for a missing or bad file."""
     if not path.is_file():
         raise GentuneError("checkpoint file not found", value=str(path),
                            fix="check the path, or train again to write it")
@@ -75,7 +65,30 @@ def load_checkpoint(path: str | os.PathLike,
     except Exception as e:  # torch raises several types for truncated or foreign files
         raise GentuneError(f"checkpoint file is unreadable or corrupt ({type(e).__name__})",
                            value=str(path), fix="delete it and train again") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    if not isinstance(payload, dict):
+        raise GentuneError("not a gentune checkpoint", value=str(path),
+                           fix="point to a file written by gentune")
+    return payload
+
+
+def save_checkpoint(path: str | os.PathLike, config: GANConfig, generator: Generator,
+                    image_shape: tuple[int, int, int], extra: dict | None = None) -> Path:
+    """Write config, image shape, generator weights and `extra` (plain values) to `path` atomically."""
+    path = Path(path)
+    extra = {} if extra is None else extra
+    _check_plain(extra, "extra")
+    state = {k: v.detach().cpu() for k, v in generator.state_dict().items()}
+    payload = {"format": FORMAT, "config": config.to_dict(),
+               "image_shape": [int(s) for s in image_shape], "generator": state, "extra": extra}
+    return _write_atomic(path, payload)
+
+
+def load_checkpoint(path: str | os.PathLike,
+                    device: str = "cpu") -> tuple[GANConfig, Generator, dict]:
+    """(config, generator in eval mode on `device`, {"image_shape", "extra"}) from a checkpoint."""
+    path = Path(path)
+    payload = _read(path)
+    if payload.get("format") != FORMAT:
         raise GentuneError(f"not a gentune GAN checkpoint (expected format {FORMAT!r})",
                            value=str(path), fix="point to a file written by save_checkpoint")
     config = GANConfig.from_dict(payload["config"])
@@ -103,32 +116,14 @@ def save_model(path: str | os.PathLike, family: str, config, model: torch.nn.Mod
     _check_plain(meta, "meta")
     payload = {"format": MODEL_FORMAT, "family": family, "config": config.to_dict(), "meta": meta,
                "state": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "extra": extra}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return _write_atomic(path, payload)
 
 
 def read_model(path: str | os.PathLike, family: str) -> dict:
     """The payload of a `save_model` checkpoint of `family`: config, meta, state, extra."""
     path = Path(path)
-    if not path.is_file():
-        raise GentuneError("checkpoint file not found", value=str(path),
-                           fix="check the path, or train again to write it")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for truncated or foreign files
-        raise GentuneError(f"checkpoint file is unreadable or corrupt ({type(e).__name__})",
-                           value=str(path), fix="delete it and train again") from None
-    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+    payload = _read(path)
+    if payload.get("format") != MODEL_FORMAT:
         raise GentuneError(f"not a gentune model checkpoint (expected format {MODEL_FORMAT!r})",
                            value=str(path), fix="point to a file written by save_model")
     if payload.get("family") != family:
