@@ -29,11 +29,6 @@ def test_unknown_dataset_lists_the_valid_names():
 
 # --- digits -----------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", seed=0)
-
-
 def test_digits_shapes_ranges_and_splits(digits):
     assert digits.name == "digits" and digits.num_classes == 10 and digits.labelled
     assert digits.shape == (1, 8, 8)

@@ -11,7 +11,6 @@ import pytest
 import torch
 from optuna.trial import TrialState, create_trial
 
-from gentune.data import load_dataset
 from gentune.detectors import DetectorConfig, DetectorSet, detector_config, load_detector_file
 from gentune.errors import GentuneError
 from gentune.metrics import Evaluator
@@ -22,6 +21,8 @@ from gentune.search.space import SearchSpace
 from gentune.train.gan import sample, train_gan
 from gentune.tuner import tune
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # Measured on digits (bench/detector_calibration.py): FID 3.5-5.7 at 3000 steps over seeds 0-2.
 KNOWN_GOOD = {"lr": 1.2e-4, "batch_size": 87, "optimizer": "adamw", "beta1": 0.145, "width": 64,
@@ -29,19 +30,6 @@ KNOWN_GOOD = {"lr": 1.2e-4, "batch_size": 87, "optimizer": "adamw", "beta1": 0.1
 # A draw of the default space that makes one digit class from the first evaluation on.
 COLLAPSING = {"lr": 1.65e-3, "batch_size": 35, "optimizer": "sgd", "width": 128, "depth": 3,
               "weight_decay": 1.85e-5, "d_steps": 1}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from gentune.data import load_dataset
 from gentune.errors import GentuneError
 from gentune.families import BUILTIN, get_family
 from gentune.metrics import Evaluator
 from gentune.train.common import overfit_step, overfitting
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 STEPS = 30
 # Small members of each family, so that the whole suite stays fast on one thread.
@@ -28,19 +29,6 @@ CASES = {
     "diffusion-unet": ("diffusion", {"arch": "unet", "channels": 8, "depth": 1, "timesteps": 20,
                                      "sample_steps": 5, "batch_size": 16}),
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
 
 @pytest.fixture(scope="module")

@@ -7,30 +7,14 @@ import math
 
 import pytest
 import torch
-from sklearn.datasets import load_digits
 from torch import nn
 
-from gentune.data.base import make_splits, to_unit_range
 from gentune.errors import GentuneError
 from gentune.models.gan_mlp import GANConfig, build
 from gentune.train.checkpoint import load_checkpoint, save_checkpoint
 from gentune.train.gan import sample, train_gan
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """8x8 digits train as fast on one thread, and a second one thrashes when the cores are busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    d = load_digits()
-    return make_splits("digits", to_unit_range(d.images, 16), torch.from_numpy(d.target), seed=0,
-                       val_fraction=0.2, test_fraction=0.2, num_classes=10)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _structure(module: nn.Module) -> list[tuple]:

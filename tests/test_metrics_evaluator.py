@@ -22,6 +22,8 @@ from gentune.errors import GentuneError
 from gentune.metrics import FEATURE_DIM, Evaluator, extractor_path, get_extractor
 from gentune.metrics.features import EXTRACTOR_VERSION, _load
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 NOISE_LEVELS = [0.1, 0.2, 0.4, 0.8]
 KEYS = {"fid", "kid", "kid_std", "precision", "recall", "label_entropy", "classes_covered", "n"}
 
@@ -41,16 +43,6 @@ def noised(images: torch.Tensor, sd: float, seed: int = 1) -> torch.Tensor:
 
 def blurred(images: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(images, 3, stride=1, padding=1, count_include_pad=False)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Digit-sized ops gain nothing from a second thread, and on a shared 2-core machine two
-    OpenMP threads waiting on each other ran the autoencoder's training 20x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import optuna
 import pytest
-import torch
 from optuna.trial import TrialState, create_trial
 from optuna.distributions import FloatDistribution
 
-from gentune.data import load_dataset
 from gentune.detectors import DetectorConfig, DetectorSet
 from gentune.errors import GentuneError, StudyError
 from gentune.metrics import Evaluator
@@ -21,20 +19,9 @@ from gentune.study import StudySettings
 from gentune.train.gan import sample, train_gan
 from gentune.tuner import tune
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", seed=0)
 
 
 @pytest.mark.parametrize("name, kind", [("none", "NopPruner"), ("median", "MedianPruner"),
