@@ -40,7 +40,8 @@ def top_configs(studies: list[optuna.Study], k: int) -> list[dict[str, Any]]:
             continue
         seen.add(key)
         out.append({"source": f"{s.study_name}#{t.number}", "config": t.user_attrs["config"],
-                    "params": t.params, "value": t.value, "seed": t.user_attrs.get("seed")})
+                    "params": t.params, "value": t.value, "seed": t.user_attrs.get("seed"),
+                    "family": t.user_attrs.get("family")})
         if len(out) == k:
             break
     return out
@@ -72,7 +73,8 @@ def confirm(studies: list[optuna.Study], *, top: int, seeds: int = CONFIRM_SEEDS
     if study.user_attrs.get("confirm_queue") is None:
         for i, c in enumerate(candidates):
             for s in range(1, seeds + 1):
-                study.enqueue_trial({}, user_attrs={"fixed_config": c["config"], "confirm_of": c["source"],
+                study.enqueue_trial({}, user_attrs={"fixed_config": c["config"], "fixed_family": c["family"],
+                                                    "confirm_of": c["source"],
                                                     "train_seed": settings.seed + s})
         study.set_user_attr("confirm_queue", {"candidates": candidates, "seeds": seeds})
         # Workers then run only the queued re-runs and never sample a fresh configuration.

@@ -92,6 +92,10 @@ class Family:
         """The family a trial's parameters belong to, and its own parameters (AutoFamily splits)."""
         return self, params
 
+    def member(self, name: str | None) -> "Family":
+        """The family called `name` in this search (a queued --confirm re-run names its own)."""
+        return self
+
     def check_data(self, kind: str, dataset: str = "") -> None:
         """A GentuneError when this family cannot model data of `kind`."""
         if kind not in self.data_kinds:
@@ -252,6 +256,11 @@ class AutoFamily(Family):
             raise unknown_choice("model in an auto search", name, self.members)
         prefix = name + "."
         return self.members[name], {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
+
+    def member(self, name):
+        if name not in self.members:
+            raise unknown_choice("model in an auto search", name, self.members)
+        return self.members[name]
 
     def objectives(self):
         # Each family's training loss and likelihood mean different things: only sample

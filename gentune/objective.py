@@ -106,8 +106,10 @@ class GenerativeObjective:
     def __call__(self, trial: optuna.Trial) -> float:
         # A queued re-run (--confirm) brings its whole config; other trials sample the space.
         fixed = trial.user_attrs.get("fixed_config")
-        params = dict(fixed) if fixed is not None else self.space.suggest(trial)
-        family, params = self.family.pick(params)  # --model auto: the family this trial drew
+        if fixed is not None:
+            family, params = self.family.member(trial.user_attrs.get("fixed_family")), dict(fixed)
+        else:  # --model auto: the family this trial drew
+            family, params = self.family.pick(self.space.suggest(trial))
         config = family.config_cls.from_dict(params)
         # --confirm re-runs a configuration under other training seeds (gentune.stages).
         seed = int(trial.user_attrs.get("train_seed", self.settings.seed))

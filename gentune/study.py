@@ -97,7 +97,7 @@ def worker_id() -> str:
     return f"{host_name()}:{os.getpid()}"
 
 
-REQUEUE_USER_ATTRS = ("fixed_config", "train_seed", "confirm_of")
+REQUEUE_USER_ATTRS = ("fixed_config", "fixed_family", "train_seed", "confirm_of")
 
 
 def requeue(study: optuna.Study, trial: FrozenTrial) -> None:

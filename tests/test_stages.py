@@ -157,3 +157,19 @@ def test_confirm_reruns_the_top_configurations_and_best_shows_mean_and_sd(tmp_pa
     shown = subprocess.run([sys.executable, "-m", "gentune", "best", "--study", "cf",
                             "--runs-dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0 and "pick by mean" in shown.stdout and "±" in shown.stdout
+
+
+def test_confirm_after_an_auto_search_reruns_each_family_it_names(tmp_path):
+    (tmp_path / "small.yaml").write_text(
+        "mode: narrow\nparams:\n  model: [gan-mlp, vae]\n  gan-mlp.width: [64]\n  gan-mlp.depth: [1]\n"
+        "  vae.arch: [mlp]\n  vae.width: [128]\n  vae.depth: [1]\n")
+    _cli(tmp_path, "--model", "auto", "--study", "ac", "--trials", "4", "--detectors", "off",
+         "--pruner", "none", "--confirm", "2", "--confirm-seeds", "1")
+    search, confirm = _load(tmp_path, "ac"), _load(tmp_path, "ac-confirm")
+    ranked = sorted((t for t in search.trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)[:2]
+    assert [t.state for t in confirm.trials] == [TrialState.COMPLETE] * 2
+    by_source = {t.user_attrs["confirm_of"]: t for t in confirm.trials}
+    for t in ranked:
+        rerun = by_source[f"ac#{t.number}"]
+        assert rerun.user_attrs["family"] == t.user_attrs["family"]
+        assert rerun.user_attrs["config"] == t.user_attrs["config"]
