@@ -121,11 +121,13 @@ class GenerativeObjective:
             self.progress.trial_started(trial.number, trial.params)
         budget = family_budget(family, self.settings)
         monitor = self.monitor(trial, family)
-        result = family.train(config, self.data, **budget, seed=seed, device=str(self.device),
+        cap = {"max_seconds": self.settings.trial_seconds} if self.settings.trial_seconds else {}
+        result = family.train(config, self.data, **budget, **cap, seed=seed, device=str(self.device),
                               callback=self._watch(trial, monitor))
         trial.set_user_attr("final_loss", {k: _finite(v) for k, v in result.losses.items()})
         trial.set_user_attr("train_seconds", result.seconds)
         trial.set_user_attr("steps", result.steps)
+        trial.set_user_attr("stop_reason", result.stop_reason)  # budget, max_seconds or diverged
         trial.set_user_attr("loss_curves", result.curves)
         # Flagged when, at some evaluation, validation had risen P times while training fell.
         flagged_at = overfit_step(result.curves)

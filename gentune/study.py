@@ -43,6 +43,7 @@ class StudySettings:
     objective: str = "fid"
     steps: int | None = None  # generator steps per trial; None with epochs None: DEFAULT_STEPS
     epochs: float | None = None  # or a budget in epochs
+    trial_seconds: float | None = None  # and at most this much training time per trial
     n_eval: int | None = None  # N of the sample metric; None: the evaluator's default
     seed: int = 0
     space: dict = field(default_factory=dict)  # SearchSpace.to_dict()

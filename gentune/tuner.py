@@ -66,13 +66,14 @@ def tune(*, model: str = "gan-mlp", dataset: str = "digits", data_dir: str | Pat
          evals: int | None = None, eval_every: int | None = None,
          eval_samples: int | None = None,
          prepare: Callable[[optuna.Study], None] | None = None,
-         prune_overfitting: bool = False) -> TuneResult:
+         prune_overfitting: bool = False, trial_seconds: float | None = None) -> TuneResult:
     """Tune `model` on `dataset`; re-running with the same arguments resumes the study.
 
     `model` is a built-in family (gentune.families.MODELS), "auto" (one search across them) or a
     user's family class as "pkg.module:Class" / "FILE.py:Class" (docs/families.md). `objective`
     defaults to fid on images and nll on text. Without steps or epochs a family trains for its
-    own default budget on the dataset. `prune_overfitting` prunes a trial whose validation loss
+    own default budget on the dataset; `trial_seconds` also caps each trial's training time
+    (the trial then scores the model it has). `prune_overfitting` prunes a trial whose validation loss
     rises while its training loss falls.
 
     `pruner`, `patience`, `detectors`, `evals`, `eval_every` and `eval_samples` decide how
@@ -90,6 +91,9 @@ def tune(*, model: str = "gan-mlp", dataset: str = "digits", data_dir: str | Pat
     if steps is not None and epochs is not None:
         raise GentuneError("give the training budget as steps or as epochs, not both",
                            value={"steps": steps, "epochs": epochs}, fix="drop one of them")
+    if trial_seconds is not None and not trial_seconds > 0:
+        raise GentuneError("--trial-seconds must be a positive number of seconds", value=trial_seconds,
+                           fix="pass e.g. --trial-seconds 300, or leave it out for no time cap")
     model = portable_model(model)
     family, kind, objective = check_family(model, dataset, objective)
     if steps is None and epochs is None:
@@ -102,7 +106,8 @@ def tune(*, model: str = "gan-mlp", dataset: str = "digits", data_dir: str | Pat
     if dataset == "text" and data_dir is not None:
         dataset_label = f"text:{Path(str(data_dir)).name}"
     settings = StudySettings(model=model, dataset=dataset_label, strategy=strategy,
-                             objective=objective, steps=steps, epochs=epochs, n_eval=n_eval,
+                             objective=objective, steps=steps, epochs=epochs,
+                             trial_seconds=trial_seconds, n_eval=n_eval,
                              seed=seed, space=search_space.to_dict(),
                              prune_overfitting=prune_overfitting)
     warn_if_loss(settings)

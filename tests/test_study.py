@@ -130,3 +130,17 @@ def test_interrupted_study_resumes_with_the_same_parameters(tmp_path, how):
     # The retry repeats every parameter the stopped trial had drawn (a stop between two
     # suggestions leaves the later ones to the retry).
     assert len(retried) == 1 and stopped.params and retried[0].params.items() >= stopped.params.items()
+
+
+def test_trial_seconds_caps_training_and_is_stored(tmp_path):
+    from gentune.errors import GentuneError
+    from gentune.tuner import tune
+
+    r = tune(dataset="digits", trials=2, steps=10**6, trial_seconds=1.0, n_eval=200, evals=0,
+             runs_dir=tmp_path, progress=False, report=False, study="capped")
+    assert r.study.user_attrs["gentune"]["trial_seconds"] == 1.0
+    for t in r.study.trials:
+        assert t.state == TrialState.COMPLETE and t.user_attrs["stop_reason"] == "max_seconds"
+        assert 0 < t.user_attrs["steps"] < 10**6
+    with pytest.raises(GentuneError, match="--trial-seconds must be a positive"):
+        tune(dataset="digits", trials=1, trial_seconds=0, runs_dir=tmp_path, progress=False)

@@ -52,6 +52,9 @@ def tune(
     direction: str = typer.Option("minimize", help="With --objective-fn: minimize or maximize."),
     steps: Optional[int] = typer.Option(None, help="Training budget per trial in generator steps."),
     epochs: Optional[float] = typer.Option(None, help="Training budget per trial in epochs (instead of steps)."),
+    trial_seconds: Optional[float] = typer.Option(None, "--trial-seconds", help="Also stop a trial's "
+                                                  "training after this many seconds and score the "
+                                                  "model it has (equal-time comparisons)."),
     n_eval: Optional[int] = typer.Option(None, "--n-eval", help="N generated samples per metric value "
                                          "[default: 1000 on digits, 10000 on mnist]."),
     storage: Optional[str] = _storage_option(),
@@ -105,6 +108,10 @@ def tune(
     if objective_fn and (stages or narrow or confirm):
         raise GentuneError("--stages, --narrow and --confirm work on built-in models only",
                            value=objective_fn, fix="drop them, or tune a built-in --model")
+    if objective_fn and (steps is not None or epochs is not None or trial_seconds is not None):
+        raise GentuneError("--steps, --epochs and --trial-seconds set the budget of gentune's own "
+                           "trainers; your objective sets its own", value=objective_fn,
+                           fix="drop them, and budget the training inside your objective")
     if objective_fn:
         from .loading import load_objective
 
@@ -136,7 +143,8 @@ def tune(
             command=_command_line(), report=report, workers=workers,
             gpus=parse_gpus(gpus), threads=threads, pruner=pruner, patience=patience,
             detectors=parse_detectors(detectors, detector_config, detector), evals=evals,
-            eval_every=eval_every, eval_samples=eval_samples, prune_overfitting=prune_overfitting)
+            eval_every=eval_every, eval_samples=eval_samples, prune_overfitting=prune_overfitting,
+            trial_seconds=trial_seconds)
     from .show import print_best
 
     print_best(out, result.best)
