@@ -89,6 +89,12 @@ def _trial(number: int, params: dict, state: TrialState, start: dt.datetime, wor
                             "recall": recall, "label_entropy": 2.2, "classes_covered": 10,
                             "n": 2000}
         attrs["final_loss"] = {"g": 0.9, "d": 1.2}
+        # The trainer's overfitting watch; every fifth trial's validation loss turns up.
+        rising = number % 5 == 0
+        attrs["loss_curves"] = [
+            {"step": s, "train": 1.5 - 0.2 * i, "val": 1.6 - 0.2 * i + (0.35 * i if rising else 0)}
+            for i, s in enumerate(steps)]
+        attrs["overfitting"] = rising
         quality = float(np.clip(1 - fid / 300, 0.05, 0.95))
         if images:
             attrs["samples_png"] = grid_png(quality, rng)

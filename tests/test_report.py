@@ -66,11 +66,16 @@ def test_html_report_has_every_section_and_plot(demo):
     page = out.read_text(encoding="utf-8")
     for heading in SECTIONS:
         assert f"<h2>{heading}</h2>" in page
-    assert _plot_ids(page) == {"history", "importance", "curves", "contour", "slice", "parallel",
-                               "timeline"}
+    assert _plot_ids(page) == {"history", "importance", "curves", "overfit", "contour", "slice",
+                               "parallel", "timeline"}
     figures = json.loads(re.search(r'id="figures">(.*?)</script>', page, re.S).group(1))
     assert set(figures) == {f"plot-{k}" for k in _plot_ids(page)}
     assert page.count("plotly.js v") == 1  # the library is inlined exactly once
+    # Train/validation losses: the best trials, and every trial flagged as overfitting in red.
+    traces = {t["name"]: t for t in figures["plot-overfit"]["data"]}
+    flagged = [n for n in traces if "(overfitting)" in n]
+    assert flagged and all(traces[n]["line"]["color"] == "#dc2626" for n in flagged)
+    assert {n.rsplit(" ", 1)[1] for n in traces} == {"train", "val"}
     # Summary: counts by state, the floor, the extractor's trust note, the command.
     assert "<th>completed</th><td>7</td>" in page
     assert "<th>pruned: diverged</th><td>2</td>" in page

@@ -46,6 +46,8 @@ class TrialInfo:
     samples_png: str | None = None
     samples_progress: list[tuple[int, str]] = field(default_factory=list)
     text_samples: list[str] = field(default_factory=list)
+    loss_curves: list[dict] = field(default_factory=list)  # {step, train, val}: the overfitting watch
+    overfitting: bool = False
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,20 @@ def _progress(raw) -> list[tuple[int, str]]:
     return [(int(step), png) for step, png in steps if isinstance(step, (int, float)) and png]
 
 
+def _loss_curves(raw) -> list[dict]:
+    """The trainer's {step, train, val} points that have finite numbers, by step."""
+    if not isinstance(raw, list):
+        return []
+    points = []
+    for p in raw:
+        if not isinstance(p, dict):
+            continue
+        values = [p.get(k) for k in ("step", "train", "val")]
+        if all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+            points.append({"step": int(values[0]), "train": float(values[1]), "val": float(values[2])})
+    return sorted(points, key=lambda p: p["step"])
+
+
 def _trial_info(t: FrozenTrial) -> TrialInfo:
     a = t.user_attrs
     duration = t.duration.total_seconds() if t.duration is not None else None
@@ -137,7 +153,8 @@ def _trial_info(t: FrozenTrial) -> TrialInfo:
         start=t.datetime_start, end=t.datetime_complete, curve=curve,
         samples_png=clean_png(a.get("samples_png")),
         samples_progress=_progress(a.get("samples_progress")),
-        text_samples=[str(s) for s in texts] if isinstance(texts, list) else [])
+        text_samples=[str(s) for s in texts] if isinstance(texts, list) else [],
+        loss_curves=_loss_curves(a.get("loss_curves")), overfitting=a.get("overfitting") is True)
 
 
 def _objective_names(study: optuna.Study, gentune: dict) -> tuple[str, ...]:

@@ -130,6 +130,37 @@ def _learning_curves(info: StudyInfo) -> Panel:
     return panel
 
 
+OVERFIT_SHOWN = 3  # best trials drawn in the train/validation panel, besides flagged ones
+PALETTE = ("#2563eb", "#16a34a", "#9333ea", "#dc2626", "#ea580c", "#0891b2")
+
+
+def _overfitting(info: StudyInfo) -> Panel:
+    """Training (dashed) and validation (solid) loss of the best trials and of every trial
+    flagged as overfitting: the tutorial's "watch a validation set"."""
+    panel = Panel("overfit", "Training vs validation loss (best trials and overfitting flags)")
+    with_curves = [t for t in info.trials if len(t.loss_curves) > 1]
+    if not with_curves:
+        panel.note = "No trial recorded training and validation losses."
+        return panel
+    ranked = [t for t in best_trials(info) if len(t.loss_curves) > 1][:OVERFIT_SHOWN]
+    flagged = [t for t in with_curves if t.overfitting and t not in ranked]
+    shown = ranked + flagged or with_curves[:OVERFIT_SHOWN]
+    fig = go.Figure()
+    for i, t in enumerate(shown):
+        label = f"trial {t.number}" + (" (overfitting)" if t.overfitting else "")
+        color = "#dc2626" if t.overfitting else PALETTE[i % len(PALETTE)]
+        steps = [p["step"] for p in t.loss_curves]
+        for key, dash in (("val", "solid"), ("train", "dash")):
+            fig.add_scatter(x=steps, y=[p[key] for p in t.loss_curves], mode="lines",
+                            line=dict(color=color, dash=dash, width=1.5), legendgroup=label,
+                            name=escape(f"{label} {key}"),
+                            hovertext=escape(f"{label}: {key} loss"))
+    fig.update_xaxes(title="step (G updates)")
+    fig.update_yaxes(title="loss (validation solid, training dashed)")
+    panel.figure = _tidy(fig)
+    return panel
+
+
 def _timeline(info: StudyInfo) -> Panel:
     panel = Panel("timeline", "Timeline of trials across workers", wide=True)
     finished = [t for t in info.trials if t.start and t.end]
@@ -169,7 +200,7 @@ def build_panels(study: optuna.Study, info: StudyInfo, importance: dict,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ExperimentalWarning and small-study warnings
         panels = [_history(study, info), _importance(study, info, importance, why_not),
-                  _learning_curves(info), _contour(study, info, importance),
+                  _learning_curves(info), _overfitting(info), _contour(study, info, importance),
                   _slice(study, info, importance), _parallel(study, info), _timeline(info)]
         if len(info.directions) > 1:
             panels.insert(1, _pareto(study, info))
