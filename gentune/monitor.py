@@ -8,7 +8,9 @@ A TrainingMonitor is the trainer callback of one trial (the contract of gentune.
 - every `every` G steps, it draws `n` samples from fixed latent seeds (the same in every trial,
   so values at one step compare across trials), scores them, reports the objective with
   `trial.report(value, step)`, stores the sample grid in `samples_progress`, runs the
-  sample-based detectors (mode collapse, stagnation), then asks the pruner.
+  sample-based detectors (mode collapse, stagnation), then asks the pruner. With the `nll`
+  objective (likelihood families; text) the value reported is the trainer's validation loss
+  in the same units instead, and no samples are drawn.
 
 A stop sets the trial's `prune_reason` and raises optuna.TrialPruned: the trial is PRUNED, not
 failed, so samplers still learn from it.
@@ -98,6 +100,10 @@ class TrainingMonitor:
 
         Only the metrics that the objective and the detectors read are computed, unless `full`.
         """
+        if self.metric == "nll":  # the validation loss the trainer just measured
+            value = float(self._last_signals.get("val_loss", math.nan))
+            self.trial.report(value, step)
+            return value, {}
         if images is None:
             images = self.sample(model, self.schedule.n, self.seed)
         images = images[:self.schedule.n]

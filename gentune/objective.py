@@ -72,8 +72,8 @@ class GenerativeObjective:
         """The trainer callback of `trial`: progress, evaluations, pruning and detectors."""
         s, family = self.settings, family or self.family
         schedule = Schedule(evals=s.evals, every=s.eval_every, n=eval_n(s.eval_samples, self.n))
-        if self.evaluator is None or s.objective == "nll":
-            schedule = Schedule(evals=0)  # no sample metric during training; the final NLL decides
+        if self.evaluator is None and s.objective != "nll":
+            schedule = Schedule(evals=0)  # no metric to watch during training
         config = DetectorConfig.from_dict(s.detectors) if s.detectors is not None \
             else DetectorConfig().only([])
         detectors = DetectorSet(config, floor=self.evaluator.floor if self.evaluator else None,
@@ -82,8 +82,10 @@ class GenerativeObjective:
         def sample(model, n: int, seed: int):
             return family.sample(model, n, seed=seed, device=str(self.device))
 
+        # With --objective nll the monitor reports the trainer's validation loss: no samples.
+        evaluator = None if s.objective == "nll" else self._progress_evaluator(schedule.n)
         return TrainingMonitor(trial, schedule=schedule, detectors=detectors, sample=sample,
-                               evaluator=self._progress_evaluator(schedule.n),
+                               evaluator=evaluator,
                                metric=s.objective, seed=EVAL_SEED, progress=self.progress,
                                prune=s.pruner != "none")
 

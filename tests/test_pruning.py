@@ -144,3 +144,17 @@ def test_four_argument_callbacks_receive_the_generator(digits):
                                                                         set(signals))))
     assert [(step, kind) for step, kind, _ in seen] == [(50, "Generator"), (100, "Generator")]
     assert all({"d_acc", "d_loss", "g_loss", "grad_norm"} <= keys for _, _, keys in seen)
+
+
+@pytest.mark.parametrize("model", ["vae", "transformer"])
+def test_the_nll_objective_reports_validation_loss_during_training(tmp_path, model):
+    """Likelihood studies are watched too: the trainer's validation loss, at each evaluation."""
+    r = tune(model=model, dataset="digits", objective="nll", strategy="random", trials=1, steps=200,
+             evals=3, pruner="none", detectors="off", runs_dir=tmp_path, progress=False,
+             report=False)
+    t = r.study.trials[0]
+    assert t.state == TrialState.COMPLETE and len(t.intermediate_values) >= 3
+    val = {p["step"]: p["val"] for p in t.user_attrs["loss_curves"]}
+    for step, value in t.intermediate_values.items():
+        assert value == pytest.approx(val[step])
+    assert "samples_progress" not in t.user_attrs  # nothing sampled for a likelihood
