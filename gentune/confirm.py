@@ -15,7 +15,7 @@ import json
 import statistics
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import optuna
 from optuna.trial import TrialState
@@ -31,15 +31,15 @@ def top_configs(studies: list[optuna.Study], k: int) -> list[dict[str, Any]]:
     reverse = studies[-1].direction == optuna.study.StudyDirection.MAXIMIZE
     trials = [(s, t) for s in studies
               for t in s.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-              if "config" in t.user_attrs and t.user_attrs.get("confirm_of") is None]
+              if t.user_attrs.get("confirm_of") is None]
     trials.sort(key=lambda st: st[1].value, reverse=reverse)
     out, seen = [], set()
     for s, t in trials:
-        key = json.dumps(t.user_attrs["config"], sort_keys=True)
+        key = json.dumps(t.user_attrs.get("config", t.params), sort_keys=True)
         if key in seen:
             continue
         seen.add(key)
-        out.append({"source": f"{s.study_name}#{t.number}", "config": t.user_attrs["config"],
+        out.append({"source": f"{s.study_name}#{t.number}", "config": t.user_attrs.get("config"),
                     "params": t.params, "value": t.value, "seed": t.user_attrs.get("seed"),
                     "family": t.user_attrs.get("family")})
         if len(out) == k:
@@ -49,9 +49,12 @@ def top_configs(studies: list[optuna.Study], k: int) -> list[dict[str, Any]]:
 
 def confirm(studies: list[optuna.Study], *, top: int, seeds: int = CONFIRM_SEEDS,
             storage: str | None = None, runs_dir: str | Path = "runs", data_dir=None,
-            device: str = "auto", progress: bool = True, threads: int | None = None) -> list[dict]:
+            device: str = "auto", progress: bool = True, threads: int | None = None,
+            search: Callable[..., Any] | None = None) -> list[dict]:
     """Re-run the top `top` configurations of `studies` under `seeds` extra seeds each.
 
+    `search(study=, trials=, prepare=)` runs the re-runs of a user's objective (see
+    gentune.stages); built-in studies run them from the searched study's stored settings.
     Returns the ranking (best mean first): {source, config, params, values, mean, sd, n, seeds,
     stopped}; the same list is stored as user attribute `confirmed`.
     """
@@ -61,28 +64,41 @@ def confirm(studies: list[optuna.Study], *, top: int, seeds: int = CONFIRM_SEEDS
         raise GentuneError("--confirm K and --confirm-seeds S must be >= 1", value={"K": top, "S": seeds},
                            fix="pass e.g. --confirm 3 --confirm-seeds 2")
     last = studies[-1]
-    settings = stored_settings(last)
     candidates = top_configs(studies, top)
     if not candidates:
         raise GentuneError("there is no complete trial to confirm", value=last.study_name,
                            fix="run the search until trials complete, or drop --confirm")
     name = f"{last.study_name}-confirm"
-    url = storage or default_storage(name, Path(runs_dir))
-    # Every queued trial must run to the end: a pruner would compare seeds, not configurations.
-    study = open_study(replace(settings, pruner="none", patience=None), storage=url, study_name=name)
-    if study.user_attrs.get("confirm_queue") is None:
-        for i, c in enumerate(candidates):
+    base_seed = int(last.user_attrs.get("gentune", {}).get("seed", 0))
+
+    def enqueue(study: optuna.Study) -> None:
+        if study.user_attrs.get("confirm_queue") is not None:
+            return  # resumed: the queue is there
+        for c in candidates:
             for s in range(1, seeds + 1):
-                study.enqueue_trial({}, user_attrs={"fixed_config": c["config"], "fixed_family": c["family"],
-                                                    "confirm_of": c["source"],
-                                                    "train_seed": settings.seed + s})
+                attrs = {"confirm_of": c["source"], "train_seed": base_seed + s}
+                if search is None:  # gentune's trainer takes the whole config
+                    study.enqueue_trial({}, user_attrs={**attrs, "fixed_config": c["config"],
+                                                        "fixed_family": c["family"]})
+                else:  # a user's objective gets the parameters back from its suggest calls
+                    study.enqueue_trial(c["params"], user_attrs=attrs)
         study.set_user_attr("confirm_queue", {"candidates": candidates, "seeds": seeds})
         # Workers then run only the queued re-runs and never sample a fresh configuration.
         study.set_user_attr("grid_queue", len(candidates) * seeds)
-    queue = study.user_attrs["confirm_queue"]
-    work(study, data_dir=data_dir, device=device, runs_dir=runs_dir, progress=progress,
-         threads=threads, trials=len(queue["candidates"]) * queue["seeds"])
-    ranking = summarize(study, queue["candidates"])
+
+    n = len(candidates) * seeds
+    if search is not None:
+        study = search(study=name, trials=n, prepare=enqueue).study
+    else:
+        url = storage or default_storage(name, Path(runs_dir))
+        # Every queued trial must run to the end: a pruner would compare seeds, not configurations.
+        settings = replace(stored_settings(last), pruner="none", patience=None)
+        study = open_study(settings, storage=url, study_name=name)
+        enqueue(study)
+        queue = study.user_attrs["confirm_queue"]
+        work(study, data_dir=data_dir, device=device, runs_dir=runs_dir, progress=progress,
+             threads=threads, trials=len(queue["candidates"]) * queue["seeds"])
+    ranking = summarize(study, study.user_attrs["confirm_queue"]["candidates"])
     study.set_user_attr("confirmed", ranking)
     last.set_user_attr("confirmed", ranking)
     return ranking

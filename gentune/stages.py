@@ -16,6 +16,10 @@ Each phase is its own gentune study in the same storage, named after the base st
 - `<study>-confirm`: see gentune.confirm.
 
 Re-running the same command resumes every phase: finished phases run no new trial.
+
+A user's objective (--objective-fn) gets the same phases: its screening run (always run: it is
+how gentune learns the objective's ranges) gives the ranges and, from its best trial, the
+values that later groups keep; see gentune.user_trial.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from .errors import GentuneError
 from .search.narrow import describe, narrow_space
 from .search.space import SearchSpace
 from .study import StudySettings, default_study_name, stored_settings
+from .user_trial import observed_space
 
 SCREEN_TRIALS = 10
 AUTO_STAGES = 2
@@ -87,14 +92,15 @@ def importance_order(study: optuna.Study, space: SearchSpace) -> list[str]:
 def stage_space(base: SearchSpace, group: list[str], fixed: dict[str, Any],
                 defaults: dict[str, Any]) -> SearchSpace:
     """`base` tuning only `group`; earlier winners in `fixed`, every other parameter at its
-    default (kept as a fixed value, so the conditions of tuned parameters still see it)."""
+    default (kept as a fixed value, so the conditions of tuned parameters still see it); a
+    parameter without a default stays tuned."""
     params: dict[str, Any] = {}
     for name, spec in base.params.items():
         if name in group:
             params[name] = spec
         elif name in fixed:
             params[name] = fixed[name]
-        elif name in base.tuned():
+        elif name in base.tuned() and name in defaults:
             params[name] = defaults[name]
         else:
             params[name] = spec
@@ -105,34 +111,19 @@ def _better(a: float, b: float | None, direction: str) -> bool:
     return b is None or (a < b if direction == "minimize" else a > b)
 
 
-def run_stages(stages: str, tune: Callable[..., Any], *, screen_trials: int | None = None,
-               **kw) -> tuple[Any, list[optuna.Study]]:
-    """Run the stages; `tune` is gentune.tuner.tune and `kw` its arguments.
+def run_stages(groups: list[list[str]], search: Callable[..., Any], *, base: str,
+               base_space: SearchSpace, defaults: dict[str, Any],
+               say: Callable[[str], None]) -> tuple[Any, list[optuna.Study]]:
+    """Run the stages; `search(study=..., space=..., prepare=...)` runs one study (gentune's
+    trainer or a user's objective) and returns its TuneResult.
 
     Returns (the last stage's TuneResult, every stage study); the winner over all stages is in
     the last study's user attribute `stage`.
     """
-    from .data import dataset_kind
-    from .families import get_family
-    from .tuner import resolve_space
-
-    say = _printer(kw)
-    model, kind = kw.get("model", "gan-mlp"), dataset_kind(kw.get("dataset", "digits"))
-    family = get_family(model, kind)
-    base_space = resolve_space(model, kw.get("space"), kind)
-    base = kw.get("study") or default_study_name(_settings_for_name(kw))
-    groups = parse_stages(stages)
-    if isinstance(groups, int):
-        screen = tune(**{**kw, "study": f"{base}-screen", "strategy": "random", "pruner": "none",
-                         "space": base_space, "trials": screen_trials or SCREEN_TRIALS})
-        order = importance_order(screen.study, base_space)
-        groups = split_groups(order, groups)
-        say(f"screening {screen.study.study_name}: importance order {order}")
     unknown = [p for g in groups for p in g if p not in base_space.tuned()]
     if unknown:
         raise GentuneError("--stages names parameters the search space does not tune", value=unknown,
                            fix="use names from the space: " + ", ".join(base_space.tuned()))
-    defaults = family.config_cls().to_dict()
     fixed: dict[str, Any] = {}
     winner: dict[str, Any] = {"value": None, "study": None, "config": None}
     studies, result, previous = [], None, None
@@ -141,13 +132,14 @@ def run_stages(stages: str, tune: Callable[..., Any], *, screen_trials: int | No
         link = {"index": i, "of": len(groups), "tuned": group, "fixed": dict(fixed),
                 "previous": previous}
         say(f"stage {i}/{len(groups)}: tuning {group}, fixed {fixed or '-'}")
-        result = tune(**{**kw, "study": f"{base}-stage{i}", "space": space,
-                         "prepare": lambda s, link=link: s.set_user_attr("stage", link)})
+        result = search(study=f"{base}-stage{i}", space=space,
+                        prepare=lambda s, link=link: s.set_user_attr("stage", link))
         direction = result.study.direction.name.lower()
         best = result.best
         if best is not None and _better(best["value"], winner["value"], direction):
+            # A user's objective has no config: its parameters are what the stages fix.
             winner = {"value": best["value"], "study": result.study.study_name,
-                      "config": best["config"], "trial": best["trial"]}
+                      "config": best["config"] or best["params"], "trial": best["trial"]}
         if winner["config"] is None:
             raise GentuneError(f"stage {i} ended without a complete trial", value=result.study.study_name,
                                fix="raise --trials, or check the pruned trials' reasons with gentune best")
@@ -158,17 +150,14 @@ def run_stages(stages: str, tune: Callable[..., Any], *, screen_trials: int | No
     return result, studies
 
 
-def run_narrow(first: Any, tune: Callable[..., Any], *, top_k: int | None = None,
-               **kw) -> Any:
-    """A second study over the space narrowed around `first`'s top-k complete trials."""
+def run_narrow(first: Any, search: Callable[..., Any], space: SearchSpace, *,
+               top_k: int | None = None, say: Callable[[str], None]) -> Any:
+    """A second study over `space` narrowed around `first`'s top-k complete trials."""
     study = first.study
-    settings = stored_settings(study)
-    space = SearchSpace.from_dict(settings.space)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
     top = sorted(complete, key=lambda t: t.value, reverse=reverse)[:top_k or NARROW_TOP]
     narrowed = narrow_space(space, [t.params for t in top])
-    say = _printer(kw)
     say(f"narrowed the space around the top {len(top)} trials of {study.study_name}:")
     for line in describe(space, narrowed) or ["(no numeric range to narrow)"]:
         say(f"  {line}")
@@ -181,8 +170,7 @@ def run_narrow(first: Any, tune: Callable[..., Any], *, top_k: int | None = None
         if not new.get_trials(deepcopy=False):  # start from the first phase's best
             new.enqueue_trial(top[0].params, user_attrs={"carried_from": f"{study.study_name}#{top[0].number}"})
 
-    return tune(**{**kw, "study": f"{study.study_name}-narrow", "space": narrowed,
-                   "prepare": prepare})
+    return search(study=f"{study.study_name}-narrow", space=narrowed, prepare=prepare)
 
 
 def _settings_for_name(kw: dict) -> StudySettings:
@@ -205,30 +193,60 @@ def _printer(kw: dict) -> Callable[[str], None]:
 def tune_in_phases(*, stages: str | None = None, screen_trials: int | None = None,
                    narrow: bool = False, narrow_top: int | None = None,
                    narrow_trials: int | None = None, confirm: int | None = None,
-                   confirm_seeds: int | None = None, **kw) -> Any:
+                   confirm_seeds: int | None = None, objective_fn: Callable | None = None,
+                   **kw) -> Any:
     """gentune.tuner.tune, then the phases asked for, in order: stages, narrowing, confirmation.
+
+    With `objective_fn` (a user's Optuna objective) each study runs it through
+    gentune.tuner.run_objective instead, `kw` being run_objective's arguments; the phases then
+    work on the ranges its trials recorded (gentune.user_trial).
 
     Returns the TuneResult of the last searched study; with `confirm`, its `best` also holds
     the ranking by mean over seeds (key `confirmed`).
     """
     import json
 
-    from .tuner import TuneResult, best_summary, tune
+    from .confirm import CONFIRM_SEEDS
+    from .tuner import TuneResult, best_summary
 
+    say = _printer(kw)
+    search = _search(objective_fn, kw)
     if stages:
-        result, studies = run_stages(stages, tune, screen_trials=screen_trials, **kw)
+        groups = parse_stages(stages)
+        if objective_fn is None:
+            base = kw.get("study") or default_study_name(_settings_for_name(kw))
+            base_space, defaults = _builtin_space(kw)
+        else:
+            base, base_space, defaults = kw["study"], None, None
+        screen = None
+        if isinstance(groups, int) or objective_fn is not None:
+            # A user's objective shows its ranges and a starting point only by running.
+            screen = search(study=f"{base}-screen", strategy="random", pruner="none",
+                            space=base_space, trials=screen_trials or SCREEN_TRIALS)
+        if objective_fn is not None:
+            base_space = observed_space(screen.study)
+            defaults = screen.best["params"] if screen.best else {}
+        if isinstance(groups, int):
+            order = importance_order(screen.study, base_space)
+            groups = split_groups(order, groups)
+            say(f"screening {screen.study.study_name}: importance order {order}")
+        result, studies = run_stages(groups, search, base=base, base_space=base_space,
+                                     defaults=defaults, say=say)
     else:
-        result = tune(**kw)
+        result = search()
         studies = [result.study]
     if narrow:
         trials = narrow_trials if narrow_trials is not None else kw.get("trials")
-        result = run_narrow(result, tune, top_k=narrow_top, **{**kw, "trials": trials})
+        space = SearchSpace.from_dict(stored_settings(result.study).space) if objective_fn is None \
+            else observed_space(result.study)
+        result = run_narrow(result, lambda **o: search(**o, trials=trials), space,
+                            top_k=narrow_top, say=say)
         studies.append(result.study)
     if confirm:
-        from .confirm import CONFIRM_SEEDS
         from .confirm import confirm as run_confirm
 
         run_confirm(studies, top=confirm, seeds=confirm_seeds or CONFIRM_SEEDS,
+                    search=None if objective_fn is None else search,
                     storage=kw.get("storage"), runs_dir=kw.get("runs_dir", "runs"),
                     data_dir=kw.get("data_dir"), device=kw.get("device", "auto"),
                     progress=kw.get("progress", True), threads=kw.get("threads"))
@@ -237,3 +255,35 @@ def tune_in_phases(*, stages: str | None = None, screen_trials: int | None = Non
             (result.out_dir / "best.json").write_text(json.dumps(best, indent=2))
         result = TuneResult(result.study, result.out_dir, best)
     return result
+
+
+def _builtin_space(kw: dict) -> tuple[SearchSpace, dict[str, Any]]:
+    """The space a built-in study searches, and its family's config defaults."""
+    from .data import dataset_kind
+    from .families import get_family
+    from .tuner import resolve_space
+
+    model, kind = kw.get("model", "gan-mlp"), dataset_kind(kw.get("dataset", "digits"))
+    return resolve_space(model, kw.get("space"), kind), get_family(model, kind).config_cls().to_dict()
+
+
+def _search(objective_fn: Callable | None, kw: dict) -> Callable[..., Any]:
+    """search(**overrides) -> TuneResult: one study, with `kw` overridden (study, space,
+    prepare, strategy, trials, pruner)."""
+    from .tuner import run_objective, tune
+
+    if objective_fn is None:
+        return lambda **o: tune(**{**kw, **o})
+
+    def search(*, space: SearchSpace | None = None, prepare=None, pruner=None, **o):
+        del pruner  # a user's objective does its own pruning, if any
+
+        def phase(study: optuna.Study) -> None:
+            if space is not None:
+                study.set_user_attr("phase_space", space.to_dict())
+            if prepare is not None:
+                prepare(study)
+
+        return run_objective(objective_fn, **{**kw, **o}, prepare=phase)
+
+    return search

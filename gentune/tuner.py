@@ -25,6 +25,7 @@ from .search.space import SearchSpace, check_field, load_space_file
 from .search.strategies import grid_size, make_sampler
 from .study import (StudySettings, default_storage, default_study_name, enqueue_grid,
                     open_study, run, stored_settings)
+from .user_trial import phase_objective
 
 DATA_SEED = 0  # splits are fixed by this seed, so every study of a dataset shares them
 
@@ -224,7 +225,7 @@ def _work_user(study: optuna.Study, *, trials, timeout, progress, worker_index) 
                               sampler=make_sampler(stored["strategy"], space,
                                                    stored.get("seed", 0), worker=worker_index))
     trials = study.user_attrs.get("target_trials") if trials is None else trials
-    fn = load_objective(spec)
+    fn = phase_objective(load_objective(spec), study)
     with _progress(progress, trials, study, "value") as bar:
         run(study, fn, n_trials=trials, timeout=timeout, progress=bar)
     return study
@@ -236,14 +237,17 @@ def run_objective(objective: Callable[[optuna.Trial], float], *, study: str,
                   space: str | Path | None = None, storage: str | None = None,
                   runs_dir: str | Path = "runs", command: str | None = None,
                   progress: bool = True, workers: int = 1,
-                  objective_spec: str | None = None) -> TuneResult:
+                  objective_spec: str | None = None,
+                  prepare: Callable[[optuna.Study], None] | None = None) -> TuneResult:
     """Run a user's own Optuna objective under gentune's runner.
 
     It gets the same storage, resume, Ctrl-C handling, progress display and outputs
     (best.json, report) as a built-in study. The objective is called unchanged, so code
     written for plain Optuna (`trial.suggest_loguniform` included) works as it is.
     `objective_spec` (FILE.py:FUNC) is stored in the study so that `workers` > 1 processes,
-    or `gentune worker` on another machine, can load the same objective.
+    or `gentune worker` on another machine, can load the same objective. Each trial runs with
+    the random generators seeded by `seed` (gentune.user_trial); `prepare(study)` runs once
+    the study is open (the later phases of gentune.stages use it).
     """
     if direction not in ("minimize", "maximize"):
         raise GentuneError("direction must be minimize or maximize", value=direction,
@@ -267,6 +271,8 @@ def run_objective(objective: Callable[[optuna.Trial], float], *, study: str,
         opened.set_user_attr("target_trials", trials)
     if strategy == "grid":
         enqueue_grid(opened, search_space.grid())
+    if prepare is not None:
+        prepare(opened)
     if workers > 1:
         from .parallel import run_workers
 
@@ -277,11 +283,12 @@ def run_objective(objective: Callable[[optuna.Trial], float], *, study: str,
         run_workers(study, storage, workers, trials=trials, timeout=timeout, runs_dir=runs_dir,
                     progress=progress, metric="value")
         return _finish(opened, out_dir, True, storage)
+    seeded = phase_objective(objective, opened)
     with _progress(progress, trials, opened, "value") as bar:
         def wrapped(trial: optuna.Trial) -> float:
             if bar is not None:
                 bar.trial_started(trial.number, {})
-            return objective(trial)
+            return seeded(trial)
 
         run(opened, wrapped, n_trials=trials, timeout=timeout, progress=bar)
     return _finish(opened, out_dir, True, storage)

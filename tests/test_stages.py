@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import optuna
 import pytest
@@ -173,3 +174,41 @@ def test_confirm_after_an_auto_search_reruns_each_family_it_names(tmp_path):
         rerun = by_source[f"ac#{t.number}"]
         assert rerun.user_attrs["family"] == t.user_attrs["family"]
         assert rerun.user_attrs["config"] == t.user_attrs["config"]
+
+
+def test_a_user_objective_gets_stages_narrowing_and_confirmation(tmp_path):
+    """--objective-fn: the screen gives the ranges, stages fix what they do not tune, the
+    narrowed phase draws inside the narrowed ranges, and re-runs are seeded."""
+    fn = Path(__file__).parent / "objectives" / "noisy_quadratic.py"
+    cmd = [sys.executable, "-m", "gentune", "tune", "--objective-fn", f"{fn}:objective",
+           "--study", "u", "--runs-dir", str(tmp_path), "--strategy", "random", "--trials", "4",
+           "--stages", "lr:width,optimizer", "--screen-trials", "6", "--narrow", "--narrow-top", "2",
+           "--narrow-trials", "3", "--confirm", "2", "--confirm-seeds", "1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    screen, s1, s2 = _load(tmp_path, "u-screen"), _load(tmp_path, "u-stage1"), _load(tmp_path, "u-stage2")
+    narrowed, confirm = _load(tmp_path, "u-stage2-narrow"), _load(tmp_path, "u-stage2-narrow-confirm")
+    start = screen.best_trial.params
+    # Stage 1 tunes lr; width and optimizer stay at the screen's best values.
+    assert {t.params["width"] for t in s1.trials} == {start["width"]}
+    assert {t.params["optimizer"] for t in s1.trials} == {start["optimizer"]}
+    assert len({t.params["lr"] for t in s1.trials}) == 4
+    # Stage 2 fixes the stage-1 winner's lr and tunes the rest.
+    lr = s2.user_attrs["stage"]["fixed"]["lr"]
+    assert {t.params["lr"] for t in s2.trials} == {lr}
+    # The narrowed phase draws lr, width inside the stored narrowed ranges.
+    space = SearchSpace.from_dict(narrowed.user_attrs["narrowed_space"])
+    assert len(narrowed.trials) == 3
+    for t in narrowed.trials:
+        for name in ("lr", "width"):
+            spec = space.params[name]
+            if isinstance(spec, (FloatSpec, IntSpec)):
+                assert spec.low <= t.params[name] <= spec.high
+    # Confirmation: each top configuration once more under seed 1; the same parameters,
+    # a different draw of the noise.
+    assert sorted(t.user_attrs["seed"] for t in confirm.trials) == [1, 1]
+    ranking = confirm.user_attrs["confirmed"]
+    for r in ranking:
+        assert r["n"] == 2 and r["seeds"] == [0, 1] and r["values"][0] != r["values"][1]
+        assert abs(r["values"][0] - r["values"][1]) < 0.2
+    assert "pick by mean" in done.stdout

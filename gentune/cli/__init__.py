@@ -103,11 +103,8 @@ def tune(
 ):
     """Run (or resume) a tuning study and print the best configuration."""
     from ..parallel import parse_gpus
-    from ..tuner import run_objective
+    from ..stages import tune_in_phases
 
-    if objective_fn and (stages or narrow or confirm):
-        raise GentuneError("--stages, --narrow and --confirm work on built-in models only",
-                           value=objective_fn, fix="drop them, or tune a built-in --model")
     if objective_fn and (steps is not None or epochs is not None or trial_seconds is not None):
         raise GentuneError("--steps, --epochs and --trial-seconds set the budget of gentune's own "
                            "trainers; your objective sets its own", value=objective_fn,
@@ -117,11 +114,14 @@ def tune(
 
         fn = load_objective(objective_fn)
         name = study or f"user-{Path(objective_fn.split(':')[0]).stem}"
-        result = run_objective(fn, study=name, trials=20 if trials is None and strategy != "grid" else trials,
-                               timeout=timeout, direction=direction, strategy=strategy, seed=seed,
-                               space=space, storage=storage, runs_dir=runs_dir,
-                               command=_command_line(), workers=workers,
-                               objective_spec=_portable_spec(objective_fn))
+        result = tune_in_phases(
+            objective_fn=fn, stages=stages, screen_trials=screen_trials, narrow=narrow,
+            narrow_top=narrow_top, narrow_trials=narrow_trials, confirm=confirm,
+            confirm_seeds=confirm_seeds,
+            study=name, trials=20 if trials is None and strategy != "grid" else trials,
+            timeout=timeout, direction=direction, strategy=strategy, seed=seed,
+            space=space, storage=storage, runs_dir=runs_dir, command=_command_line(),
+            workers=workers, objective_spec=_portable_spec(objective_fn))
     else:
         if objective == "loss":
             warnings.simplefilter("ignore", UserWarning)
@@ -129,7 +129,6 @@ def tune(
                       "which does not measure sample quality (lowest-loss GANs are often "
                       "mode-collapsed). The sample metrics are still recorded for every trial.")
         from ..detectors import detector_config as parse_detectors
-        from ..stages import tune_in_phases
 
         objective = objective or ("nll" if dataset == "text" else "fid")
 
