@@ -380,6 +380,7 @@ def best_summary(study: optuna.Study) -> dict[str, Any] | None:
         "train_seconds": attrs.get("train_seconds"),
         "device": attrs.get("device"),
         "seed": attrs.get("seed"),
+        "text_samples": attrs.get("text_samples"),
         "settings": settings,
         "trials": {"complete": len(completed), "pruned": len(pruned), "pruned_by_reason": reasons,
                    "failed": len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))},

@@ -253,6 +253,17 @@ def test_text_trial_is_scored_by_nll_with_samples(tmp_path):
     assert math.log(2) < metrics["nll"] < math.log(len(set(small.read_text()))) + 0.5
     assert len(attrs["text_samples"]) == 4 and all(len(s) == 300 for s in attrs["text_samples"])
     assert set("".join(attrs["text_samples"])) <= set(small.read_text())
+    # The summary carries the samples and prints the first one.
+    import io
+
+    from rich.console import Console
+
+    from gentune.cli.show import print_best
+
+    assert result.best["text_samples"] == attrs["text_samples"]
+    buf = io.StringIO()
+    print_best(Console(file=buf, width=120), result.best)
+    assert "sample text" in buf.getvalue() and attrs["text_samples"][0][:40] in buf.getvalue()
 
 
 def test_gentune_sample_loads_or_retrains_any_family(tmp_path):

@@ -6,6 +6,9 @@ from rich.console import Console
 from rich.table import Table
 
 
+TEXT_SHOWN = 400  # characters of the best text model's first sample
+
+
 def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
@@ -53,6 +56,11 @@ def print_best(console: Console, best: dict | None) -> None:
         names = {"g": "G", "d": "D"}  # the GANs' losses, named as in the tutorial
         shown = ", ".join(f"{names.get(k, k)} {_fmt(v)}" for k, v in loss.items())
         console.print(f"final training loss: {shown}  (not a quality measure)", highlight=False)
+    texts = best.get("text_samples")
+    if texts:
+        sample = str(texts[0])[:TEXT_SHOWN]
+        console.print(f"[bold]sample text[/] (best trial, first of {len(texts)}):", highlight=False)
+        console.print(sample, markup=False, highlight=False, soft_wrap=True)
     if best.get("overfitting"):
         console.print("[yellow]note:[/] the best trial's validation loss rose while its training "
                       "loss fell (overfitting)", highlight=False)
