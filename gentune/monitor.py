@@ -147,12 +147,14 @@ DEFAULT_EVALS = 5  # evaluations during training before the final one: 6 points 
 
 def compute_settings(strategy: str, *, pruner: str | None = None, patience: int | None = None,
                      detectors=None, evals: int | None = None, eval_every: int | None = None,
-                     eval_samples: int | None = None, stored: dict | None = None) -> dict:
+                     eval_samples: int | None = None, stored: dict | None = None,
+                     default_eval_samples: int | None = None) -> dict:
     """The StudySettings fields that decide how a trial's compute is spent.
 
     An argument left None takes the value stored in an existing study (`stored`, its settings
     dict), so that rerunning a command resumes the study whatever the defaults; for a new study
-    it takes the default: the strategy's pruner, DEFAULT_EVALS evaluations, every detector.
+    it takes the default: the strategy's pruner, DEFAULT_EVALS evaluations of
+    `default_eval_samples` samples (the family's; None: min(N, MAX_EVAL_N)), every detector.
     `detectors` is a DetectorConfig, its dict, True/"on" or False/"off".
     """
     from .detectors import DetectorConfig
@@ -180,7 +182,7 @@ def compute_settings(strategy: str, *, pruner: str | None = None, patience: int 
         "patience": pick("patience", patience, None),
         "evals": pick("evals", evals, DEFAULT_EVALS) or 0,
         "eval_every": pick("eval_every", eval_every, None),
-        "eval_samples": pick("eval_samples", eval_samples, None),
+        "eval_samples": pick("eval_samples", eval_samples, default_eval_samples),
         "detectors": pick("detectors", detectors.to_dict() if detectors is not None else None,
                           DetectorConfig().to_dict()),
     }

@@ -116,7 +116,8 @@ def tune(*, model: str = "gan-mlp", dataset: str = "digits", data_dir: str | Pat
     storage = storage or default_storage(name, Path(runs_dir))
     settings = replace(settings, **compute_settings(
         strategy, pruner=pruner, patience=patience, detectors=detectors, evals=evals,
-        eval_every=eval_every, eval_samples=eval_samples, stored=_stored_settings(storage, name)))
+        eval_every=eval_every, eval_samples=eval_samples, stored=_stored_settings(storage, name),
+        default_eval_samples=family.eval_samples))
     opened = open_study(settings, storage=storage, study_name=name, sampler=sampler,
                         command=command)
     if trials is not None:

@@ -158,3 +158,14 @@ def test_the_nll_objective_reports_validation_loss_during_training(tmp_path, mod
     for step, value in t.intermediate_values.items():
         assert value == pytest.approx(val[step])
     assert "samples_progress" not in t.user_attrs  # nothing sampled for a likelihood
+
+
+def test_a_family_with_slow_sampling_evaluates_on_fewer_samples():
+    from gentune.families import get_family
+    from gentune.monitor import compute_settings
+
+    assert get_family("diffusion").eval_samples == 250 and get_family("gan-mlp").eval_samples is None
+    assert get_family("auto").eval_samples == 250  # one N for every family of the search
+    assert compute_settings("tpe", default_eval_samples=250)["eval_samples"] == 250
+    # A study stored before keeps its own N when resumed.
+    assert compute_settings("tpe", default_eval_samples=250, stored={"eval_samples": None})["eval_samples"] is None
