@@ -24,10 +24,14 @@ from .errors import GentuneError
 
 @dataclass(frozen=True)
 class Diverged:
-    """A non-finite loss or signal, or a gradient norm above `max_grad_norm` in any G or D update."""
+    """A non-finite loss or signal, or a gradient norm above `max_grad_norm` in any G or D update
+    (above `warmup_factor` times that in the first `warmup_steps` G steps, where a healthy
+    convolutional GAN's first updates reach about 100 before settling)."""
 
     enabled: bool = True
     max_grad_norm: float = 100.0
+    warmup_steps: int = 200
+    warmup_factor: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -213,10 +217,10 @@ class DetectorSet:
 
     def on_signals(self, step: int, total: int, signals: dict[str, float]) -> str | None:
         """Check one log window of training signals."""
-        c = self.config
-        if c.diverged.enabled and (
-                any(not math.isfinite(v) for v in signals.values())
-                or signals.get("grad_norm", 0.0) > c.diverged.max_grad_norm):
+        c, d = self.config, self.config.diverged
+        bar = d.max_grad_norm * (d.warmup_factor if step <= d.warmup_steps else 1.0)
+        if d.enabled and (any(not math.isfinite(v) for v in signals.values())
+                          or signals.get("grad_norm", 0.0) > bar):
             return "diverged"
         o = c.d_overpowered
         if o.enabled and "d_acc" in signals:
