@@ -24,14 +24,14 @@ from .errors import GentuneError
 
 @dataclass(frozen=True)
 class Diverged:
-    """A non-finite loss or signal, or a gradient norm above `max_grad_norm` in any G or D update
-    (above `warmup_factor` times that in the first `warmup_steps` G steps, where a healthy
-    convolutional GAN's first updates reach about 100 before settling)."""
+    """A non-finite loss or signal; or a gradient norm (the largest of any G or D update in a log
+    window) above `spike_grad_norm` once, or above `max_grad_norm` for `window` windows in a
+    row. A healthy DCGAN has isolated spikes to 100-160 that settle at once."""
 
     enabled: bool = True
     max_grad_norm: float = 100.0
-    warmup_steps: int = 200
-    warmup_factor: float = 5.0
+    window: int = 2
+    spike_grad_norm: float = 500.0
 
 
 @dataclass(frozen=True)
@@ -205,7 +205,7 @@ class DetectorSet:
                  direction: str = "minimize", incumbent: Callable[[], float | None] | None = None):
         self.config, self.floor, self.incumbent = config, floor or {}, incumbent
         self.sign = 1.0 if direction == "minimize" else -1.0
-        self._overpowered = self._kl_low = self._collapsed = self._stale = 0
+        self._overpowered = self._kl_low = self._collapsed = self._stale = self._steep = 0
         self._best = math.inf
 
     def metrics(self) -> set[str]:
@@ -218,9 +218,10 @@ class DetectorSet:
     def on_signals(self, step: int, total: int, signals: dict[str, float]) -> str | None:
         """Check one log window of training signals."""
         c, d = self.config, self.config.diverged
-        bar = d.max_grad_norm * (d.warmup_factor if step <= d.warmup_steps else 1.0)
+        norm = signals.get("grad_norm", 0.0)
+        self._steep = self._steep + 1 if norm > d.max_grad_norm else 0
         if d.enabled and (any(not math.isfinite(v) for v in signals.values())
-                          or signals.get("grad_norm", 0.0) > bar):
+                          or norm > d.spike_grad_norm or self._steep >= d.window):
             return "diverged"
         o = c.d_overpowered
         if o.enabled and "d_acc" in signals:

@@ -121,13 +121,15 @@ def test_d_overpowering_needs_a_whole_window():
 
 def test_divergence_reads_non_finite_values_and_the_gradient_norm():
     assert DetectorSet(DetectorConfig()).on_signals(50, 100, {"g_loss": float("nan")}) == "diverged"
-    assert DetectorSet(DetectorConfig()).on_signals(250, 1000, {"g_loss": 1.0, "grad_norm": 150.0}) == "diverged"
-    assert DetectorSet(DetectorConfig()).on_signals(250, 1000, {"g_loss": 1.0, "grad_norm": 50.0}) is None
-    # The first 200 steps allow 5x: a DCGAN's first updates reach about 100 and settle.
-    assert DetectorSet(DetectorConfig()).on_signals(100, 1000, {"g_loss": 1.0, "grad_norm": 150.0}) is None
+    d = DetectorSet(DetectorConfig())
+    # A DCGAN's isolated spikes (measured: 123 and 158 between windows near 20) pass ...
+    assert [d.on_signals(s, 1000, {"g_loss": 1.0, "grad_norm": g})
+            for s, g in ((350, 17.0), (400, 123.0), (450, 23.0), (800, 158.0), (850, 22.0))] == [None] * 5
+    # ... a norm above 100 two windows running, or above 500 once, does not.
+    assert [d.on_signals(s, 1000, {"g_loss": 1.0, "grad_norm": 150.0}) for s in (900, 950)] == [None, "diverged"]
     assert DetectorSet(DetectorConfig()).on_signals(50, 1000, {"g_loss": 1.0, "grad_norm": 840.0}) == "diverged"
     loose = DetectorConfig().with_overrides(["diverged.max_grad_norm=1e3"])
-    assert DetectorSet(loose).on_signals(250, 1000, {"g_loss": 1.0, "grad_norm": 150.0}) is None
+    assert [DetectorSet(loose).on_signals(s, 1000, {"g_loss": 1.0, "grad_norm": 150.0}) for s in (900, 950)] == [None] * 2
 
 
 def test_posterior_collapse_reads_kl_after_the_warm_up():
