@@ -22,9 +22,9 @@ def home(tmp_path_factory):
     return tmp_path_factory.mktemp("gentune-home")
 
 
-def gentune(*args, home: Path, cwd: Path, timeout: float = 300):
+def gentune(*args, home: Path, cwd: Path, timeout: float = 300, env: dict | None = None):
     env = {"GENTUNE_HOME": str(home), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin",
-           "PYTHONPATH": str(ROOT)}
+           "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run([sys.executable, "-m", "gentune", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -139,6 +139,13 @@ def test_bad_names_exit_2_with_the_valid_choices(args, words, home, tmp_path):
 def test_every_command_has_help(cmd, home, tmp_path):
     r = gentune(cmd, "--help", home=home, cwd=tmp_path)
     assert r.returncode == 0 and "Usage" in r.stdout
+
+
+def test_help_keeps_the_defaults_written_in_the_text(home, tmp_path):
+    # rich reads "[default: ...]" inside a help text as markup and drops it
+    out = " ".join(gentune("tune", "--help", home=home, cwd=tmp_path, env={"COLUMNS": "300"}).stdout.split())
+    assert "(default: 20; grid: the grid size)" in out
+    assert "(default: MODEL-DATASET-STRATEGY-OBJECTIVE)" in out
 
 
 def test_unlabelled_user_images_say_which_features_are_used(home, tmp_path):

@@ -38,10 +38,10 @@ def tune(
                                 "text (tiny-shakespeare, or --data-file)."),
     data_dir: Optional[Path] = typer.Option(None, help="Local MNIST folder, or your .npy/.npz/PNG folder."),
     data_file: Optional[Path] = typer.Option(None, "--data-file", help="With --dataset text: your own "
-                                             "UTF-8 text file [default: tiny-shakespeare, downloaded]."),
+                                             "UTF-8 text file (default: tiny-shakespeare, downloaded)."),
     strategy: str = typer.Option("tpe", help="grid, random, qmc, tpe (Bayesian) or gp (Gaussian process)."),
     trials: Optional[int] = typer.Option(None, help="Finished trials the study should hold "
-                                         "[default: 20; grid: the grid size]."),
+                                         "(default: 20; grid: the grid size)."),
     timeout: Optional[float] = typer.Option(None, help="Wall-clock limit for this run, in seconds."),
     space: Optional[Path] = typer.Option(None, help="YAML/TOML file narrowing or replacing the search space."),
     objective: Optional[str] = typer.Option(None, help="fid (default on images), kid, nll (validation "
@@ -56,9 +56,9 @@ def tune(
                                                   "training after this many seconds and score the "
                                                   "model it has (equal-time comparisons)."),
     n_eval: Optional[int] = typer.Option(None, "--n-eval", help="N generated samples per metric value "
-                                         "[default: 1000 on digits, 10000 on mnist]."),
+                                         "(default: 1000 on digits, 10000 on mnist)."),
     storage: Optional[str] = _storage_option(),
-    study: Optional[str] = typer.Option(None, help="Study name [default: MODEL-DATASET-STRATEGY-OBJECTIVE]."),
+    study: Optional[str] = typer.Option(None, help="Study name (default: MODEL-DATASET-STRATEGY-OBJECTIVE)."),
     seed: int = typer.Option(0, help="Seed for the sampler and for training."),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda or cuda:N."),
     runs_dir: Path = typer.Option(Path("runs"), help="Folder for study outputs."),
@@ -157,7 +157,7 @@ def worker(
     study: str = typer.Option(..., help="Name of an existing study (created by gentune tune)."),
     storage: str = typer.Option(..., help="The study's storage URL, e.g. postgresql://user:pw@host/db."),
     trials: Optional[int] = typer.Option(None, help="Stop when the study holds this many finished "
-                                         "trials [default: the target stored by gentune tune]."),
+                                         "trials (default: the target stored by gentune tune)."),
     timeout: Optional[float] = typer.Option(None, help="Wall-clock limit for this worker, in seconds."),
     data_dir: Optional[Path] = typer.Option(None, help="Local data folder on this machine."),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda or cuda:N."),
@@ -180,7 +180,7 @@ def best(
     storage: Optional[str] = _storage_option(),
     runs_dir: Path = typer.Option(Path("runs"), help="Folder for study outputs."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Where to write best.json "
-                                          "[default: RUNS/STUDY/best.json]."),
+                                          "(default: RUNS/STUDY/best.json)."),
 ):
     """Print the best trial's parameters and metrics, and write best.json."""
     import json
@@ -204,7 +204,7 @@ def best(
 @app.command()
 def sample(
     study: str = typer.Option(..., help="Study name."),
-    trial: Optional[int] = typer.Option(None, help="Trial number [default: the best trial]."),
+    trial: Optional[int] = typer.Option(None, help="Trial number (default: the best trial)."),
     n: int = typer.Option(10000, help="Number of samples."),
     output: Path = typer.Option(Path("samples.npy"), "-o", "--output", help="Output .npy file."),
     seed: int = typer.Option(0, help="Latent seed for sampling."),
