@@ -9,6 +9,7 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 from PIL import Image
@@ -119,6 +120,9 @@ def test_png_mode_writes_the_key_plots(demo, tmp_path):
     for path in written:
         image = Image.open(io.BytesIO(path.read_bytes()))
         assert image.format == "PNG" and image.width > 400 and image.height > 300
+    # the demo flags overfitting trials: their curves are drawn in red (#dc2626)
+    pixels = np.asarray(Image.open(tmp_path / "pngs" / "overfit.png").convert("RGB")).reshape(-1, 3)
+    assert (np.abs(pixels.astype(int) - (220, 38, 38)).sum(axis=1) < 30).sum() > 100
 
 
 def test_study_without_completed_trials_still_reports(tmp_path):

@@ -24,7 +24,7 @@ from gentune.report.extract import (StudyInfo, best_trials, decode_png, history,
 
 STATE_COLORS = {"COMPLETE": "#2563eb", "PRUNED": "#f59e0b", "FAIL": "#dc2626",
                 "RUNNING": "#6b7280", "WAITING": "#9ca3af"}
-PNG_NAMES = ("history.png", "importance.png", "learning_curves.png", "samples.png")
+PNG_NAMES = ("history.png", "importance.png", "learning_curves.png", "overfit.png", "samples.png")
 
 
 @dataclass
@@ -134,21 +134,34 @@ OVERFIT_SHOWN = 3  # best trials drawn in the train/validation panel, besides fl
 PALETTE = ("#2563eb", "#16a34a", "#9333ea", "#dc2626", "#ea580c", "#0891b2")
 
 
+NO_LOSS_CURVES = "No trial recorded training and validation losses."
+
+
+def _overfit_shown(info: StudyInfo) -> list:
+    """The trials whose loss curves the train/validation plot draws: the best few and every
+    trial flagged as overfitting."""
+    with_curves = [t for t in info.trials if len(t.loss_curves) > 1]
+    ranked = [t for t in best_trials(info) if len(t.loss_curves) > 1][:OVERFIT_SHOWN]
+    flagged = [t for t in with_curves if t.overfitting and t not in ranked]
+    return ranked + flagged or with_curves[:OVERFIT_SHOWN]
+
+
+def _overfit_style(t, i: int) -> tuple[str, str]:
+    label = f"trial {t.number}" + (" (overfitting)" if t.overfitting else "")
+    return label, "#dc2626" if t.overfitting else PALETTE[i % len(PALETTE)]
+
+
 def _overfitting(info: StudyInfo) -> Panel:
     """Training (dashed) and validation (solid) loss of the best trials and of every trial
     flagged as overfitting: the tutorial's "watch a validation set"."""
     panel = Panel("overfit", "Training vs validation loss (best trials and overfitting flags)")
-    with_curves = [t for t in info.trials if len(t.loss_curves) > 1]
-    if not with_curves:
-        panel.note = "No trial recorded training and validation losses."
+    shown = _overfit_shown(info)
+    if not shown:
+        panel.note = NO_LOSS_CURVES
         return panel
-    ranked = [t for t in best_trials(info) if len(t.loss_curves) > 1][:OVERFIT_SHOWN]
-    flagged = [t for t in with_curves if t.overfitting and t not in ranked]
-    shown = ranked + flagged or with_curves[:OVERFIT_SHOWN]
     fig = go.Figure()
     for i, t in enumerate(shown):
-        label = f"trial {t.number}" + (" (overfitting)" if t.overfitting else "")
-        color = "#dc2626" if t.overfitting else PALETTE[i % len(PALETTE)]
+        label, color = _overfit_style(t, i)
         steps = [p["step"] for p in t.loss_curves]
         for key, dash in (("val", "solid"), ("train", "dash")):
             fig.add_scatter(x=steps, y=[p[key] for p in t.loss_curves], mode="lines",
@@ -247,6 +260,20 @@ def _png_curves(ax, info: StudyInfo) -> None:
     ax.legend()
 
 
+def _png_overfit(ax, info: StudyInfo) -> None:
+    shown = _overfit_shown(info)
+    if not shown:
+        return _note(ax, NO_LOSS_CURVES)
+    for i, t in enumerate(shown):
+        label, color = _overfit_style(t, i)
+        steps = [p["step"] for p in t.loss_curves]
+        ax.plot(steps, [p["val"] for p in t.loss_curves], color=color, label=label)
+        ax.plot(steps, [p["train"] for p in t.loss_curves], color=color, linestyle="--")
+    ax.set(xlabel="step (G updates)", ylabel="loss (validation solid, training dashed)",
+           title="Training vs validation loss")
+    ax.legend(fontsize=8)
+
+
 def _image(b64: str | None) -> np.ndarray | None:
     raw = decode_png(b64)
     return None if raw is None else np.asarray(Image.open(io.BytesIO(raw)).convert("L"))
@@ -274,6 +301,7 @@ def write_pngs(info: StudyInfo, importance: dict, why_not: str | None, folder: P
         "history.png": lambda fig: _png_history(fig.add_subplot(), info),
         "importance.png": lambda fig: _png_importance(fig.add_subplot(), importance, why_not),
         "learning_curves.png": lambda fig: _png_curves(fig.add_subplot(), info),
+        "overfit.png": lambda fig: _png_overfit(fig.add_subplot(), info),
         "samples.png": lambda fig: _png_samples(fig, info),
     }
     written = []
