@@ -74,23 +74,21 @@ class PhaseTrial:
         fixed = self._space.fixed()
         return name in fixed, fixed.get(name)
 
-    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
-                      log: bool = False) -> float:
-        spec = self._space.params.get(name)
+    def _range(self, name: str, low, high, spec_type: type, cast) -> tuple:
+        """The bounds to draw `name` from: its fixed value, the phase's range, or the call's."""
         is_fixed, value = self._fixed(name)
         if is_fixed:
-            low = high = float(value)
-        elif isinstance(spec, FloatSpec):
-            low, high = spec.low, spec.high
+            return cast(value), cast(value)
+        spec = self._space.params.get(name)
+        return (spec.low, spec.high) if isinstance(spec, spec_type) else (low, high)
+
+    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
+                      log: bool = False) -> float:
+        low, high = self._range(name, low, high, FloatSpec, float)
         return self._trial.suggest_float(name, low, high, step=step, log=log)
 
     def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
-        spec = self._space.params.get(name)
-        is_fixed, value = self._fixed(name)
-        if is_fixed:
-            low = high = int(value)
-        elif isinstance(spec, IntSpec):
-            low, high = spec.low, spec.high
+        low, high = self._range(name, low, high, IntSpec, int)
         return self._trial.suggest_int(name, low, high, step=step, log=log)
 
     def suggest_categorical(self, name: str, choices: Sequence) -> Any:
