@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from gentune.data import load_dataset  # noqa: E402
 from gentune.metrics import Evaluator  # noqa: E402
 from gentune.models.gan_mlp import GANConfig  # noqa: E402
-from gentune.objective import EVAL_SEED  # noqa: E402
+from gentune.trial.objective import EVAL_SEED  # noqa: E402
 from gentune.search.defaults import gan_mlp_space  # noqa: E402
 from gentune.train.gan import sample, train_gan  # noqa: E402
 

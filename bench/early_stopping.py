@@ -39,7 +39,7 @@ from optuna.trial import TrialState
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gentune.tuner import tune  # noqa: E402
+from gentune.api import tune  # noqa: E402
 
 MNIST = ROOT / ".." / "shared" / "data" / "mnist"
 SETUPS = {

@@ -127,7 +127,7 @@ def overhead(url: str, trials: int) -> float:
     """Milliseconds of bookkeeping per trial with an objective that returns at once."""
     import optuna
 
-    from gentune.study import make_storage, run
+    from gentune.study.store import make_storage, run
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(storage=make_storage(url), study_name="overhead",

@@ -30,7 +30,8 @@ sys.path.insert(0, str(ROOT))
 
 from gentune.data.base import ImageDataset, Split, to_unit_range  # noqa: E402
 from gentune.models.gan_mlp import GANConfig, build  # noqa: E402
-from gentune.train.gan import make_optimizer, train_gan  # noqa: E402
+from gentune.train.gan import train_gan  # noqa: E402
+from gentune.train.optim import optimizer as make_optimizer  # noqa: E402
 
 MNIST = ROOT / ".." / "shared" / "data" / "mnist"
 

@@ -11,9 +11,9 @@ __version__ = "0.1.0"
 def __getattr__(name):
     # The public API, imported on first use so that `import gentune` stays light.
     if name in ("tune", "run_objective", "best_summary"):
-        from . import tuner
+        from gentune import api
 
-        return getattr(tuner, name)
+        return getattr(api, name)
     raise AttributeError(name)
 
 

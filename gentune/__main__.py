@@ -1,3 +1,3 @@
-from .cli import main
+from gentune.cli import main
 
 main()

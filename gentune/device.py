@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import GentuneError
+from gentune.errors import GentuneError
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from .models.gan_mlp import GANConfig
-from .train.gan import train_gan as _train
+from gentune.models.gan_mlp import GANConfig
+from gentune.train.gan import train_gan as _train
 
 
 @lru_cache(maxsize=4)
 def _data(dataset: str):
-    from .data import load_dataset
+    from gentune.data import load_dataset
 
     return load_dataset(dataset)
 

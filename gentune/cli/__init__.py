@@ -14,7 +14,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from ..errors import GentuneError
+from gentune.errors import GentuneError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Tune generative models by what they generate.")
@@ -102,15 +102,15 @@ def tune(
                                            "loss falls (it is flagged either way)."),
 ):
     """Run (or resume) a tuning study and print the best configuration."""
-    from ..parallel import parse_gpus
-    from ..stages import tune_in_phases
+    from gentune.study.workers import parse_gpus
+    from gentune.phases.stages import tune_in_phases
 
     if objective_fn and (steps is not None or epochs is not None or trial_seconds is not None):
         raise GentuneError("--steps, --epochs and --trial-seconds set the budget of gentune's own "
                            "trainers; your objective sets its own", value=objective_fn,
                            fix="drop them, and budget the training inside your objective")
     if objective_fn:
-        from .loading import load_objective
+        from gentune.loading import load_objective
 
         fn = load_objective(objective_fn)
         name = study or f"user-{Path(objective_fn.split(':')[0]).stem}"
@@ -128,7 +128,7 @@ def tune(
             err.print("[yellow]warning:[/] --objective loss ranks trials by the final generator loss, "
                       "which does not measure sample quality (lowest-loss GANs are often "
                       "mode-collapsed). The sample metrics are still recorded for every trial.")
-        from ..detectors import detector_config as parse_detectors
+        from gentune.trial.detectors import detector_config as parse_detectors
 
         objective = objective or ("nll" if dataset == "text" else "fid")
 
@@ -144,7 +144,7 @@ def tune(
             detectors=parse_detectors(detectors, detector_config, detector), evals=evals,
             eval_every=eval_every, eval_samples=eval_samples, prune_overfitting=prune_overfitting,
             trial_seconds=trial_seconds)
-    from .show import print_best
+    from gentune.cli.show import print_best
 
     print_best(out, result.best)
     if result.best is not None:
@@ -168,7 +168,7 @@ def worker(
     progress: bool = typer.Option(True, help="Show this worker's progress."),
 ):
     """Join an existing study and run its trials; it needs no file but the storage URL."""
-    from ..tuner import work
+    from gentune.api import work
 
     work(study, storage=storage, data_dir=data_dir, device=device, trials=trials, timeout=timeout,
          runs_dir=runs_dir, worker_index=worker_index, threads=threads, progress=progress)
@@ -185,9 +185,9 @@ def best(
     """Print the best trial's parameters and metrics, and write best.json."""
     import json
 
-    from ..study import open_study
-    from ..tuner import best_summary
-    from .show import print_best
+    from gentune.study.store import open_study
+    from gentune.api import best_summary
+    from gentune.cli.show import print_best
 
     opened = open_study(None, storage=storage or _existing_storage(study, runs_dir), study_name=study)
     summary = best_summary(opened)
@@ -213,7 +213,7 @@ def sample(
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
 ):
     """Write N samples of a trial's generator as an (N, H, W) float array in [0, 1]."""
-    from ..sampling import sample_trial
+    from gentune.study.sampling import sample_trial
 
     path, source = sample_trial(study, trial=trial, n=n, output=output, seed=seed,
                                 storage=storage or _existing_storage(study, runs_dir),
@@ -230,7 +230,7 @@ def report(
     format: str = typer.Option("html", "--format", help="html (one self-contained file) or png."),
 ):
     """Write the study's report: one offline HTML file, or the key plots as PNG files."""
-    from ..report import write_report
+    from gentune.report import write_report
 
     if format not in ("html", "png"):
         raise GentuneError("--format must be html or png", value=format, fix="pass --format html")
@@ -260,7 +260,7 @@ def _existing_storage(study: str, runs_dir: Path) -> str:
 
 def main() -> None:
     """Entry point: run the app, turning GentuneError into a clear message and exit code 2."""
-    from ..study import Interrupted
+    from gentune.study.store import Interrupted
 
     import optuna
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import unknown_choice
-from .base import ImageDataset, Split
+from gentune.errors import unknown_choice
+from gentune.data.base import ImageDataset, Split
 
 DATASETS = ("digits", "mnist", "files", "text")
 TEXT_DATASETS = ("text",)
@@ -35,15 +35,15 @@ def load_dataset(name: str, *, data_dir: str | Path | None = None, seed: int = 0
     """
     # Each loader is imported on demand so that, e.g., `digits` never imports Pillow.
     if name == "digits":
-        from .digits import load_digits
+        from gentune.data.digits import load_digits
         return load_digits(data_dir=data_dir, seed=seed)
     if name == "mnist":
-        from .mnist import load_mnist
+        from gentune.data.mnist import load_mnist
         return load_mnist(data_dir=data_dir, seed=seed)
     if name == "files":
-        from .files import load_files
+        from gentune.data.files import load_files
         return load_files(data_dir, seed=seed)
     if name == "text":
-        from .text import load_text
+        from gentune.data.text import load_text
         return load_text(data_dir, seed=seed)  # type: ignore[return-value]
     raise unknown_choice("dataset", name, DATASETS)

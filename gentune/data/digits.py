@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DataError
-from .base import ImageDataset, make_splits, to_unit_range
+from gentune.errors import DataError
+from gentune.data.base import ImageDataset, make_splits, to_unit_range
 
 VAL_FRACTION = 0.2
 TEST_FRACTION = 0.2

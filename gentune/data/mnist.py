@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ChecksumError, DataError
-from ..paths import gentune_home
-from .base import ImageDataset, Split, fingerprint, to_unit_range
+from gentune.errors import ChecksumError, DataError
+from gentune.paths import gentune_home
+from gentune.data.base import ImageDataset, Split, fingerprint, to_unit_range
 
 log = logging.getLogger(__name__)
 

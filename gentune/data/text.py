@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ChecksumError, DataError
-from ..paths import gentune_home
-from .base import fingerprint
+from gentune.errors import ChecksumError, DataError
+from gentune.paths import gentune_home
+from gentune.data.base import fingerprint
 
 log = logging.getLogger(__name__)
 

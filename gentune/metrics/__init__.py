@@ -9,12 +9,12 @@
 `Evaluator` ties them together for one dataset; the functions work on any feature arrays.
 """
 
-from .coverage import label_coverage
-from .evaluator import Evaluator, default_n
-from .features import EXTRACTOR_VERSION, FEATURE_DIM, embed, extractor_path, get_extractor
-from .fid import frechet_distance, gaussian_stats
-from .kid import kid
-from .prdc import RealManifold, precision_recall
+from gentune.metrics.coverage import label_coverage
+from gentune.metrics.evaluator import Evaluator, default_n
+from gentune.metrics.features import EXTRACTOR_VERSION, FEATURE_DIM, embed, extractor_path, get_extractor
+from gentune.metrics.fid import frechet_distance, gaussian_stats
+from gentune.metrics.kid import kid
+from gentune.metrics.prdc import RealManifold, precision_recall
 
 __all__ = [
     "EXTRACTOR_VERSION", "FEATURE_DIM", "Evaluator", "RealManifold", "default_n", "embed",

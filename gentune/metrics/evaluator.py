@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.base import ImageDataset, fingerprint
-from ..device import resolve_device
-from ..errors import GentuneError, unknown_choice
-from .coverage import label_coverage
-from .features import EXTRACTOR_VERSION, FEATURE_DIM, embed, get_extractor
-from .fid import frechet_distance, gaussian_stats
-from .kid import kid
-from .prdc import RealManifold
+from gentune.data.base import ImageDataset, fingerprint
+from gentune.device import resolve_device
+from gentune.errors import GentuneError, unknown_choice
+from gentune.metrics.coverage import label_coverage
+from gentune.metrics.features import EXTRACTOR_VERSION, FEATURE_DIM, embed, get_extractor
+from gentune.metrics.fid import frechet_distance, gaussian_stats
+from gentune.metrics.kid import kid
+from gentune.metrics.prdc import RealManifold
 
 MAX_DEFAULT_N = 10_000
 REFERENCE_SPLITS = ("val", "test")

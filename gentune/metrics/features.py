@@ -29,10 +29,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..data.base import ImageDataset
-from ..device import resolve_device
-from ..errors import GentuneError
-from ..paths import gentune_home
+from gentune.data.base import ImageDataset
+from gentune.device import resolve_device
+from gentune.errors import GentuneError
+from gentune.paths import gentune_home
 
 log = logging.getLogger(__name__)
 

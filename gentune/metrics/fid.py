@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..errors import GentuneError
+from gentune.errors import GentuneError
 
 
 def _as_float64(a) -> np.ndarray:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..errors import GentuneError
+from gentune.errors import GentuneError
 
 DEFAULT_K = 3
 DEFAULT_MAX_SAMPLES = 5000

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _sn
 
-from ..errors import GentuneError
-from ..train.common import OPTIMIZERS, ConfigBase
+from gentune.errors import GentuneError
+from gentune.models.config import OPTIMIZERS, ConfigBase
 
 
 @dataclass(frozen=True)

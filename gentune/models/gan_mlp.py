@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
-from ..errors import GentuneError, unknown_choice
+from gentune.errors import GentuneError, unknown_choice
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 D_OUTPUTS = ("logits", "sigmoid")

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import GentuneError
-from ..train.common import OPTIMIZERS, ConfigBase
+from gentune.errors import GentuneError
+from gentune.models.config import OPTIMIZERS, ConfigBase
 
 SCHEDULES = ("cosine", "constant")
 

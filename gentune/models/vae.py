@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..errors import GentuneError
-from ..train.common import OPTIMIZERS, ConfigBase
+from gentune.errors import GentuneError
+from gentune.models.config import OPTIMIZERS, ConfigBase
 
 ARCHS = ("mlp", "conv")
 DECODERS = ("bernoulli", "gaussian")

@@ -79,7 +79,7 @@ def open_study(storage: str, study_name: str) -> optuna.Study:
 
     The storage is opened as gentune opens it (PostgreSQL through psycopg, journal files).
     """
-    from ..study import make_storage
+    from gentune.study.store import make_storage
 
     if "://" not in storage and not storage.endswith(".log"):
         storage = f"sqlite:///{Path(storage)}"

@@ -12,7 +12,7 @@ summarised in ../shared/notes (Lucic et al. 2018; Kurach et al. 2019).
 
 from __future__ import annotations
 
-from .space import CategoricalSpec, FloatSpec, IntSpec, SearchSpace
+from gentune.search.space import CategoricalSpec, FloatSpec, IntSpec, SearchSpace
 
 
 def gan_mlp_space() -> SearchSpace:

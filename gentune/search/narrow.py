@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..errors import SpaceError
-from .space import FloatSpec, IntSpec, SearchSpace
+from gentune.errors import SpaceError
+from gentune.search.space import FloatSpec, IntSpec, SearchSpace
 
 PAD = 0.25  # of the top trials' span, on each side
 MIN_PAD = 0.05  # of the old range, on each side

@@ -1,7 +1,7 @@
 """Pruners: names a user types, mapped to Optuna pruners sized to the study's evaluation schedule.
 
 A pruner compares a running trial's intermediate values (the objective measured every
-`eval_every` G steps, see gentune.monitor) with other trials' values at the same step and stops
+`eval_every` G steps, see gentune.trial.monitor) with other trials' values at the same step and stops
 the losers. The resource unit is the G step, so successive halving and Hyperband rungs sit on
 evaluation steps: the first rung at the first evaluation, the last at the full budget.
 Optuna's SuccessiveHalvingPruner and HyperbandPruner are the asynchronous variants (ASHA), so
@@ -14,7 +14,7 @@ import warnings
 
 import optuna
 
-from ..errors import GentuneError, unknown_choice
+from gentune.errors import GentuneError, unknown_choice
 
 PRUNERS = ("none", "median", "percentile", "halving", "hyperband")
 # Grid search must measure every point it lists, so it prunes nothing by default; the others
@@ -128,7 +128,7 @@ def _record_rungs(sh: optuna.pruners.SuccessiveHalvingPruner, study: optuna.Stud
 def study_pruner(settings, budget: dict | None = None) -> optuna.pruners.BasePruner:
     """The pruner of a study, from its stored StudySettings, with its rungs on the evaluation
     steps; `budget` is the trial budget ({"steps": N} or {"epochs": E}; default: the settings')."""
-    from ..monitor import Schedule
+    from gentune.trial.monitor import Schedule
 
     total = (budget or settings.budget()).get("steps")
     schedule = Schedule(evals=settings.evals, every=settings.eval_every)

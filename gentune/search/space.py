@@ -21,7 +21,7 @@ from typing import Annotated, Any, Callable, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from ..errors import GentuneError, SpaceError
+from gentune.errors import GentuneError, SpaceError
 
 Scalar = Union[bool, int, float, str]
 

@@ -6,8 +6,8 @@ import warnings
 
 import optuna
 
-from ..errors import unknown_choice
-from .space import SearchSpace
+from gentune.errors import unknown_choice
+from gentune.search.space import SearchSpace
 
 STRATEGIES = ("grid", "random", "qmc", "tpe", "gp")
 DEFAULT_STRATEGY = "tpe"

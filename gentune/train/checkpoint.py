@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from ..device import resolve_device
-from ..errors import GentuneError
-from ..models.gan_mlp import GANConfig, Generator
+from gentune.device import resolve_device
+from gentune.errors import GentuneError
+from gentune.models.gan_mlp import GANConfig, Generator
 
 FORMAT = "gentune-gan-checkpoint/1"
 _PLAIN = (str, int, float, bool, type(None))

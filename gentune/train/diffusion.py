@@ -12,13 +12,13 @@ import time
 
 import torch
 
-from ..data.base import ImageDataset
-from ..device import resolve_device
-from ..errors import GentuneError
-from ..models.diffusion import Diffusion, DiffusionConfig, build
-from .callback import Callback
-from .common import (Batches, Loop, TrainResult, check_budget, fixed_subset, make_optimizer, run_loop,
-                     seeded_build)
+from gentune.data.base import ImageDataset
+from gentune.device import resolve_device
+from gentune.errors import GentuneError
+from gentune.models.diffusion import Diffusion, DiffusionConfig, build
+from gentune.train.callback import Callback
+from gentune.train.optim import make_optimizer
+from gentune.train.loop import (Batches, Loop, TrainResult, check_budget, fixed_subset, run_loop, seeded_build)
 
 SIGNALS = ("loss",)  # mean squared error of the predicted noise, per pixel
 CURVE_N = 512

@@ -4,7 +4,7 @@ The loop indexes a tensor that already sits on the device with a shuffled permut
 costs a few matrix products and no Python work per sample (the tutorial's DataLoader converted
 each image on its own). Losses are kept on the device and read back only every `log_every` steps,
 so a GPU is never made to wait on every step. Next to the losses the loop records D's accuracy
-and the largest gradient norm of the step, which the failure detectors read (gentune.detectors).
+and the largest gradient norm of the step, which the failure detectors read (gentune.trial.detectors).
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..data.base import ImageDataset
-from ..device import resolve_device
-from ..errors import GentuneError
-from ..models.gan_mlp import Discriminator, GANConfig, Generator, build
-from .callback import Callback, adapt
-from .common import Batches, decode_latents
+from gentune.data.base import ImageDataset
+from gentune.device import resolve_device
+from gentune.errors import GentuneError
+from gentune.models.gan_mlp import Discriminator, GANConfig, Generator, build
+from gentune.train.callback import Callback, adapt
+from gentune.train.loop import Batches, decode_latents
+from gentune.train.optim import optimizer
 
 FINAL_LOSS_WINDOW = 100  # the "final training loss" is the mean over this many last G steps
 # A BCE this large needs |logit| > 1e4, i.e. weights that have blown up, though still finite.
@@ -54,7 +55,7 @@ class GANResult:
     diverged: bool = False  # a loss became NaN, inf or > DIVERGED_LOSS; training stopped there
     stop_reason: str = "budget"  # "budget", "max_seconds" or "diverged"
     # D's loss on a fixed slice of train vs validation images (same fakes), per log step: a gap
-    # that opens means D memorises the training images (gentune.train.common.LossCurves).
+    # that opens means D memorises the training images (gentune.train.loop.LossCurves).
     curves: list[dict] = field(default_factory=list)
 
     @property
@@ -66,24 +67,6 @@ class GANResult:
     def losses(self) -> dict[str, float]:
         """The final training losses: {"g": g_loss, "d": d_loss}."""
         return {"g": self.g_loss, "d": self.d_loss}
-
-
-def make_optimizer(name: str, params, lr: float, config: GANConfig) -> torch.optim.Optimizer:
-    """The optimizer `name` with the config's betas / momentum and weight decay."""
-    # fused=True runs the update as one kernel: 2-4x faster on CPU for these small networks.
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=(config.beta1, config.beta2),
-                                weight_decay=config.weight_decay, fused=True)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, betas=(config.beta1, config.beta2),
-                                 weight_decay=config.weight_decay, fused=True)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=config.momentum,
-                               weight_decay=config.weight_decay, fused=True)
-    if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, momentum=config.momentum,
-                                   weight_decay=config.weight_decay)
-    raise GentuneError(f"unknown optimizer {name!r}", fix="use adam, adamw, sgd or rmsprop")
 
 
 def _budget(steps, epochs, batches_per_epoch: int, d_steps: int) -> int:
@@ -115,8 +98,8 @@ def _build_and_optimizers(config: GANConfig, image_shape, seed: int, dev: torch.
         G, D = builder(config, image_shape)
     G.to(dev).train()
     D.to(dev).train()
-    opt_g = make_optimizer(config.optimizer, G.parameters(), config.lr, config)
-    opt_d = make_optimizer(config.optimizer, D.parameters(), config.d_lr, config)
+    opt_g = optimizer(config.optimizer, G.parameters(), config.lr, config)
+    opt_d = optimizer(config.optimizer, D.parameters(), config.d_lr, config)
     return G, D, opt_g, opt_d
 
 
@@ -203,7 +186,7 @@ def train_gan(config: GANConfig, data: ImageDataset, *, steps: int | None = None
     The same seed, config and thread count give identical weights. `builder(config, shape)`
     makes the (G, D) pair: the MLP by default, the DCGAN's convolutional pair for that family.
     """
-    from .common import LossCurves, fixed_subset
+    from gentune.train.loop import LossCurves, fixed_subset
 
     t0 = time.perf_counter()
     dev = resolve_device(device)

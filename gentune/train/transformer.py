@@ -13,14 +13,14 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ..data.base import ImageDataset
-from ..device import resolve_device
-from ..errors import DataError, GentuneError
-from ..models.transformer import (TokenTransformer, TransformerConfig, build, image_meta,
+from gentune.data.base import ImageDataset
+from gentune.device import resolve_device
+from gentune.errors import DataError, GentuneError
+from gentune.models.transformer import (TokenTransformer, TransformerConfig, build, image_meta,
                                   images_to_tokens, text_meta, tokens_to_images)
-from .callback import Callback
-from .common import (Batches, Loop, TrainResult, check_budget, fixed_subset, lr_lambda, make_optimizer,
-                     run_loop, seeded_build)
+from gentune.train.callback import Callback
+from gentune.train.optim import lr_lambda, make_optimizer
+from gentune.train.loop import (Batches, Loop, TrainResult, check_budget, fixed_subset, run_loop, seeded_build)
 
 SIGNALS = ("loss", "grad_norm")  # loss: cross-entropy, nats per token
 CURVE_N = 256  # images, or text windows, in each fixed slice the curves are measured on

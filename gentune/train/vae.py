@@ -13,12 +13,12 @@ import time
 
 import torch
 
-from ..data.base import ImageDataset
-from ..device import resolve_device
-from ..models.vae import VAE, VAEConfig, build
-from .callback import Callback
-from .common import (Batches, decode_latents, Loop, TrainResult, check_budget, fixed_subset, make_optimizer, run_loop,
-                     seeded_build)
+from gentune.data.base import ImageDataset
+from gentune.device import resolve_device
+from gentune.models.vae import VAE, VAEConfig, build
+from gentune.train.callback import Callback
+from gentune.train.optim import make_optimizer
+from gentune.train.loop import (Batches, decode_latents, Loop, TrainResult, check_budget, fixed_subset, run_loop, seeded_build)
 
 SIGNALS = ("loss", "recon", "kl")  # loss = recon + kl = -ELBO, nats per image
 CURVE_N = 512  # images in each fixed slice the train / validation curves are measured on

@@ -1,7 +1,7 @@
 """A family defined outside gentune: independent Gaussian pixels, fitted by gradient descent.
 
 It is the smallest real generative model that follows the family contract (docs/families.md):
-a config dataclass, a default space, a trainer built on gentune.train.common.run_loop, a
+a config dataclass, a default space, a trainer built on gentune.train.loop.run_loop, a
 sampler and a checkpoint through Family's defaults. Trained on a handful of images
 (`n_train`) its scales shrink to fit them, so its validation NLL rises while its training NLL
 falls: real overfitting, which the tests use.
@@ -18,8 +18,8 @@ from torch import nn
 
 from gentune.families import Family
 from gentune.search.space import FloatSpec, SearchSpace
-from gentune.train.common import (ConfigBase, Loop, TrainResult, check_budget, fixed_subset,
-                                  run_loop)
+from gentune.models.config import ConfigBase
+from gentune.train.loop import (Loop, TrainResult, check_budget, fixed_subset, run_loop)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,250 @@
+"""Storage for a study shared by many workers: URLs, heartbeats, and retries on a lost database.
+
+Three kinds of URL:
+
+- `sqlite:///path/study.db`: one machine (the default);
+- `postgresql://user:pw@host:5432/db`: one database server, workers on many machines. Opened
+  with psycopg 3 (`postgresql+psycopg://`); a plain `postgresql://` is rewritten to it unless
+  psycopg2 is installed;
+- `journal:///shared/path/study.log` (or any path ending in `.log`): Optuna's journal file, for
+  machines that share a filesystem but no database server.
+
+Every worker sends a heartbeat for its running trial; a trial whose heartbeat stops (its
+process was killed, its machine lost) is marked failed by another worker and its parameters
+are queued again. Optuna's journal storage has no heartbeats, so `HeartbeatJournalStorage`
+adds them. A worker that loses its database connection retries each call with backoff.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+import os
+import random
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import RDBStorage
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from gentune.errors import StudyError
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_KEY = "gentune:heartbeat"  # trial system attribute of journal heartbeats (unix time)
+STALE_CALLBACK = Callable[[optuna.Study, FrozenTrial], None]
+
+
+def _env_seconds(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise StudyError(f"{name} must be a number of seconds", value=value,
+                         fix=f"unset {name} or set it to e.g. {default:g}") from None
+
+
+def heartbeat_interval() -> int:
+    """Seconds between a worker's heartbeats (GENTUNE_HEARTBEAT_INTERVAL, default 20)."""
+    return max(1, int(_env_seconds("GENTUNE_HEARTBEAT_INTERVAL", 20)))
+
+
+def grace_period() -> int:
+    """Seconds without a heartbeat after which a trial counts as lost (GENTUNE_HEARTBEAT_GRACE, default 90)."""
+    return max(heartbeat_interval() + 1, int(_env_seconds("GENTUNE_HEARTBEAT_GRACE", 90)))
+
+
+def retry_seconds() -> float:
+    """How long a worker keeps retrying a lost database (GENTUNE_DB_RETRY_SECONDS, default 600)."""
+    return _env_seconds("GENTUNE_DB_RETRY_SECONDS", 600)
+
+
+def journal_path(url: str) -> Path | None:
+    """The file of a journal URL (`journal:///abs/x.log`, `journal://rel/x.log`, `x.log`), else None."""
+    if url.startswith("journal://"):
+        return Path(url.removeprefix("journal://"))
+    if "://" not in url and url.endswith(".log"):
+        return Path(url)
+    return None
+
+
+def rdb_url(url: str) -> str:
+    """Point a plain PostgreSQL URL at psycopg 3 when psycopg2 (SQLAlchemy's default) is absent."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme in ("postgresql", "postgres"):
+        if importlib.util.find_spec("psycopg2") is None and importlib.util.find_spec("psycopg"):
+            return f"postgresql+psycopg://{rest}"
+        return f"postgresql://{rest}"
+    return url
+
+
+def make_storage(url: str, on_stale: STALE_CALLBACK | None) -> optuna.storages.BaseStorage:
+    """An Optuna storage for `url` with heartbeats; `on_stale(study, trial)` runs for each lost trial."""
+    path = journal_path(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return HeartbeatJournalStorage(JournalFileBackend(str(path)), heartbeat_interval(),
+                                       grace_period(), on_stale)
+    url = rdb_url(url)
+    if url.startswith(("sqlite:", "postgresql", "mysql")):
+        # pool_pre_ping replaces connections that died (a database restart) before they are used.
+        engine_kwargs = ({"connect_args": {"timeout": 60}} if url.startswith("sqlite:")
+                         else {"pool_pre_ping": True})
+        try:
+            with warnings.catch_warnings():  # heartbeats are experimental in Optuna; we rely on them
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return ResilientRDBStorage(url, heartbeat_interval=heartbeat_interval(),
+                                           grace_period=grace_period(),
+                                           heartbeat_stale_trial_callback=on_stale,
+                                           engine_kwargs=engine_kwargs)
+        except ImportError as e:
+            raise StudyError(f"the database driver for {url.split(':')[0]} is missing: {e}",
+                             fix="pip install 'psycopg[binary]' (PostgreSQL) and retry") from None
+        except Exception as e:  # noqa: BLE001 - SQLAlchemy raises many types for a bad server
+            fix = ("check that the file's folder exists and is writable" if url.startswith("sqlite:")
+                   else "check that the database server runs and the URL's user, password, "
+                        "host, port and database name")
+            raise StudyError(f"cannot open the storage {_hide_password(url)}: {e}",
+                             fix=fix) from None
+    try:
+        return optuna.storages.get_storage(url)
+    except Exception as e:  # noqa: BLE001 - Optuna raises several types for a bad URL
+        raise StudyError(f"cannot open the storage {url!r}: {e}",
+                         fix="pass sqlite:///runs/x/study.db, postgresql://user:pass@host/db "
+                             "or journal:///shared/folder/study.log") from None
+
+
+def _hide_password(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not at or ":" not in creds:
+        return url
+    return f"{scheme}{sep}{creds.split(':')[0]}:***@{host}"
+
+
+class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
+    """Optuna's journal storage with heartbeats kept as a trial system attribute.
+
+    The journal is an append-only log replayed in order, so when two workers race to finish
+    a trial, the first entry wins and the other gets UpdateFinishedTrialError. Heartbeats use
+    each machine's clock: keep the machines' clocks within a few seconds of each other.
+    """
+
+    def __init__(self, backend, interval: int, grace: int, on_stale: STALE_CALLBACK | None):
+        super().__init__(backend)
+        self._interval, self._grace, self._on_stale = interval, grace, on_stale
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            self.set_trial_system_attr(trial_id, HEARTBEAT_KEY, time.time())
+        except UpdateFinishedTrialError:  # it just finished, or another worker took it over
+            pass
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        now = time.time()
+        running = self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+        return [t._trial_id for t in running
+                if now - t.system_attrs.get(HEARTBEAT_KEY, now) > self._grace]
+
+    def get_heartbeat_interval(self) -> int | None:
+        return self._interval
+
+    def get_heartbeat_stale_trial_callback(self) -> STALE_CALLBACK | None:
+        return self._on_stale
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """True for a lost or refused database connection (also when wrapped by Optuna)."""
+    import sqlalchemy.exc as sa
+
+    while exc is not None:
+        if isinstance(exc, (sa.OperationalError, sa.InterfaceError, sa.DisconnectionError)):
+            return True
+        if isinstance(exc, sa.DBAPIError) and exc.connection_invalidated:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+_nesting = threading.local()  # only the outermost storage call retries, not the calls inside it
+
+
+def _retrying(method: Callable) -> Callable:
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        if getattr(_nesting, "depth", 0):
+            return method(self, *args, **kwargs)
+        _nesting.depth = 1
+        try:
+            return _call_with_retry(method, self, args, kwargs)
+        finally:
+            _nesting.depth = 0
+
+    return call
+
+
+def _call_with_retry(method: Callable, self, args, kwargs):
+    """Call; on a lost connection wait (0.5 s doubling to 30 s, with jitter) and call again."""
+    deadline = time.monotonic() + retry_seconds()
+    delay, retried = 0.5, False
+    while True:
+        try:
+            result = method(self, *args, **kwargs)
+        except UpdateFinishedTrialError:
+            if retried and _landed_before(self, method, args, kwargs):
+                return True
+            raise
+        except Exception as e:
+            if not is_connection_error(e) or time.monotonic() + delay > deadline:
+                raise
+            if not retried:
+                log.warning("lost the study's database (%s); retrying for up to %.0f s",
+                            type(e).__name__, retry_seconds())
+            time.sleep(delay * (0.5 + random.random()))  # jitter: workers do not retry in step
+            delay, retried = min(delay * 2, 30.0), True
+            continue
+        if retried:
+            log.warning("the study's database is back; %s went through", method.__name__)
+        return result
+
+
+def _landed_before(storage, method: Callable, args, kwargs) -> bool:
+    """Whether a retried state change had already committed before the connection broke
+    (the trial holds the asked state), rather than another worker having finished the trial."""
+    if method.__name__ != "set_trial_state_values":
+        return False
+    trial_id, state = args[0], args[1] if len(args) > 1 else kwargs["state"]
+    values = args[2] if len(args) > 2 else kwargs.get("values")
+    stored = storage.get_trial(trial_id)
+    return stored.state == state and (values is None or list(stored.values or []) == list(values))
+
+
+class ResilientRDBStorage(RDBStorage):
+    """RDBStorage whose calls survive a database restart: each is retried with backoff.
+
+    A call is one transaction, so a retried call never leaves half an update behind. The
+    one case a retry cannot tell apart, a commit that landed just as the connection broke,
+    is handled for state changes (the retry sees the trial already finished) and is left
+    for the rest, where it would at worst write the same attribute twice.
+    """
+
+
+# Every call that reaches the database, including the private ones that Optuna's cache
+# layer (_CachedStorage, which wraps any RDBStorage a study opens) calls directly.
+_RETRIED = [name for name in dir(optuna.storages.BaseStorage)
+            if not name.startswith("_") and name not in ("remove_session", "check_trial_is_updatable")]
+_RETRIED += ["record_heartbeat", "_get_stale_trial_ids", "_create_new_trial", "_set_trial_param",
+             "_get_best_trial_id", "_get_trials"]
+for _name in _RETRIED:
+    setattr(ResilientRDBStorage, _name, _retrying(getattr(RDBStorage, _name)))
+

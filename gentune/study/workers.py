@@ -1,0 +1,285 @@
+"""Many workers on one study: the rules each worker follows, and N workers on this machine.
+
+The rules (used by gentune.study.store.run): a worker starts a trial only while the study's
+finished, running and queued trials fall short of its target, else it waits and takes over
+the re-queued trials of workers that died; a grid study hands out only its queued points.
+
+The supervisor (`run_workers`) runs N worker processes sharing the study's storage. Each
+worker is `gentune worker --study NAME --storage URL`, the same command a worker on another
+machine runs, so one code path serves both. The supervisor only supervises: it splits
+the CPU threads (and the GPUs) between the workers, shows the study's progress from the
+storage, restarts a worker that was killed, and on Ctrl-C stops the workers so that each
+releases its trial (queued again, so nothing is lost).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from gentune.errors import GentuneError, StudyError
+from gentune.study.store import FINISHED, Interrupted, count_finished, open_study, sigterm_as_interrupt
+
+POLL_SECONDS = 1.0  # how often an idle worker, or the supervisor, looks at the study
+STOP_GRACE_SECONDS = 60.0  # how long a stopped worker may take to release its trial
+
+
+class Surplus(Exception):
+    """A fresh trial that another worker's trial already covers; it is failed unrun."""
+
+
+def next_move(study: optuna.Study, n_trials: int | None, grid_queue: bool) -> str:
+    """'run' a trial, 'wait' for other workers' running trials, or 'done'.
+
+    A grid study hands out only its queued points; other studies start a trial while the
+    finished, running and queued trials fall short of the target.
+    """
+    trials = study.get_trials(deepcopy=False)
+    count = {s: 0 for s in TrialState}
+    for t in trials:
+        count[t.state] += 1
+    finished = count[TrialState.COMPLETE] + count[TrialState.PRUNED]
+    if n_trials is not None and finished >= n_trials:
+        return "done"
+    if count[TrialState.WAITING]:
+        return "run"
+    if grid_queue:
+        return "wait" if count[TrialState.RUNNING] else "done"
+    if n_trials is None or finished + count[TrialState.RUNNING] < n_trials:
+        return "run"
+    return "wait"
+
+
+def is_surplus(study: optuna.Study, trial: optuna.Trial, n_trials: int | None, grid_queue: bool) -> bool:
+    """Whether a freshly sampled trial lost a race: others started enough trials just before it."""
+    if n_trials is None and not grid_queue:
+        return False
+    trials = study.get_trials(deepcopy=False)
+    if "fixed_params" in trials[trial.number].system_attrs:
+        return False  # popped from the queue: it is owed
+    if grid_queue:
+        return True
+    ahead = [t for t in trials[:trial.number] if t.state != TrialState.FAIL]
+    return len(ahead) >= n_trials
+
+
+def recover_stale(study: optuna.Study) -> None:
+    """Re-queue trials whose heartbeat lapsed (their worker on another machine is gone).
+
+    Optuna does this before each trial a worker starts; an idle worker does it as it waits.
+    """
+    from optuna.storages import fail_stale_trials
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        fail_stale_trials(study)
+
+
+def default_threads(workers: int, cpus: int | None = None) -> int:
+    """Torch threads per worker: the cores split evenly, at least one.
+
+    >>> default_threads(2, cpus=16), default_threads(4, cpus=2)
+    (8, 1)
+    """
+    return max(1, (cpus or os.cpu_count() or 1) // workers)
+
+
+def worker_devices(workers: int, device: str = "auto", gpus: list[int] | None = None,
+                   n_cuda: int | None = None) -> list[str]:
+    """The device of each worker: one GPU each, round-robin, when there are GPUs to share.
+
+    `gpus` lists GPU indices to use; without it, `device` auto (or cuda) on a machine with
+    several GPUs uses all of them.
+
+    >>> worker_devices(3, gpus=[0, 1])
+    ['cuda:0', 'cuda:1', 'cuda:0']
+    >>> worker_devices(2, "auto", n_cuda=0)
+    ['auto', 'auto']
+    """
+    if gpus is None and device in ("auto", "cuda"):
+        if n_cuda is None:
+            import torch
+
+            n_cuda = torch.cuda.device_count()
+        if n_cuda > 1:
+            gpus = list(range(n_cuda))
+    if not gpus:
+        return [device] * workers
+    return [f"cuda:{gpus[i % len(gpus)]}" for i in range(workers)]
+
+
+def auto_worker_index() -> int:
+    """A worker index for a worker started without one: from its host and pid, so that two
+    such workers almost surely draw from different seeds (1000 and up, clear of 0..N-1)."""
+    import zlib
+
+    from gentune.study.store import worker_id
+
+    return 1000 + zlib.crc32(worker_id().encode()) % 1_000_000
+
+
+def parse_gpus(text: str | None) -> list[int] | None:
+    """'0,1' -> [0, 1]; None or '' -> None.
+
+    >>> parse_gpus("0, 2")
+    [0, 2]
+    """
+    if not text:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise GentuneError("--gpus must list GPU indices separated by commas", value=text,
+                           fix="e.g. --gpus 0,1") from None
+
+
+def worker_command(study: str, storage: str, index: int, *, device: str, threads: int,
+                   trials: int | None, timeout: float | None, data_dir, runs_dir) -> list[str]:
+    """The `gentune worker` command line of worker `index`."""
+    cmd = [sys.executable, "-m", "gentune", "worker", "--study", study, "--storage", storage,
+           "--worker-index", str(index), "--device", device, "--threads", str(threads),
+           "--runs-dir", str(runs_dir), "--no-progress"]
+    if trials is not None:
+        cmd += ["--trials", str(trials)]
+    if timeout is not None:
+        cmd += ["--timeout", str(timeout)]
+    if data_dir is not None:
+        cmd += ["--data-dir", str(data_dir)]
+    return cmd
+
+
+def _spawn(cmd: list[str], threads: int) -> subprocess.Popen:
+    # Native thread pools (OpenMP, BLAS) read these before torch's set_num_threads runs.
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           "OPENBLAS_NUM_THREADS": str(threads)}
+    # A session of its own: Ctrl-C reaches only this supervisor, which stops each worker once.
+    return subprocess.Popen(cmd, env=env, start_new_session=True)
+
+
+def run_workers(study: str, storage: str, workers: int, *, trials: int | None = None,
+                timeout: float | None = None, data_dir: str | Path | None = None,
+                device: str = "auto", gpus: list[int] | None = None, threads: int | None = None,
+                runs_dir: str | Path = "runs", progress: bool = True, metric: str = "value",
+                max_restarts: int | None = None) -> None:
+    """Run `workers` processes on the existing study until it holds `trials` finished trials.
+
+    A worker killed by a signal (out of memory, kill -9) is restarted, at most `max_restarts`
+    times in all (default: `workers`); its trial is re-queued by the others. Ctrl-C stops
+    every worker, each releasing its trial, and raises Interrupted.
+    """
+    if workers < 1:
+        raise GentuneError("--workers must be at least 1", value=workers, fix="pass --workers 2")
+    threads = threads or default_threads(workers)
+    devices = worker_devices(workers, device, gpus)
+    commands = [worker_command(study, storage, i, device=devices[i], threads=threads,
+                               trials=trials, timeout=timeout, data_dir=data_dir, runs_dir=runs_dir)
+                for i in range(workers)]
+    opened = open_study(None, storage=storage, study_name=study)
+    restarts_left = workers if max_restarts is None else max_restarts
+    procs = {i: _spawn(cmd, threads) for i, cmd in enumerate(commands)}
+    failed: dict[int, int] = {}
+    with _Reporter(progress, opened, trials, metric) as reporter, sigterm_as_interrupt():
+        try:
+            while procs:
+                time.sleep(POLL_SECONDS)
+                reporter.update()
+                for i, proc in list(procs.items()):
+                    code = proc.poll()
+                    if code is None:
+                        continue
+                    del procs[i]
+                    if code < 0 and restarts_left > 0 and not _complete(opened, trials):
+                        restarts_left -= 1
+                        reporter.note(f"worker {i} was killed (signal {-code}); restarting it")
+                        # a fresh index: the same seed would replay the killed worker's draws
+                        index = len(commands)
+                        commands.append(worker_command(
+                            study, storage, index, device=devices[i], threads=threads,
+                            trials=trials, timeout=timeout, data_dir=data_dir, runs_dir=runs_dir))
+                        procs[i] = _spawn(commands[-1], threads)
+                    elif code != 0:
+                        failed[i] = code
+            reporter.update()
+        except KeyboardInterrupt:
+            _stop(procs.values())
+            reporter.update()
+            raise Interrupted(None) from None
+    if failed and not _complete(opened, trials):
+        codes = ", ".join(f"worker {i}: exit {c}" for i, c in sorted(failed.items()))
+        raise StudyError(f"the study stopped short of its target ({codes}); the workers' "
+                         "errors are printed above",
+                         fix="fix the cause and rerun the same command to continue")
+
+
+def _complete(study: optuna.Study, trials: int | None) -> bool:
+    return trials is not None and count_finished(study) >= trials
+
+
+def _stop(procs) -> None:
+    """SIGINT each worker (it releases its trial), then wait; kill those that hang."""
+    procs = list(procs)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()  # its trial is recovered by the next run (dead pid on this host)
+            proc.wait()
+
+
+class _Reporter:
+    """The study's progress, read from the storage: the workers print nothing themselves."""
+
+    def __init__(self, enabled: bool, study: optuna.Study, trials: int | None, metric: str):
+        from gentune.progress import TrialProgress
+
+        self.study = study
+        self.bar = TrialProgress(trials, count_finished(study), metric=metric) if enabled else None
+        done = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+        self.seen = {t.number for t in done}
+        minimize = study.direction.name == "MINIMIZE"
+        self.better = (lambda a, b: a < b) if minimize else (lambda a, b: a > b)
+        scored = [(t.value, t.number) for t in done if t.state in FINISHED and t.value is not None]
+        self.best = (min if minimize else max)(scored, default=None)
+
+    def __enter__(self) -> "_Reporter":
+        if self.bar is not None:
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def note(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.console.print(text, highlight=False)
+
+    def update(self) -> None:
+        if self.bar is None:
+            return
+        new = [t for t in self.study.get_trials(deepcopy=False)
+               if t.state.is_finished() and t.number not in self.seen]
+        for t in sorted(new, key=lambda t: t.datetime_complete or t.datetime_start):
+            self.seen.add(t.number)
+            if t.state == TrialState.FAIL:
+                if not t.user_attrs.get("surplus"):
+                    why = t.user_attrs.get("error") or "its worker stopped; re-queued"
+                    self.note(f"trial {t.number} failed ({why})")
+                continue
+            if t.value is not None and (self.best is None or self.better(t.value, self.best[0])):
+                self.best = (t.value, t.number)
+            best, number = self.best or (None, None)
+            self.bar.trial_finished(t.number, t.state.name.lower(), t.value, best, number,
+                                    f" (worker {t.user_attrs.get('worker', '?')})")

@@ -1,0 +1,206 @@
+"""The objective of a built-in study: train one configuration, score what it generates.
+
+One call = one trial: the search space turns the trial into a frozen config, the family's
+trainer trains it for the study's budget, and the metric scores generated samples against
+held-out real data. Everything a report needs goes into the trial's user attributes
+(docs/storage.md); the generator and a sample grid are also written under runs/<study>/trials/.
+While it trains, a TrainingMonitor (gentune.trial.monitor) evaluates on the study's schedule, reports
+to the pruner and runs the failure detectors; a trial they stop is PRUNED with a prune_reason.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+
+from gentune.data.base import ImageDataset
+from gentune.trial.detectors import DetectorConfig, DetectorSet
+from gentune.families import Family, data_kind
+from gentune.images import b64, grid_png
+from gentune.trial.monitor import Schedule, TrainingMonitor, eval_n, incumbent
+from gentune.search.space import SearchSpace
+from gentune.study.store import StudySettings
+from gentune.train.loop import overfit_step, overfitting
+
+# Every trial draws its evaluation samples from the same latent seed, so sample grids and
+# metric values are comparable across trials.
+EVAL_SEED = 12345
+GRID_SAMPLES = 64
+TEXT_SAMPLES = 4  # strings kept in a text trial's `text_samples`
+LOSS_WARNING = ("--objective loss ranks trials by the final generator loss, which does not measure "
+                "sample quality: on the tutorial's GAN the lowest-loss configurations are often "
+                "mode-collapsed. Use --objective fid (the default) to tune what the model generates.")
+
+
+def objective_value(settings: StudySettings, metrics: dict[str, Any], loss: float) -> float:
+    """The trial's value: a metric, or with --objective loss the family's main training loss."""
+    if settings.objective == "loss":
+        return float(loss)
+    return float(metrics[settings.objective])
+
+
+def family_budget(family: Family, settings: StudySettings) -> dict[str, Any]:
+    """The study's budget, or, when the user gave none, the family's default for the dataset."""
+    if settings.steps is not None or settings.epochs is not None:
+        return settings.budget()
+    steps = family.default_steps.get(settings.dataset.partition(":")[0])
+    return {"steps": steps} if steps else settings.budget()
+
+
+class GenerativeObjective:
+    """Callable(trial) -> objective value, for one study in one process.
+
+    The evaluator (feature extractor, reference statistics, floor) is prepared once by the
+    caller and shared by every trial.
+    """
+
+    def __init__(self, family: Family, settings: StudySettings, data: ImageDataset, evaluator,
+                 space: SearchSpace, *, device: torch.device, out_dir: Path, progress=None):
+        self.family, self.settings, self.data = family, settings, data
+        self.evaluator, self.space, self.device = evaluator, space, device
+        self.out_dir, self.progress = out_dir, progress
+        self.n = evaluator.info["n"] if evaluator is not None else 0  # text: no sample metric
+        self.kind = data_kind(data)
+        self._eval_evaluator = None
+
+    def monitor(self, trial: optuna.Trial, family: Family | None = None) -> TrainingMonitor:
+        """The trainer callback of `trial`: progress, evaluations, pruning and detectors."""
+        s, family = self.settings, family or self.family
+        schedule = Schedule(evals=s.evals, every=s.eval_every, n=eval_n(s.eval_samples, self.n))
+        if self.evaluator is None and s.objective != "nll":
+            schedule = Schedule(evals=0)  # no metric to watch during training
+        config = DetectorConfig.from_dict(s.detectors) if s.detectors is not None \
+            else DetectorConfig().only([])
+        detectors = DetectorSet(config, floor=self.evaluator.floor if self.evaluator else None,
+                                direction=s.direction, incumbent=lambda: incumbent(trial.study))
+
+        def sample(model, n: int, seed: int):
+            return family.sample(model, n, seed=seed, device=str(self.device))
+
+        # With --objective nll the monitor reports the trainer's validation loss: no samples.
+        evaluator = None if s.objective == "nll" else self._progress_evaluator(schedule.n)
+        return TrainingMonitor(trial, schedule=schedule, detectors=detectors, sample=sample,
+                               evaluator=evaluator,
+                               metric=s.objective, seed=EVAL_SEED, progress=self.progress,
+                               prune=s.pruner != "none")
+
+    def _progress_evaluator(self, n: int):
+        """The evaluator at N = n for evaluations during training (the main one when n matches)."""
+        if n == self.n or self.evaluator is None:
+            return self.evaluator
+        if self._eval_evaluator is None:
+            from gentune.metrics import Evaluator
+
+            ev = self.evaluator
+            self._eval_evaluator = Evaluator(ev.dataset, n=n, reference=ev.reference,
+                                             device=ev.device, cache_dir=ev.cache_dir,
+                                             seed=ev.seed).prepare()
+        return self._eval_evaluator
+
+    def make_config(self, params: dict[str, Any]):
+        return self.family.config_cls.from_dict(params)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        # A queued re-run (--confirm) brings its whole config; other trials sample the space.
+        fixed = trial.user_attrs.get("fixed_config")
+        if fixed is not None:
+            family, params = self.family.member(trial.user_attrs.get("fixed_family")), dict(fixed)
+        else:  # --model auto: the family this trial drew
+            family, params = self.family.pick(self.space.suggest(trial))
+        config = family.config_cls.from_dict(params)
+        # --confirm re-runs a configuration under other training seeds (gentune.phases.stages).
+        seed = int(trial.user_attrs.get("train_seed", self.settings.seed))
+        trial.set_user_attr("config", config.to_dict())
+        trial.set_user_attr("seed", seed)
+        trial.set_user_attr("device", str(self.device))
+        trial.set_user_attr("family", family.name)
+        if self.progress is not None:
+            self.progress.trial_started(trial.number, trial.params)
+        budget = family_budget(family, self.settings)
+        monitor = self.monitor(trial, family)
+        cap = {"max_seconds": self.settings.trial_seconds} if self.settings.trial_seconds else {}
+        result = family.train(config, self.data, **budget, **cap, seed=seed, device=str(self.device),
+                              callback=self._watch(trial, monitor))
+        trial.set_user_attr("final_loss", {k: _finite(v) for k, v in result.losses.items()})
+        trial.set_user_attr("train_seconds", result.seconds)
+        trial.set_user_attr("steps", result.steps)
+        trial.set_user_attr("stop_reason", result.stop_reason)  # budget, max_seconds or diverged
+        trial.set_user_attr("loss_curves", result.curves)
+        # Flagged when, at some evaluation, validation had risen P times while training fell.
+        flagged_at = overfit_step(result.curves)
+        trial.set_user_attr("overfitting", flagged_at is not None)
+        if flagged_at is not None:
+            trial.set_user_attr("overfitting_step", flagged_at)
+        loss = result.losses[family.main_loss]
+        if self.kind == "text":
+            return self._score_text(trial, family, config, result, seed, loss)
+        images = family.sample(result.model, self.n, seed=EVAL_SEED, device=str(self.device))
+        png = grid_png(images[:GRID_SAMPLES])
+        trial.set_user_attr("samples_png", b64(png))
+        if result.diverged or not torch.isfinite(images).all():
+            trial.set_user_attr("prune_reason", "diverged")
+            raise optuna.TrialPruned("diverged: the training loss became non-finite")
+        metrics = None
+        if monitor.frames:  # the learning curve ends at the final step, at the same N
+            _, at_n = monitor.evaluate(result.steps, images=images,
+                                       full=monitor.evaluator is self.evaluator)
+            metrics = at_n if monitor.evaluator is self.evaluator else None
+        metrics = metrics or self.evaluator.evaluate(images)
+        # Likelihood families add their held-out NLL / ELBO (the --objective nll value).
+        metrics = {**metrics, **family.evaluate(result.model, self.data, device=str(self.device))}
+        trial.set_user_attr("metrics", metrics)
+        self._save(trial.number, family, config, result, metrics, seed, png=png)
+        return objective_value(self.settings, metrics, loss)
+
+    def _watch(self, trial: optuna.Trial, monitor: TrainingMonitor):
+        """The monitor, plus the overfitting check on the train/validation losses it is handed."""
+        points: list[dict] = []
+
+        def callback(step: int, total: int, signals: dict, model=None) -> None:
+            monitor(step, total, signals, model)
+            if "val_loss" not in signals:
+                return
+            points.append({"train": signals["train_loss"], "val": signals["val_loss"]})
+            if self.settings.prune_overfitting and overfitting(points):
+                trial.set_user_attr("overfitting", True)
+                monitor.stop("overfitting")
+        return callback
+
+    def _score_text(self, trial, family: Family, config, result, seed: int, loss: float) -> float:
+        """A text model's score: its validation NLL (no sample metric applies), plus samples."""
+        if result.diverged:
+            trial.set_user_attr("prune_reason", "diverged")
+            raise optuna.TrialPruned("diverged: the training loss became non-finite")
+        metrics = family.evaluate(result.model, self.data, device=str(self.device))
+        trial.set_user_attr("metrics", metrics)
+        texts = family.sample(result.model, TEXT_SAMPLES, seed=EVAL_SEED, device=str(self.device))
+        trial.set_user_attr("text_samples", texts)
+        self._save(trial.number, family, config, result, metrics, seed, texts=texts)
+        return objective_value(self.settings, metrics, loss)
+
+    def _save(self, number: int, family: Family, config, result, metrics: dict, seed: int, *,
+              png: bytes | None = None, texts: list[str] | None = None) -> None:
+        folder = self.out_dir / "trials" / str(number)
+        folder.mkdir(parents=True, exist_ok=True)
+        if png is not None:
+            (folder / "samples.png").write_bytes(png)
+        if texts is not None:
+            (folder / "samples.txt").write_text("\n\n---\n\n".join(texts))
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        family.save(folder / "generator.pt", config, result.model,
+                    extra={"seed": seed, "budget": family_budget(family, self.settings)})
+
+
+def _finite(x: float) -> float | None:
+    x = float(x)
+    return x if x == x and abs(x) != float("inf") else None
+
+
+def warn_if_loss(settings: StudySettings) -> None:
+    if settings.objective == "loss":
+        warnings.warn(LOSS_WARNING, UserWarning, stacklevel=2)

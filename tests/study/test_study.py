@@ -1,0 +1,146 @@
+"""The study runner: storage, resume, Ctrl-C and SIGKILL recovery, user objectives."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from gentune.errors import StudyError
+from gentune.study.store import StudySettings, open_study
+from gentune.api import run_objective
+
+HERE = Path(__file__).resolve().parents[1]
+SLOW = HERE / "objectives" / "slow_quadratic.py"
+
+
+def quad(trial):
+    return (trial.suggest_float("x", -10, 10) - 2) ** 2
+
+
+def states(storage: str, name: str) -> dict[str, int]:
+    study = optuna.load_study(study_name=name, storage=storage)
+    out: dict[str, int] = {}
+    for t in study.trials:
+        out[t.state.name] = out.get(t.state.name, 0) + 1
+    return out
+
+
+def test_rerun_resumes_to_the_requested_count(tmp_path):
+    r = run_objective(quad, study="q", trials=3, runs_dir=tmp_path, progress=False)
+    assert len(r.study.trials) == 3
+    r = run_objective(quad, study="q", trials=5, runs_dir=tmp_path, progress=False)
+    assert len(r.study.trials) == 5  # 2 more, not 5 more
+    assert (tmp_path / "q" / "study.db").exists() and (tmp_path / "q" / "best.json").exists()
+
+
+def test_failing_trials_do_not_count_and_stop_after_a_streak(tmp_path):
+    calls = {"n": 0}
+
+    def flaky(trial):
+        calls["n"] += 1
+        x = trial.suggest_float("x", 0, 1)
+        if calls["n"] % 2 == 0:
+            raise RuntimeError("out of memory (simulated)")
+        return x
+
+    r = run_objective(flaky, study="f", trials=4, runs_dir=tmp_path, progress=False)
+    done = [t for t in r.study.trials if t.state == TrialState.COMPLETE]
+    failed = [t for t in r.study.trials if t.state == TrialState.FAIL]
+    assert len(done) == 4 and len(failed) == 3
+    assert "out of memory" in failed[0].user_attrs["error"]
+
+    def broken(trial):
+        trial.suggest_float("x", 0, 1)
+        raise ValueError("bug")
+
+    with pytest.raises(StudyError, match="5 trials in a row failed.*bug"):
+        run_objective(broken, study="b", trials=4, runs_dir=tmp_path, progress=False)
+
+
+def test_settings_mismatch_on_resume_names_the_field(tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    open_study(StudySettings(steps=100), storage=url, study_name="s")
+    open_study(StudySettings(steps=100), storage=url, study_name="s")  # same settings: fine
+    with pytest.raises(StudyError, match=r"steps=100.*steps=200.*--study NAME"):
+        open_study(StudySettings(steps=200), storage=url, study_name="s")
+    with pytest.raises(StudyError, match="no study named 'other'"):
+        open_study(None, storage=url, study_name="other")
+
+
+def _cli(tmp_path, *args, env_extra=None):
+    env = {**os.environ, "SLOW_SECONDS": "1.0", **(env_extra or {})}
+    return subprocess.Popen([sys.executable, "-m", "gentune", "tune", "--objective-fn", f"{SLOW}:objective",
+                             "--study", "slow", "--runs-dir", str(tmp_path), "--no-report", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _wait_for_running_trial(storage: str, min_complete: int, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    db = Path(storage.removeprefix("sqlite:///"))
+    while time.monotonic() < deadline:
+        if not db.exists():
+            time.sleep(0.05)
+            continue
+        try:
+            study = optuna.load_study(study_name="slow", storage=storage)
+            trials = study.get_trials(deepcopy=False)
+            done = [t for t in trials if t.state == TrialState.COMPLETE]
+            running = [t for t in trials if t.state == TrialState.RUNNING and "worker" in t.user_attrs]
+            if len(done) >= min_complete and running:
+                return running[0]
+        except Exception:  # noqa: BLE001 - the child may still be creating the study
+            pass
+        time.sleep(0.05)
+    raise AssertionError("no running trial appeared")
+
+
+@pytest.mark.parametrize("how", ["sigint", "sigkill"])
+def test_interrupted_study_resumes_with_the_same_parameters(tmp_path, how):
+    storage = f"sqlite:///{tmp_path}/slow/study.db"
+    proc = _cli(tmp_path, "--trials", "4")
+    running = _wait_for_running_trial(storage, min_complete=1)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT if how == "sigint" else signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=60)
+    if how == "sigint":
+        assert proc.returncode == 130, stderr
+        assert "rerun the same command" in stderr
+    else:
+        assert proc.returncode == -signal.SIGKILL
+
+    proc = _cli(tmp_path, "--trials", "4")
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    study = optuna.load_study(study_name="slow", storage=storage)
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 4
+    stopped = study.trials[running.number]
+    assert stopped.state == TrialState.FAIL
+    if how == "sigint":
+        assert stopped.user_attrs.get("interrupted") is True
+    retried = [t for t in complete if t.user_attrs.get("retry_of") == running.number]
+    # The retry repeats every parameter the stopped trial had drawn (a stop between two
+    # suggestions leaves the later ones to the retry).
+    assert len(retried) == 1 and stopped.params and retried[0].params.items() >= stopped.params.items()
+
+
+def test_trial_seconds_caps_training_and_is_stored(tmp_path):
+    from gentune.errors import GentuneError
+    from gentune.api import tune
+
+    r = tune(dataset="digits", trials=2, steps=10**6, trial_seconds=1.0, n_eval=200, evals=0,
+             runs_dir=tmp_path, progress=False, report=False, study="capped")
+    assert r.study.user_attrs["gentune"]["trial_seconds"] == 1.0
+    for t in r.study.trials:
+        assert t.state == TrialState.COMPLETE and t.user_attrs["stop_reason"] == "max_seconds"
+        assert 0 < t.user_attrs["steps"] < 10**6
+    with pytest.raises(GentuneError, match="--trial-seconds must be a positive"):
+        tune(dataset="digits", trials=1, trial_seconds=0, runs_dir=tmp_path, progress=False)
