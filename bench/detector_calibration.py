@@ -31,15 +31,27 @@ sys.path.insert(0, str(ROOT))
 from gentune.data import load_dataset  # noqa: E402
 from gentune.metrics import Evaluator  # noqa: E402
 from gentune.models.gan_mlp import GANConfig  # noqa: E402
-from gentune.trial.objective import EVAL_SEED  # noqa: E402
 from gentune.search.defaults import gan_mlp_space  # noqa: E402
 from gentune.train.gan import sample, train_gan  # noqa: E402
+from gentune.trial.objective import EVAL_SEED  # noqa: E402
 
 DEFAULT_TRACES = Path("/tmp/gentune-detector-traces.json")
-KNOWN_GOOD = {"lr": 1.2e-4, "batch_size": 87, "optimizer": "adamw", "beta1": 0.145, "width": 64,
-              "depth": 1, "weight_decay": 4.3e-7, "d_steps": 1}
-CHOSEN = [("lr=1e-1 adam", {"lr": 0.1}), ("lr=1e-1 adam beta1=0.5", {"lr": 0.1, "beta1": 0.5}),
-          ("tutorial defaults", {}), ("sgd lr=1e-5", {"optimizer": "sgd", "lr": 1e-5})]
+KNOWN_GOOD = {
+    "lr": 1.2e-4,
+    "batch_size": 87,
+    "optimizer": "adamw",
+    "beta1": 0.145,
+    "width": 64,
+    "depth": 1,
+    "weight_decay": 4.3e-7,
+    "d_steps": 1,
+}
+CHOSEN = [
+    ("lr=1e-1 adam", {"lr": 0.1}),
+    ("lr=1e-1 adam beta1=0.5", {"lr": 0.1, "beta1": 0.5}),
+    ("tutorial defaults", {}),
+    ("sgd lr=1e-5", {"optimizer": "sgd", "lr": 1e-5}),
+]
 
 
 def configs(n: int, seed: int, known_seeds: int = 3) -> list[tuple[str, dict, int]]:
@@ -65,21 +77,36 @@ def record(args) -> None:
         config = GANConfig.from_dict(params)
         evals: list[dict] = []
 
-        def callback(step, total, signals, generator):
+        def callback(step, total, signals, generator, evals=evals):
             if step % args.eval_every == 0:
                 evals.append(_evaluate(ev, generator, step, args.eval_n))
 
         t0 = time.perf_counter()
         result = train_gan(config, data, steps=args.steps, seed=seed, callback=callback)
         final = _evaluate(ev, result.generator, result.steps, ev.info["n"]) if not result.diverged else None
-        traces.append({"label": label, "params": params, "seed": seed, "steps": result.steps,
-                       "diverged": result.diverged, "seconds": time.perf_counter() - t0,
-                       "history": result.history, "evals": evals, "final": final})
+        traces.append(
+            {
+                "label": label,
+                "params": params,
+                "seed": seed,
+                "steps": result.steps,
+                "diverged": result.diverged,
+                "seconds": time.perf_counter() - t0,
+                "history": result.history,
+                "evals": evals,
+                "final": final,
+            }
+        )
         fid = final["fid"] if final else float("nan")
-        print(f"{label:28s} steps {result.steps:5d}  final fid {fid:8.3f}  "
-              f"{time.perf_counter() - t0:5.1f}s", flush=True)
-    Path(args.traces).write_text(json.dumps({"dataset": args.dataset, "floor": ev.floor,
-                                             "eval_n": args.eval_n, "traces": traces}, indent=1))
+        print(
+            f"{label:28s} steps {result.steps:5d}  final fid {fid:8.3f}  {time.perf_counter() - t0:5.1f}s",
+            flush=True,
+        )
+    Path(args.traces).write_text(
+        json.dumps(
+            {"dataset": args.dataset, "floor": ev.floor, "eval_n": args.eval_n, "traces": traces}, indent=1
+        )
+    )
     print(f"wrote {args.traces}")
 
 
@@ -92,13 +119,16 @@ def _evaluate(ev: Evaluator, generator, step: int, n: int) -> dict:
 
 # -- analysis -------------------------------------------------------------------------------------
 
+
 def analyze(args) -> None:
     doc = json.loads(Path(args.traces).read_text())
     traces, floor = doc["traces"], doc["floor"]
     best = min(t["final"]["fid"] for t in traces if t["final"])
-    print(f"{len(traces)} trials on {doc['dataset']}; floor fid {floor['fid']:.3f}, label entropy "
-          f"{floor['label_entropy']:.3f}, recall {floor['recall']:.3f}; best final fid {best:.2f}; "
-          f"'good' = final fid <= {GOOD_FACTOR} x best = {GOOD_FACTOR * best:.2f}\n")
+    print(
+        f"{len(traces)} trials on {doc['dataset']}; floor fid {floor['fid']:.3f}, label entropy "
+        f"{floor['label_entropy']:.3f}, recall {floor['recall']:.3f}; best final fid {best:.2f}; "
+        f"'good' = final fid <= {GOOD_FACTOR} x best = {GOOD_FACTOR * best:.2f}\n"
+    )
     for t in traces:
         t["good"] = bool(t["final"]) and t["final"]["fid"] <= GOOD_FACTOR * best
     _table_signals(traces)
@@ -116,8 +146,9 @@ def _verdict(traces, hits) -> str:
     """'stops k (good g), saves x% of their steps; label @step, ...'."""
     good = sum(t["good"] for t, _ in hits)
     saved = sum(t["steps"] - s for t, s in hits) / max(1, sum(t["steps"] for t in traces))
-    return (f"stops {len(hits):2d}, good {good}, saves {100 * saved:4.1f}% of all steps"
-            + "".join(f"; {t['label']} @{s}" for t, s in hits))
+    return f"stops {len(hits):2d}, good {good}, saves {100 * saved:4.1f}% of all steps" + "".join(
+        f"; {t['label']} @{s}" for t, s in hits
+    )
 
 
 def _table_signals(traces) -> None:
@@ -125,19 +156,23 @@ def _table_signals(traces) -> None:
     for t in traces:
         f = t["final"] or {}
         h = t["history"]
-        print(f"  {t['label']:28s} fid {f.get('fid', float('nan')):8.2f}  H {f.get('label_entropy') or 0:5.2f}"
-              f"  cls {f.get('classes_covered') or 0:2d}  gmax {max(x['grad_norm'] for x in h):9.3g}"
-              f"  d_loss {h[-1]['d_loss']:6.3f}  d_acc {h[-1]['d_acc']:5.3f}"
-              f"  {'good' if t['good'] else ''}")
+        print(
+            f"  {t['label']:28s} fid {f.get('fid', float('nan')):8.2f}  H {f.get('label_entropy') or 0:5.2f}"
+            f"  cls {f.get('classes_covered') or 0:2d}  gmax {max(x['grad_norm'] for x in h):9.3g}"
+            f"  d_loss {h[-1]['d_loss']:6.3f}  d_acc {h[-1]['d_acc']:5.3f}"
+            f"  {'good' if t['good'] else ''}"
+        )
     print()
 
 
 def _grad_norms(traces) -> None:
     ok = [x["grad_norm"] for t in traces if t["good"] for x in t["history"]]
-    print(f"divergence: grad norm over every log window of good trials: median {statistics.median(ok):.3g}, "
-          f"max {max(ok):.3g}")
+    print(
+        f"divergence: grad norm over every log window of good trials: median {statistics.median(ok):.3g}, "
+        f"max {max(ok):.3g}"
+    )
     for limit in (30, 1e2, 1e3, 1e4):
-        hits = [(t, _first(t, lambda x: x["grad_norm"] > limit)) for t in traces]
+        hits = [(t, _first(t, lambda x: x["grad_norm"] > limit)) for t in traces]  # noqa: B023
         print(f"  grad_norm > {limit:g}: " + _verdict(traces, [(t, s) for t, s in hits if s]))
     print()
 
@@ -148,8 +183,13 @@ def _first(t, pred) -> int | None:
 
 def _overpowering(traces) -> None:
     print("D overpowering: d_loss < L and d_acc > A in W consecutive log windows (50 steps each)")
-    for max_loss, min_acc, window in [(0.05, 0.99, 10), (0.05, 0.99, 5), (0.1, 0.98, 10),
-                                      (0.2, 0.95, 10), (0.3, 0.95, 10)]:
+    for max_loss, min_acc, window in [
+        (0.05, 0.99, 10),
+        (0.05, 0.99, 5),
+        (0.1, 0.98, 10),
+        (0.2, 0.95, 10),
+        (0.3, 0.95, 10),
+    ]:
         hits = []
         for t in traces:
             run = 0
@@ -180,13 +220,20 @@ def _default_schedule(t, budget: int) -> list[dict]:
 
 def _collapse(traces, floor) -> None:
     budget = max(t["steps"] for t in traces)
-    print("mode collapse: label entropy < r x floor's in E consecutive evaluations, none before "
-          f"F x budget; evaluations at the default schedule (k x {budget}/6); 'behind': only while "
-          "the trial's best fid is worse than the best other trial's final fid")
-    for ratio, evals, after, behind in [(0.2, 2, 0.0, False), (0.2, 2, 0.25, False),
-                                        (0.2, 2, 0.34, False), (0.1, 2, 0.25, False),
-                                        (0.3, 2, 0.25, False), (0.2, 2, 0.0, True),
-                                        (0.2, 2, 0.25, True)]:
+    print(
+        "mode collapse: label entropy < r x floor's in E consecutive evaluations, none before "
+        f"F x budget; evaluations at the default schedule (k x {budget}/6); 'behind': only while "
+        "the trial's best fid is worse than the best other trial's final fid"
+    )
+    for ratio, evals, after, behind in [
+        (0.2, 2, 0.0, False),
+        (0.2, 2, 0.25, False),
+        (0.2, 2, 0.34, False),
+        (0.1, 2, 0.25, False),
+        (0.3, 2, 0.25, False),
+        (0.2, 2, 0.0, True),
+        (0.2, 2, 0.25, True),
+    ]:
         hits = []
         for t in traces:
             others = [o["final"]["fid"] for o in traces if o is not t and o["final"]]
@@ -205,11 +252,18 @@ def _collapse(traces, floor) -> None:
 
 def _stagnation(traces) -> None:
     budget = max(t["steps"] for t in traces)
-    print("stagnation: no new best fid (by a relative margin m) in P evaluations in a row, at the "
-          f"default schedule (k x {budget}/6); 'behind': only while the trial's best is worse than "
-          "the best other trial's final fid")
-    for patience, margin, behind in [(2, 0.0, False), (3, 0.0, False), (2, 0.01, True),
-                                     (3, 0.01, True), (4, 0.01, True)]:
+    print(
+        "stagnation: no new best fid (by a relative margin m) in P evaluations in a row, at the "
+        f"default schedule (k x {budget}/6); 'behind': only while the trial's best is worse than "
+        "the best other trial's final fid"
+    )
+    for patience, margin, behind in [
+        (2, 0.0, False),
+        (3, 0.0, False),
+        (2, 0.01, True),
+        (3, 0.01, True),
+        (4, 0.01, True),
+    ]:
         hits = []
         for t in traces:
             others = [o["final"]["fid"] for o in traces if o is not t and o["final"]]
@@ -231,8 +285,9 @@ def _rank_correlation(traces) -> None:
     from scipy.stats import spearmanr
 
     done = [t for t in traces if t["final"] and len(t["evals"]) == len(traces[0]["evals"])]
-    print(f"Spearman correlation of fid at step s with the final fid ({len(done)} trials that ran "
-          "to the end)")
+    print(
+        f"Spearman correlation of fid at step s with the final fid ({len(done)} trials that ran to the end)"
+    )
     for i, e in enumerate(done[0]["evals"]):
         early = [min(t["evals"][i]["fid"], 1e6) for t in done]
         rho = spearmanr(early, [t["final"]["fid"] for t in done]).statistic

@@ -24,8 +24,8 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
-import multiprocessing
 import math
+import multiprocessing
 import statistics
 import sys
 import tempfile
@@ -56,9 +56,21 @@ SETUPS = {
 def run(setup: str, seed: int, args, root: Path) -> dict:
     """One study of `setup` for args.budget seconds; its trials' completion times and values."""
     t0 = time.monotonic()
-    result = tune(dataset=args.dataset, data_dir=args.data_dir, strategy="tpe", trials=None,
-                  timeout=args.budget, steps=args.steps, seed=seed, study=f"{setup}-{seed}",
-                  runs_dir=root, progress=False, report=False, threads=1, **SETUPS[setup])
+    result = tune(
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        strategy="tpe",
+        trials=None,
+        timeout=args.budget,
+        steps=args.steps,
+        seed=seed,
+        study=f"{setup}-{seed}",
+        runs_dir=root,
+        progress=False,
+        report=False,
+        threads=1,
+        **SETUPS[setup],
+    )
     trials = result.study.get_trials(deepcopy=False)
     start = min(t.datetime_start for t in trials if t.datetime_start)
     rows = []
@@ -66,10 +78,16 @@ def run(setup: str, seed: int, args, root: Path) -> dict:
         if t.datetime_complete is None:
             continue
         done = (t.datetime_complete - start).total_seconds()
-        rows.append({"number": t.number, "state": t.state.name, "seconds": done,
-                     "value": t.value if t.state == TrialState.COMPLETE else None,
-                     "steps": t.user_attrs.get("steps", 0),
-                     "reason": t.user_attrs.get("prune_reason")})
+        rows.append(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "seconds": done,
+                "value": t.value if t.state == TrialState.COMPLETE else None,
+                "steps": t.user_attrs.get("steps", 0),
+                "reason": t.user_attrs.get("prune_reason"),
+            }
+        )
     rows.sort(key=lambda r: r["seconds"])
     return {"setup": setup, "seed": seed, "wall": time.monotonic() - t0, "trials": rows}
 
@@ -108,32 +126,51 @@ def report(runs: list[dict], args) -> dict:
             for t in within(r, args.budget):
                 key = t["reason"] or t["state"].lower()
                 counts[key] = counts.get(key, 0) + 1
-            rows.append({"seed": seed, "setup": s, "target": target, "time_to_target": secs,
-                         "steps_to_target": steps, "best": best(r, args.budget),
-                         "trials": counts})
+            rows.append(
+                {
+                    "seed": seed,
+                    "setup": s,
+                    "target": target,
+                    "time_to_target": secs,
+                    "steps_to_target": steps,
+                    "best": best(r, args.budget),
+                    "trials": counts,
+                }
+            )
             ratios[s].append(secs / base_secs if base_secs else math.nan)
             step_ratios[s].append(steps / base_steps if steps > 0 and base_steps > 0 else math.inf)
-    print(f"\n{args.dataset}, {args.steps or 'default'} steps per trial, budget {args.budget:g} s "
-          f"of trial time per run, seeds {seeds}")
-    print(f"{'seed':>4} {'setup':>15} {'target':>8} {'time-to-target':>15} {'G steps':>9} "
-          f"{'best fid':>9}  trials")
+    print(
+        f"\n{args.dataset}, {args.steps or 'default'} steps per trial, budget {args.budget:g} s "
+        f"of trial time per run, seeds {seeds}"
+    )
+    print(
+        f"{'seed':>4} {'setup':>15} {'target':>8} {'time-to-target':>15} {'G steps':>9} "
+        f"{'best fid':>9}  trials"
+    )
     for row in rows:
         t = row["time_to_target"]
-        print(f"{row['seed']:>4} {row['setup']:>15} {row['target']:8.3f} "
-              f"{(f'{t:.0f} s' if math.isfinite(t) else 'not reached'):>15} "
-              f"{row['steps_to_target'] if row['steps_to_target'] >= 0 else '-':>9} "
-              f"{row['best']:9.3f}  {row['trials']}")
+        print(
+            f"{row['seed']:>4} {row['setup']:>15} {row['target']:8.3f} "
+            f"{(f'{t:.0f} s' if math.isfinite(t) else 'not reached'):>15} "
+            f"{row['steps_to_target'] if row['steps_to_target'] >= 0 else '-':>9} "
+            f"{row['best']:9.3f}  {row['trials']}"
+        )
     summary = {}
     for s in setups:
         finite = [x for x in ratios[s] if math.isfinite(x)]
-        summary[s] = {"time_ratio_median": statistics.median(ratios[s]),
-                      "time_ratios": ratios[s], "reached": f"{len(finite)}/{len(ratios[s])}",
-                      "step_ratio_median": statistics.median(step_ratios[s]),
-                      "best_mean": statistics.fmean(best(by[(s, seed)], args.budget) for seed in seeds)}
-        print(f"{s:>15}: time-to-target / plain's = median {summary[s]['time_ratio_median']:.2f} "
-              f"(per seed {', '.join(f'{x:.2f}' for x in ratios[s])}; target reached in "
-              f"{summary[s]['reached']} runs); in G steps: median {summary[s]['step_ratio_median']:.2f}; "
-              f"mean best fid {summary[s]['best_mean']:.3f}")
+        summary[s] = {
+            "time_ratio_median": statistics.median(ratios[s]),
+            "time_ratios": ratios[s],
+            "reached": f"{len(finite)}/{len(ratios[s])}",
+            "step_ratio_median": statistics.median(step_ratios[s]),
+            "best_mean": statistics.fmean(best(by[(s, seed)], args.budget) for seed in seeds),
+        }
+        print(
+            f"{s:>15}: time-to-target / plain's = median {summary[s]['time_ratio_median']:.2f} "
+            f"(per seed {', '.join(f'{x:.2f}' for x in ratios[s])}; target reached in "
+            f"{summary[s]['reached']} runs); in G steps: median {summary[s]['step_ratio_median']:.2f}; "
+            f"mean best fid {summary[s]['best_mean']:.3f}"
+        )
     return {"rows": rows, "summary": summary}
 
 
@@ -142,13 +179,20 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="digits, 150 s per run")
     p.add_argument("--dataset", default=None, help="mnist (default) or digits")
     p.add_argument("--data-dir", default=None, help="MNIST folder (default: ../shared/data/mnist)")
-    p.add_argument("--budget", type=float, default=None,
-                   help="seconds of trial time per run (default: 1800 on mnist, 150 with --quick)")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="seconds of trial time per run (default: 1800 on mnist, 150 with --quick)",
+    )
     p.add_argument("--steps", type=int, default=None, help="G steps per trial (default: gentune's)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--setups", nargs="+", default=["plain", "gentune"], choices=list(SETUPS))
-    p.add_argument("--concurrent", action="store_true",
-                   help="run the setups of each seed at the same time, a process each")
+    p.add_argument(
+        "--concurrent",
+        action="store_true",
+        help="run the setups of each seed at the same time, a process each",
+    )
     p.add_argument("--out", default="early_stopping.json")
     args = p.parse_args()
     args.dataset = args.dataset or ("digits" if args.quick else "mnist")
@@ -161,18 +205,33 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     runs = []
     with tempfile.TemporaryDirectory(prefix="gentune-bench-") as tmp:
-        pool = concurrent.futures.ProcessPoolExecutor(
-            len(args.setups), mp_context=multiprocessing.get_context("spawn")) if args.concurrent else None
+        pool = (
+            concurrent.futures.ProcessPoolExecutor(
+                len(args.setups), mp_context=multiprocessing.get_context("spawn")
+            )
+            if args.concurrent
+            else None
+        )
         for seed in args.seeds:
             if pool is not None:
-                done_runs = list(pool.map(run, args.setups, [seed] * len(args.setups),
-                                          [args] * len(args.setups), [Path(tmp)] * len(args.setups)))
+                done_runs = list(
+                    pool.map(
+                        run,
+                        args.setups,
+                        [seed] * len(args.setups),
+                        [args] * len(args.setups),
+                        [Path(tmp)] * len(args.setups),
+                    )
+                )
             else:
                 done_runs = (run(setup, seed, args, Path(tmp)) for setup in args.setups)
             for r in done_runs:
                 runs.append(r)
-                print(f"seed {seed} {r['setup']:>15}: {len(within(r, args.budget))} trials in the "
-                      f"budget, best {best(r, args.budget):.3f}", flush=True)
+                print(
+                    f"seed {seed} {r['setup']:>15}: {len(within(r, args.budget))} trials in the "
+                    f"budget, best {best(r, args.budget):.3f}",
+                    flush=True,
+                )
         if pool is not None:
             pool.shutdown()
     out = {"args": vars(args), "runs": runs, **report(runs, args)}

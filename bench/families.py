@@ -33,12 +33,21 @@ def gans(args) -> None:
     for name, overrides in runs:
         family = get_family(name)
         config = family.config_cls.from_dict(overrides)
-        result = family.train(config, data, steps=10**6, seed=args.seed, device=args.device,
-                              max_seconds=args.seconds)
+        result = family.train(
+            config, data, steps=10**6, seed=args.seed, device=args.device, max_seconds=args.seconds
+        )
         metrics = ev.evaluate(family.sample(result.model, ev.info["n"], seed=12345, device=args.device))
-        _emit(family=name, config=overrides, seconds=round(result.seconds, 1), steps=result.steps,
-              fid=metrics["fid"], kid=metrics["kid"], recall=metrics["recall"],
-              classes=metrics["classes_covered"], floor_fid=ev.floor["fid"])
+        _emit(
+            family=name,
+            config=overrides,
+            seconds=round(result.seconds, 1),
+            steps=result.steps,
+            fid=metrics["fid"],
+            kid=metrics["kid"],
+            recall=metrics["recall"],
+            classes=metrics["classes_covered"],
+            floor_fid=ev.floor["fid"],
+        )
 
 
 def vae(args) -> None:
@@ -48,13 +57,19 @@ def vae(args) -> None:
 
     data = load_dataset("mnist", data_dir=args.data_dir)
     family = get_family("vae")
-    config = family.config_cls.from_dict({"width": 512, "depth": 2, "latent_dim": 32,
-                                          "batch_size": 128, "nll_samples": args.k})
+    config = family.config_cls.from_dict(
+        {"width": 512, "depth": 2, "latent_dim": 32, "batch_size": 128, "nll_samples": args.k}
+    )
     result = family.train(config, data, steps=args.steps, seed=args.seed, device=args.device)
     t0 = time.perf_counter()
     metrics = family.evaluate(result.model, data, device=args.device)
-    _emit(family="vae", steps=result.steps, train_seconds=round(result.seconds, 1),
-          eval_seconds=round(time.perf_counter() - t0, 1), **metrics)
+    _emit(
+        family="vae",
+        steps=result.steps,
+        train_seconds=round(result.seconds, 1),
+        eval_seconds=round(time.perf_counter() - t0, 1),
+        **metrics,
+    )
 
 
 def text(args) -> None:
@@ -71,12 +86,25 @@ def text(args) -> None:
         if step % 100 == 0:
             _emit(step=step, train_loss=signals.get("train_loss"), val_loss=signals.get("val_loss"))
 
-    result = family.train(config, data, steps=args.steps, seed=args.seed, device=args.device,
-                          callback=log, max_seconds=args.seconds, log_every=100)
+    result = family.train(
+        config,
+        data,
+        steps=args.steps,
+        seed=args.seed,
+        device=args.device,
+        callback=log,
+        max_seconds=args.seconds,
+        log_every=100,
+    )
     metrics = family.evaluate(result.model, data, device=args.device)
-    _emit(family="transformer", steps=result.steps, seconds=round(result.seconds, 1),
-          stop=result.stop_reason, **metrics,
-          sample=family.sample(result.model, 1, seed=0, device=args.device)[0][:200])
+    _emit(
+        family="transformer",
+        steps=result.steps,
+        seconds=round(result.seconds, 1),
+        stop=result.stop_reason,
+        **metrics,
+        sample=family.sample(result.model, 1, seed=0, device=args.device)[0][:200],
+    )
 
 
 def main() -> None:

@@ -55,9 +55,12 @@ def _throughput(storage: str, study: str) -> tuple[int, float]:
     import optuna
     from optuna.trial import TrialState
 
-    done = [t for t in optuna.load_study(study_name=study, storage=storage).trials
-            if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    span = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done))
+    done = [
+        t
+        for t in optuna.load_study(study_name=study, storage=storage).trials
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    ]
+    span = max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)
     return len(done), len(done) / span.total_seconds() * 60
 
 
@@ -75,13 +78,18 @@ def scaling(kind: str, trials: int, steps: int) -> dict[str, float]:
         rate, n, wall, others = _one_run(kind, trials, steps, workers, threads)
         per_min[label] = rate
         shown = threads or max(1, (os.cpu_count() or 1) // workers)
-        print(f"  {kind:5s} {label:20s} ({shown} thread(s) each): {n} trials, {rate:6.1f} trials/min "
-              f"({60 / rate:5.2f} s/trial), wall {wall:5.1f} s with start-up; other processes "
-              f"used {others:.2f} of the {os.cpu_count()} cores meanwhile", flush=True)
+        print(
+            f"  {kind:5s} {label:20s} ({shown} thread(s) each): {n} trials, {rate:6.1f} trials/min "
+            f"({60 / rate:5.2f} s/trial), wall {wall:5.1f} s with start-up; other processes "
+            f"used {others:.2f} of the {os.cpu_count()} cores meanwhile",
+            flush=True,
+        )
     for label in runs:
         if label != "2 workers":
-            print(f"  {kind:5s} scaling 2 workers vs {label}: "
-                  f"{per_min['2 workers'] / per_min[label]:.2f}x", flush=True)
+            print(
+                f"  {kind:5s} scaling 2 workers vs {label}: {per_min['2 workers'] / per_min[label]:.2f}x",
+                flush=True,
+            )
     return per_min
 
 
@@ -101,20 +109,47 @@ def _one_run(kind: str, trials: int, steps: int, workers: int, threads: int | No
     with tempfile.TemporaryDirectory(prefix="gentune-bench-") as tmp:
         study = f"bench-{kind}"
         if kind == "cheap":
-            args = ["--objective-fn", f"{Path(__file__).resolve()}:cheap_objective",
-                    "--strategy", "random"]
+            args = ["--objective-fn", f"{Path(__file__).resolve()}:cheap_objective", "--strategy", "random"]
         else:
             # no evaluations during training, no detectors: every trial does the same work
-            args = ["--dataset", "digits", "--steps", str(steps), "--n-eval", "200",
-                    "--evals", "0", "--detectors", "off"]
+            args = [
+                "--dataset",
+                "digits",
+                "--steps",
+                str(steps),
+                "--n-eval",
+                "200",
+                "--evals",
+                "0",
+                "--detectors",
+                "off",
+            ]
         if threads is not None:
             args += ["--threads", str(threads)]
-        cmd = [sys.executable, "-m", "gentune", "tune", *args, "--study", study,
-               "--trials", str(trials), "--workers", str(workers), "--runs-dir", tmp,
-               "--no-report"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "gentune",
+            "tune",
+            *args,
+            "--study",
+            study,
+            "--trials",
+            str(trials),
+            "--workers",
+            str(workers),
+            "--runs-dir",
+            tmp,
+            "--no-report",
+        ]
         t0, busy0, ours0 = time.perf_counter(), _busy_seconds(), _children_seconds()
-        run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                             env={**os.environ, "BENCH_WORK_ITERS": str(WORK_ITERS)})
+        run = subprocess.run(
+            cmd,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "BENCH_WORK_ITERS": str(WORK_ITERS)},
+        )
         if run.returncode != 0:
             raise SystemExit(f"{' '.join(cmd)} failed:\n{run.stderr[-3000:]}")
         wall = time.perf_counter() - t0
@@ -130,8 +165,9 @@ def overhead(url: str, trials: int) -> float:
     from gentune.study.store import make_storage, run
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(storage=make_storage(url), study_name="overhead",
-                                sampler=optuna.samplers.RandomSampler(seed=0))
+    study = optuna.create_study(
+        storage=make_storage(url), study_name="overhead", sampler=optuna.samplers.RandomSampler(seed=0)
+    )
     t0 = time.perf_counter()
     run(study, lambda t: t.suggest_float("x", 0, 1), n_trials=trials, timeout=None)
     return (time.perf_counter() - t0) / trials * 1000
@@ -151,8 +187,10 @@ def storage_overheads(trials: int) -> None:
             urls["postgresql"] = server.create_database()
         try:
             for name, url in urls.items():
-                print(f"  {name:10s} {overhead(url, trials):6.1f} ms/trial "
-                      f"({trials} trials, one process)", flush=True)
+                print(
+                    f"  {name:10s} {overhead(url, trials):6.1f} ms/trial ({trials} trials, one process)",
+                    flush=True,
+                )
         finally:
             if server is not None:
                 server.cleanup()

@@ -72,8 +72,9 @@ class TutorialDataset(Dataset):
         return x, int(self.labels[i])
 
 
-def tutorial_loop(loader: DataLoader, config: GANConfig, image_shape, steps: int,
-                  fused: bool = False) -> float:
+def tutorial_loop(
+    loader: DataLoader, config: GANConfig, image_shape, steps: int, fused: bool = False
+) -> float:
     """The usual loop around the tutorial's model; returns seconds for `steps` G steps.
 
     The tutorial would write plain torch.optim.Adam; `fused` swaps in gentune's optimizers so
@@ -126,8 +127,10 @@ def main() -> None:
     data = ImageDataset(args.dataset, Split(x, torch.from_numpy(labels)), empty, empty, 10, "bench")
     config = GANConfig()
     loader = DataLoader(TutorialDataset(images, labels), batch_size=config.batch_size, shuffle=True)
-    print(f"{args.dataset}: {len(x)} images of {tuple(data.shape)}, batch {config.batch_size}, "
-          f"{args.steps} G steps, {torch.get_num_threads()} thread(s), median of {args.repeats}")
+    print(
+        f"{args.dataset}: {len(x)} images of {tuple(data.shape)}, batch {config.batch_size}, "
+        f"{args.steps} G steps, {torch.get_num_threads()} thread(s), median of {args.repeats}"
+    )
 
     def run_tutorial():
         return tutorial_loop(loader, config, data.shape, args.steps)
@@ -142,8 +145,11 @@ def main() -> None:
 
     tutorial_loop(loader, config, data.shape, min(args.steps, 50))  # warm-up, not timed
     train_gan(config, data, steps=min(args.steps, 50))
-    runs = {"tutorial": run_tutorial, "tutorial loop, fused optimizer": run_tutorial_fused,
-            "gentune": run_gentune}
+    runs = {
+        "tutorial": run_tutorial,
+        "tutorial loop, fused optimizer": run_tutorial_fused,
+        "gentune": run_gentune,
+    }
     times = {k: [] for k in runs}
     for _ in range(args.repeats):
         for k, run in runs.items():

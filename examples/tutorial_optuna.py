@@ -13,8 +13,8 @@ from gentune.tutorial import train_gan
 
 # 定义目标函数
 def objective(trial):
-    learning_rate = trial.suggest_loguniform('learning_rate', 1e-5, 1e-2)
-    batch_size = trial.suggest_int('batch_size', 32, 128)
+    learning_rate = trial.suggest_loguniform("learning_rate", 1e-5, 1e-2)
+    batch_size = trial.suggest_int("batch_size", 32, 128)
     # 模型训练逻辑(略)
     loss = train_gan(learning_rate=learning_rate, batch_size=batch_size)
     return loss
@@ -22,7 +22,7 @@ def objective(trial):
 
 if __name__ == "__main__":
     # 创建和运行优化器
-    study = optuna.create_study(direction='minimize')
+    study = optuna.create_study(direction="minimize")
     study.optimize(objective, n_trials=20)
     # 打印最佳参数
     print("Best parameters:", study.best_params)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -19,12 +20,19 @@ from optuna.trial import TrialState
 from gentune.errors import GentuneError, StudyError
 from gentune.images import b64, grid_png
 from gentune.progress import TrialProgress
-from gentune.trial.monitor import compute_settings
 from gentune.search.pruners import study_pruner
 from gentune.search.space import SearchSpace, check_field, load_space_file
 from gentune.search.strategies import grid_size, make_sampler
-from gentune.study.store import (StudySettings, default_storage, default_study_name, enqueue_grid,
-                    open_study, run, stored_settings)
+from gentune.study.store import (
+    StudySettings,
+    default_storage,
+    default_study_name,
+    enqueue_grid,
+    open_study,
+    run,
+    stored_settings,
+)
+from gentune.trial.monitor import compute_settings
 from gentune.trial.user_objective import phase_objective
 
 DATA_SEED = 0  # splits are fixed by this seed, so every study of a dataset shares them
@@ -37,8 +45,7 @@ class TuneResult:
     best: dict[str, Any] | None
 
 
-def resolve_space(model: str, space: str | Path | SearchSpace | None,
-                  kind: str = "image") -> SearchSpace:
+def resolve_space(model: str, space: str | Path | SearchSpace | None, kind: str = "image") -> SearchSpace:
     """The family's default space for `kind` data, narrowed or replaced by a user's file or
     SearchSpace. With --model auto the file names parameters as in the default ("vae.lr")."""
     from gentune.families import default_space, get_family
@@ -55,19 +62,40 @@ def resolve_space(model: str, space: str | Path | SearchSpace | None,
     return load_space_file(space, default, validate_value=check_field(valid, family.config_cls.from_dict))
 
 
-def tune(*, model: str = "gan-mlp", dataset: str = "digits", data_dir: str | Path | None = None,
-         strategy: str = "tpe", objective: str | None = None, trials: int | None = 20,
-         timeout: float | None = None, space: str | Path | SearchSpace | None = None,
-         steps: int | None = None, epochs: float | None = None, n_eval: int | None = None,
-         seed: int = 0, device: str = "auto", storage: str | None = None,
-         study: str | None = None, runs_dir: str | Path = "runs", command: str | None = None,
-         report: bool = True, progress: bool = True, workers: int = 1,
-         gpus: list[int] | None = None, threads: int | None = None,
-         pruner: str | None = None, patience: int | None = None, detectors=None,
-         evals: int | None = None, eval_every: int | None = None,
-         eval_samples: int | None = None,
-         prepare: Callable[[optuna.Study], None] | None = None,
-         prune_overfitting: bool = False, trial_seconds: float | None = None) -> TuneResult:
+def tune(
+    *,
+    model: str = "gan-mlp",
+    dataset: str = "digits",
+    data_dir: str | Path | None = None,
+    strategy: str = "tpe",
+    objective: str | None = None,
+    trials: int | None = 20,
+    timeout: float | None = None,
+    space: str | Path | SearchSpace | None = None,
+    steps: int | None = None,
+    epochs: float | None = None,
+    n_eval: int | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    storage: str | None = None,
+    study: str | None = None,
+    runs_dir: str | Path = "runs",
+    command: str | None = None,
+    report: bool = True,
+    progress: bool = True,
+    workers: int = 1,
+    gpus: list[int] | None = None,
+    threads: int | None = None,
+    pruner: str | None = None,
+    patience: int | None = None,
+    detectors=None,
+    evals: int | None = None,
+    eval_every: int | None = None,
+    eval_samples: int | None = None,
+    prepare: Callable[[optuna.Study], None] | None = None,
+    prune_overfitting: bool = False,
+    trial_seconds: float | None = None,
+) -> TuneResult:
     """Tune `model` on `dataset`; re-running with the same arguments resumes the study.
 
     `model` is a built-in family (gentune.families.MODELS), "auto" (one search across them) or a
@@ -90,11 +118,17 @@ def tune(*, model: str = "gan-mlp", dataset: str = "digits", data_dir: str | Pat
     from gentune.trial.objective import warn_if_loss
 
     if steps is not None and epochs is not None:
-        raise GentuneError("give the training budget as steps or as epochs, not both",
-                           value={"steps": steps, "epochs": epochs}, fix="drop one of them")
+        raise GentuneError(
+            "give the training budget as steps or as epochs, not both",
+            value={"steps": steps, "epochs": epochs},
+            fix="drop one of them",
+        )
     if trial_seconds is not None and not trial_seconds > 0:
-        raise GentuneError("--trial-seconds must be a positive number of seconds", value=trial_seconds,
-                           fix="pass e.g. --trial-seconds 300, or leave it out for no time cap")
+        raise GentuneError(
+            "--trial-seconds must be a positive number of seconds",
+            value=trial_seconds,
+            fix="pass e.g. --trial-seconds 300, or leave it out for no time cap",
+        )
     model = portable_model(model)
     family, kind, objective = check_family(model, dataset, objective)
     if steps is None and epochs is None:
@@ -106,20 +140,37 @@ def tune(*, model: str = "gan-mlp", dataset: str = "digits", data_dir: str | Pat
     dataset_label = dataset if dataset != "files" else f"files:{Path(str(data_dir)).name}"
     if dataset == "text" and data_dir is not None:
         dataset_label = f"text:{Path(str(data_dir)).name}"
-    settings = StudySettings(model=model, dataset=dataset_label, strategy=strategy,
-                             objective=objective, steps=steps, epochs=epochs,
-                             trial_seconds=trial_seconds, n_eval=n_eval,
-                             seed=seed, space=search_space.to_dict(),
-                             prune_overfitting=prune_overfitting)
+    settings = StudySettings(
+        model=model,
+        dataset=dataset_label,
+        strategy=strategy,
+        objective=objective,
+        steps=steps,
+        epochs=epochs,
+        trial_seconds=trial_seconds,
+        n_eval=n_eval,
+        seed=seed,
+        space=search_space.to_dict(),
+        prune_overfitting=prune_overfitting,
+    )
     warn_if_loss(settings)
     name = study or default_study_name(replace(settings, model=family.name))
     storage = storage or default_storage(name, Path(runs_dir))
-    settings = replace(settings, **compute_settings(
-        strategy, pruner=pruner, patience=patience, detectors=detectors, evals=evals,
-        eval_every=eval_every, eval_samples=eval_samples, stored=_stored_settings(storage, name),
-        default_eval_samples=family.eval_samples))
-    opened = open_study(settings, storage=storage, study_name=name, sampler=sampler,
-                        command=command)
+    settings = replace(
+        settings,
+        **compute_settings(
+            strategy,
+            pruner=pruner,
+            patience=patience,
+            detectors=detectors,
+            evals=evals,
+            eval_every=eval_every,
+            eval_samples=eval_samples,
+            stored=_stored_settings(storage, name),
+            default_eval_samples=family.eval_samples,
+        ),
+    )
+    opened = open_study(settings, storage=storage, study_name=name, sampler=sampler, command=command)
     if trials is not None:
         opened.set_user_attr("target_trials", trials)
     if strategy == "grid":
@@ -132,19 +183,47 @@ def tune(*, model: str = "gan-mlp", dataset: str = "digits", data_dir: str | Pat
         # The parent trains the feature extractor (cached) and stores the floor once, so
         # the workers do not all do it at the same time.
         prepare_evaluator(opened, stored_settings(opened), data_dir, device)
-        run_workers(name, storage, workers, trials=trials, timeout=timeout, data_dir=data_dir,
-                    device=device, gpus=gpus, threads=threads, runs_dir=runs_dir,
-                    progress=progress, metric=objective)
+        run_workers(
+            name,
+            storage,
+            workers,
+            trials=trials,
+            timeout=timeout,
+            data_dir=data_dir,
+            device=device,
+            gpus=gpus,
+            threads=threads,
+            runs_dir=runs_dir,
+            progress=progress,
+            metric=objective,
+        )
     else:
-        work(opened, data_dir=data_dir, device=device, trials=trials, timeout=timeout,
-             runs_dir=runs_dir, progress=progress, threads=threads)
+        work(
+            opened,
+            data_dir=data_dir,
+            device=device,
+            trials=trials,
+            timeout=timeout,
+            runs_dir=runs_dir,
+            progress=progress,
+            threads=threads,
+        )
     return _finish(opened, Path(runs_dir) / name, report, storage)
 
 
-def work(study: optuna.Study | str, *, storage: str | None = None, data_dir: str | Path | None = None,
-         device: str = "auto", trials: int | None = None, timeout: float | None = None,
-         runs_dir: str | Path = "runs", progress: bool = True, worker_index: int | None = 0,
-         threads: int | None = None) -> optuna.Study:
+def work(
+    study: optuna.Study | str,
+    *,
+    storage: str | None = None,
+    data_dir: str | Path | None = None,
+    device: str = "auto",
+    trials: int | None = None,
+    timeout: float | None = None,
+    runs_dir: str | Path = "runs",
+    progress: bool = True,
+    worker_index: int | None = 0,
+    threads: int | None = None,
+) -> optuna.Study:
     """Run trials of an existing gentune study until it holds `trials` finished trials.
 
     Everything else (model, data, space, budget, metric) comes from the settings stored in the
@@ -167,27 +246,35 @@ def work(study: optuna.Study | str, *, storage: str | None = None, data_dir: str
         torch.set_num_threads(threads)
     if isinstance(study, str):
         if storage is None:
-            raise GentuneError("a study name needs its storage URL", value=study,
-                               fix="pass --storage URL")
+            raise GentuneError("a study name needs its storage URL", value=study, fix="pass --storage URL")
         study = open_study(None, storage=storage, study_name=study)
     if study.user_attrs.get("gentune", {}).get("model") == "user":
-        return _work_user(study, trials=trials, timeout=timeout, progress=progress,
-                          worker_index=worker_index)
+        return _work_user(study, trials=trials, timeout=timeout, progress=progress, worker_index=worker_index)
     settings = stored_settings(study)
     space = SearchSpace.from_dict(settings.space)
     family = get_family(settings.model, dataset_kind(settings.dataset))
-    study = optuna.load_study(study_name=study.study_name, storage=study._storage,
-                              sampler=make_sampler(settings.strategy, space, settings.seed,
-                                                   worker=worker_index),
-                              pruner=study_pruner(settings, family_budget(family, settings)))
+    study = optuna.load_study(
+        study_name=study.study_name,
+        storage=study._storage,
+        sampler=make_sampler(settings.strategy, space, settings.seed, worker=worker_index),
+        pruner=study_pruner(settings, family_budget(family, settings)),
+    )
     if trials is None:
         trials = study.user_attrs.get("target_trials")
     if settings.strategy == "grid":
         trials = grid_size(space) if trials is None else min(trials, grid_size(space))
     dev, data, evaluator = prepare_evaluator(study, settings, data_dir, device)
     with _progress(progress, trials, study, settings.objective) as bar:
-        fn = GenerativeObjective(family, settings, data, evaluator, space, device=dev,
-                                 out_dir=Path(runs_dir) / study.study_name, progress=bar)
+        fn = GenerativeObjective(
+            family,
+            settings,
+            data,
+            evaluator,
+            space,
+            device=dev,
+            out_dir=Path(runs_dir) / study.study_name,
+            progress=bar,
+        )
         run(study, fn, n_trials=trials, timeout=timeout, progress=bar)
     return study
 
@@ -218,13 +305,17 @@ def _work_user(study: optuna.Study, *, trials, timeout, progress, worker_index) 
     stored = study.user_attrs["gentune"]
     spec = stored.get("objective_fn")
     if not spec:
-        raise StudyError(f"study {study.study_name!r} runs a Python objective that was not "
-                         "stored with it, so a worker cannot load it",
-                         fix="run it with gentune tune --objective-fn FILE.py:FUNC")
+        raise StudyError(
+            f"study {study.study_name!r} runs a Python objective that was not "
+            "stored with it, so a worker cannot load it",
+            fix="run it with gentune tune --objective-fn FILE.py:FUNC",
+        )
     space = SearchSpace.from_dict(stored.get("space", {}))
-    study = optuna.load_study(study_name=study.study_name, storage=study._storage,
-                              sampler=make_sampler(stored["strategy"], space,
-                                                   stored.get("seed", 0), worker=worker_index))
+    study = optuna.load_study(
+        study_name=study.study_name,
+        storage=study._storage,
+        sampler=make_sampler(stored["strategy"], space, stored.get("seed", 0), worker=worker_index),
+    )
     trials = study.user_attrs.get("target_trials") if trials is None else trials
     fn = phase_objective(load_objective(spec), study)
     with _progress(progress, trials, study, "value") as bar:
@@ -232,14 +323,24 @@ def _work_user(study: optuna.Study, *, trials, timeout, progress, worker_index) 
     return study
 
 
-def run_objective(objective: Callable[[optuna.Trial], float], *, study: str,
-                  trials: int | None = 20, timeout: float | None = None,
-                  direction: str = "minimize", strategy: str = "tpe", seed: int = 0,
-                  space: str | Path | None = None, storage: str | None = None,
-                  runs_dir: str | Path = "runs", command: str | None = None,
-                  progress: bool = True, workers: int = 1,
-                  objective_spec: str | None = None,
-                  prepare: Callable[[optuna.Study], None] | None = None) -> TuneResult:
+def run_objective(
+    objective: Callable[[optuna.Trial], float],
+    *,
+    study: str,
+    trials: int | None = 20,
+    timeout: float | None = None,
+    direction: str = "minimize",
+    strategy: str = "tpe",
+    seed: int = 0,
+    space: str | Path | None = None,
+    storage: str | None = None,
+    runs_dir: str | Path = "runs",
+    command: str | None = None,
+    progress: bool = True,
+    workers: int = 1,
+    objective_spec: str | None = None,
+    prepare: Callable[[optuna.Study], None] | None = None,
+) -> TuneResult:
     """Run a user's own Optuna objective under gentune's runner.
 
     It gets the same storage, resume, Ctrl-C handling, progress display and outputs
@@ -251,21 +352,31 @@ def run_objective(objective: Callable[[optuna.Trial], float], *, study: str,
     the study is open (the later phases of gentune.phases.stages use it).
     """
     if direction not in ("minimize", "maximize"):
-        raise GentuneError("direction must be minimize or maximize", value=direction,
-                           fix="pass --direction minimize")
-    search_space = (load_space_file(space, SearchSpace()) if space else SearchSpace())
+        raise GentuneError(
+            "direction must be minimize or maximize", value=direction, fix="pass --direction minimize"
+        )
+    search_space = load_space_file(space, SearchSpace()) if space else SearchSpace()
     sampler = make_sampler(strategy, search_space, seed)
     if strategy == "grid":
         trials = grid_size(search_space) if trials is None else min(trials, grid_size(search_space))
     out_dir = Path(runs_dir) / study
     storage = storage or default_storage(study, Path(runs_dir))
-    opened = optuna.create_study(storage=_storage(storage), study_name=study, sampler=sampler,
-                                 direction=direction, load_if_exists=True)
+    opened = optuna.create_study(
+        storage=_storage(storage), study_name=study, sampler=sampler, direction=direction, load_if_exists=True
+    )
     if "gentune" not in opened.user_attrs:
-        opened.set_user_attr("gentune", {"model": "user", "objective": "user", "strategy": strategy,
-                                         "direction": direction, "seed": seed,
-                                         "space": search_space.to_dict(),
-                                         "objective_fn": objective_spec})
+        opened.set_user_attr(
+            "gentune",
+            {
+                "model": "user",
+                "objective": "user",
+                "strategy": strategy,
+                "direction": direction,
+                "seed": seed,
+                "space": search_space.to_dict(),
+                "objective_fn": objective_spec,
+            },
+        )
         if command:
             opened.set_user_attr("command", command)
     if trials is not None:
@@ -278,14 +389,25 @@ def run_objective(objective: Callable[[optuna.Trial], float], *, study: str,
         from gentune.study.workers import run_workers
 
         if not objective_spec:
-            raise GentuneError("several workers need the objective as FILE.py:FUNC, to load it "
-                               "in each process", value=workers,
-                               fix="pass objective_spec, or workers=1")
-        run_workers(study, storage, workers, trials=trials, timeout=timeout, runs_dir=runs_dir,
-                    progress=progress, metric="value")
+            raise GentuneError(
+                "several workers need the objective as FILE.py:FUNC, to load it in each process",
+                value=workers,
+                fix="pass objective_spec, or workers=1",
+            )
+        run_workers(
+            study,
+            storage,
+            workers,
+            trials=trials,
+            timeout=timeout,
+            runs_dir=runs_dir,
+            progress=progress,
+            metric="value",
+        )
         return _finish(opened, out_dir, True, storage)
     seeded = phase_objective(objective, opened)
     with _progress(progress, trials, opened, "value") as bar:
+
         def wrapped(trial: optuna.Trial) -> float:
             if bar is not None:
                 bar.trial_started(trial.number, {})
@@ -347,7 +469,7 @@ def write_study_report(storage: str, study_name: str, path: Path) -> Path | None
     try:
         write_report(storage, study_name, path)
     except Exception as e:  # noqa: BLE001 - the study is safe; say what went wrong and go on
-        warnings.warn(f"the report could not be written: {e!r}")
+        warnings.warn(f"the report could not be written: {e!r}", stacklevel=2)
         return None
     return path
 
@@ -383,8 +505,12 @@ def best_summary(study: optuna.Study) -> dict[str, Any] | None:
         "seed": attrs.get("seed"),
         "text_samples": attrs.get("text_samples"),
         "settings": settings,
-        "trials": {"complete": len(completed), "pruned": len(pruned), "pruned_by_reason": reasons,
-                   "failed": len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))},
+        "trials": {
+            "complete": len(completed),
+            "pruned": len(pruned),
+            "pruned_by_reason": reasons,
+            "failed": len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))),
+        },
         "confirmed": _confirmed(study),
     }
 
@@ -396,5 +522,3 @@ def _confirmed(study: optuna.Study) -> dict[str, Any] | None:
         return None
     keys = ("source", "params", "mean", "sd", "n", "values", "seeds", "stopped")
     return {"best": ranking[0], "ranking": [{k: r.get(k) for k in keys} for r in ranking]}
-
-

@@ -18,9 +18,13 @@ def resolve_device(name: str = "auto") -> torch.device:
     try:
         dev = torch.device(name)
     except RuntimeError:
-        raise GentuneError("device must be auto, cpu, cuda or cuda:N", value=name,
-                           fix="pass --device auto") from None
+        raise GentuneError(
+            "device must be auto, cpu, cuda or cuda:N", value=name, fix="pass --device auto"
+        ) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise GentuneError("CUDA was asked for but this machine has no usable GPU", value=name,
-                           fix="pass --device cpu or --device auto")
+        raise GentuneError(
+            "CUDA was asked for but this machine has no usable GPU",
+            value=name,
+            fix="pass --device cpu or --device auto",
+        )
     return dev

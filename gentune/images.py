@@ -19,8 +19,9 @@ def to_uint8(images: torch.Tensor | np.ndarray) -> np.ndarray:
     return a.transpose(0, 2, 3, 1)
 
 
-def grid_png(images: torch.Tensor | np.ndarray, *, ncol: int | None = None, pad: int = 1,
-             min_cell: int = 28) -> bytes:
+def grid_png(
+    images: torch.Tensor | np.ndarray, *, ncol: int | None = None, pad: int = 1, min_cell: int = 28
+) -> bytes:
     """A PNG of images (N, C, H, W) in [-1, 1] tiled in a grid; small images are enlarged.
 
     >>> grid_png(torch.zeros(4, 1, 8, 8))[:4]
@@ -33,7 +34,9 @@ def grid_png(images: torch.Tensor | np.ndarray, *, ncol: int | None = None, pad:
     canvas = np.full((nrow * (h + pad) + pad, ncol * (w + pad) + pad, c), 255, np.uint8)
     for i in range(n):
         r, q = divmod(i, ncol)
-        canvas[pad + r * (h + pad): pad + r * (h + pad) + h, pad + q * (w + pad): pad + q * (w + pad) + w] = a[i]
+        canvas[
+            pad + r * (h + pad) : pad + r * (h + pad) + h, pad + q * (w + pad) : pad + q * (w + pad) + w
+        ] = a[i]
     img = Image.fromarray(canvas[..., 0] if c == 1 else canvas)
     scale = max(1, math.ceil(min_cell / max(h, w)))
     if scale > 1:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from gentune.errors import GentuneError
 
@@ -19,13 +19,19 @@ def load_object(spec: str, what: str = "objective") -> Callable:
     """
     target, sep, name = spec.rpartition(":")
     if not sep or not target or not name:
-        raise GentuneError(f"the {what} must be given as FILE.py:NAME or module:NAME", value=spec,
-                           fix="e.g. --objective-fn my_study.py:objective")
+        raise GentuneError(
+            f"the {what} must be given as FILE.py:NAME or module:NAME",
+            value=spec,
+            fix="e.g. --objective-fn my_study.py:objective",
+        )
     if target.endswith(".py"):
         path = Path(target)
         if not path.is_file():
-            raise GentuneError(f"the {what} file does not exist", value=target,
-                               fix="check the path (relative to the current folder)")
+            raise GentuneError(
+                f"the {what} file does not exist",
+                value=target,
+                fix="check the path (relative to the current folder)",
+            )
         module_name = f"gentune_user_{path.stem}"
         mod_spec = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(mod_spec)
@@ -36,13 +42,17 @@ def load_object(spec: str, what: str = "objective") -> Callable:
         try:
             module = importlib.import_module(target)
         except ImportError as e:
-            raise GentuneError(f"cannot import module {target!r} for the {what}: {e}", value=spec,
-                               fix="install the package, or give a file path FILE.py:NAME") from None
+            raise GentuneError(
+                f"cannot import module {target!r} for the {what}: {e}",
+                value=spec,
+                fix="install the package, or give a file path FILE.py:NAME",
+            ) from None
     obj = getattr(module, name, None)
     if obj is None or not callable(obj):
         names = sorted(n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n)))
-        raise GentuneError(f"{target} has no callable named {name!r}", value=spec,
-                           fix="use one of: " + ", ".join(names[:20]))
+        raise GentuneError(
+            f"{target} has no callable named {name!r}", value=spec, fix="use one of: " + ", ".join(names[:20])
+        )
     return obj
 
 

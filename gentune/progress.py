@@ -27,8 +27,9 @@ def _clock(seconds: float) -> str:
 class TrialProgress:
     """Tracks a study's run. Use as a context manager around `study.optimize`."""
 
-    def __init__(self, total: int | None, done: int = 0, *, metric: str = "value",
-                 console: Console | None = None):
+    def __init__(
+        self, total: int | None, done: int = 0, *, metric: str = "value", console: Console | None = None
+    ):
         self.total, self.done, self.metric = total, done, metric
         # soft_wrap: long lines stay whole in logs instead of being cut at 80 columns
         self.console = console or Console(file=sys.stderr, soft_wrap=True)
@@ -41,15 +42,21 @@ class TrialProgress:
         self._trial_task = self._step_task = None
         self._last_quarter = -1
 
-    def __enter__(self) -> "TrialProgress":
+    def __enter__(self) -> TrialProgress:
         if self.live:
             self._progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
-                console=self.console, transient=False)
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=False,
+            )
             self._progress.start()
-            self._trial_task = self._progress.add_task("trials", total=self.total, completed=self.done,
-                                                       info=self._best_info())
+            self._trial_task = self._progress.add_task(
+                "trials", total=self.total, completed=self.done, info=self._best_info()
+            )
             self._step_task = self._progress.add_task("  steps", total=1, completed=0, info="")
         return self
 
@@ -87,16 +94,25 @@ class TrialProgress:
             self._last_quarter = quarter
             self.console.print(f"  step {step}/{total}", highlight=False)
 
-    def trial_finished(self, number: int, state: str, value: float | None,
-                       best: float | None, best_trial: int | None, note: str = "") -> None:
+    def trial_finished(
+        self,
+        number: int,
+        state: str,
+        value: float | None,
+        best: float | None,
+        best_trial: int | None,
+        note: str = "",
+    ) -> None:
         self.done += 1
         self._finished_here += 1
         self.best, self.best_trial = best, best_trial
         eta = self.eta()
-        line = (f"trial {number} {state}: {self.metric}={_fmt(value)}{note}  |  {self.done}"
-                f"{'/' + str(self.total) if self.total else ''} done, {self._best_info()}, "
-                f"elapsed {_clock(time.monotonic() - self._start)}"
-                + (f", eta {_clock(eta)}" if eta is not None else ""))
+        line = (
+            f"trial {number} {state}: {self.metric}={_fmt(value)}{note}  |  {self.done}"
+            f"{'/' + str(self.total) if self.total else ''} done, {self._best_info()}, "
+            f"elapsed {_clock(time.monotonic() - self._start)}"
+            + (f", eta {_clock(eta)}" if eta is not None else "")
+        )
         if self._progress is not None:
             self._progress.update(self._trial_task, completed=self.done, info=self._best_info())
             self._progress.console.print(line, highlight=False)

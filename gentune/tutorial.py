@@ -25,8 +25,9 @@ def _data(dataset: str):
     return load_dataset(dataset)
 
 
-def train_gan(learning_rate: float, batch_size: int, *, dataset: str = "digits",
-              steps: int = 1500, seed: int = 0) -> float:
+def train_gan(
+    learning_rate: float, batch_size: int, *, dataset: str = "digits", steps: int = 1500, seed: int = 0
+) -> float:
     """Train the tutorial's GAN with these two hyperparameters; return its final generator loss."""
     config = GANConfig(lr=learning_rate, batch_size=int(batch_size))
     return _train(config, _data(dataset), steps=steps, seed=seed).g_loss

@@ -26,8 +26,10 @@ def find_bin_dir() -> Path | None:
     on_path = shutil.which("pg_ctl")
     if on_path and shutil.which("initdb"):
         return Path(on_path).parent
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"),
-                   key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"),
+        key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0,
+    )
     return Path(found[-1]).parent if found else None
 
 
@@ -51,26 +53,46 @@ class PostgresServer:
             try:
                 pw = pwd.getpwnam("postgres")  # created by Debian's postgresql package
             except KeyError:
-                pytest.skip("running as root, PostgreSQL needs a 'postgres' user to run as; "
-                            "install Debian's postgresql package (scripts/setup.sh --test)")
+                pytest.skip(
+                    "running as root, PostgreSQL needs a 'postgres' user to run as; "
+                    "install Debian's postgresql package (scripts/setup.sh --test)"
+                )
             os.chown(self.root, pw.pw_uid, pw.pw_gid)
             self.as_user = ["runuser", "-u", "postgres", "--"]
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run([*self.as_user, str(self.bin_dir / args[0]), *args[1:]],
-                              capture_output=True, text=True, check=check, timeout=120)
+        return subprocess.run(
+            [*self.as_user, str(self.bin_dir / args[0]), *args[1:]],
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=120,
+        )
 
-    def init(self) -> "PostgresServer":
+    def init(self) -> PostgresServer:
         # trust auth on a private loopback port; no fsync: a test server need not survive a crash
-        self._run("initdb", "-D", str(self.data), "-U", "gentune", "-A", "trust", "-E", "UTF8",
-                  "--no-sync")
+        self._run("initdb", "-D", str(self.data), "-U", "gentune", "-A", "trust", "-E", "UTF8", "--no-sync")
         return self
 
     def start(self) -> None:
-        opts = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100")
-        result = self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", opts,
-                           "-w", "-t", "60", "start", check=False)
+        opts = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100"
+        )
+        result = self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log),
+            "-o",
+            opts,
+            "-w",
+            "-t",
+            "60",
+            "start",
+            check=False,
+        )
         if result.returncode != 0:
             raise RuntimeError(f"postgres did not start: {result.stderr}\n{self.log_tail()}")
 
@@ -91,8 +113,9 @@ class PostgresServer:
         import psycopg
 
         name = f"t_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=gentune dbname=postgres",
-                             autocommit=True) as conn:
+        with psycopg.connect(
+            f"host=127.0.0.1 port={self.port} user=gentune dbname=postgres", autocommit=True
+        ) as conn:
             conn.execute(f"CREATE DATABASE {name}")
         return self.url(name)
 
@@ -106,8 +129,10 @@ def postgres():
     """A running PostgreSQL server for the module's tests, stopped and deleted at the end."""
     bin_dir = find_bin_dir()
     if bin_dir is None:
-        pytest.skip("PostgreSQL binaries (initdb, pg_ctl) are not installed; "
-                    "install them with scripts/setup.sh --test (Debian package postgresql)")
+        pytest.skip(
+            "PostgreSQL binaries (initdb, pg_ctl) are not installed; "
+            "install them with scripts/setup.sh --test (Debian package postgresql)"
+        )
     pytest.importorskip("psycopg", reason="psycopg (a gentune dependency) is not installed")
     server = PostgresServer(bin_dir).init()
     server.start()

@@ -16,8 +16,12 @@ from rich.console import Console
 
 from gentune.errors import GentuneError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Tune generative models by what they generate.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Tune generative models by what they generate.",
+)
 err = Console(stderr=True, soft_wrap=True)
 out = Console()
 
@@ -32,31 +36,55 @@ def _storage_option():
 
 @app.command()
 def tune(
-    model: str = typer.Option("gan-mlp", help="Model family: gan-mlp, dcgan, vae, transformer, diffusion; "
-                              "auto (search across them); or your own, pkg.module:Class or FILE.py:Class."),
-    dataset: str = typer.Option("digits", help="digits (embedded), mnist, files (with --data-dir), or "
-                                "text (tiny-shakespeare, or --data-file)."),
+    model: str = typer.Option(
+        "gan-mlp",
+        help="Model family: gan-mlp, dcgan, vae, transformer, diffusion; "
+        "auto (search across them); or your own, pkg.module:Class or FILE.py:Class.",
+    ),
+    dataset: str = typer.Option(
+        "digits",
+        help="digits (embedded), mnist, files (with --data-dir), or text (tiny-shakespeare, or --data-file).",
+    ),
     data_dir: Optional[Path] = typer.Option(None, help="Local MNIST folder, or your .npy/.npz/PNG folder."),
-    data_file: Optional[Path] = typer.Option(None, "--data-file", help="With --dataset text: your own "
-                                             "UTF-8 text file (default: tiny-shakespeare, downloaded)."),
+    data_file: Optional[Path] = typer.Option(
+        None,
+        "--data-file",
+        help="With --dataset text: your own UTF-8 text file (default: tiny-shakespeare, downloaded).",
+    ),
     strategy: str = typer.Option("tpe", help="grid, random, qmc, tpe (Bayesian) or gp (Gaussian process)."),
-    trials: Optional[int] = typer.Option(None, help="Finished trials the study should hold "
-                                         "(default: 20; grid: the grid size)."),
+    trials: Optional[int] = typer.Option(
+        None, help="Finished trials the study should hold (default: 20; grid: the grid size)."
+    ),
     timeout: Optional[float] = typer.Option(None, help="Wall-clock limit for this run, in seconds."),
-    space: Optional[Path] = typer.Option(None, help="YAML/TOML file narrowing or replacing the search space."),
-    objective: Optional[str] = typer.Option(None, help="fid (default on images), kid, nll (validation "
-                                            "NLL: vae, transformer; default on text), or loss (the "
-                                            "final training loss; does not measure sample quality)."),
-    objective_fn: Optional[str] = typer.Option(None, "--objective-fn",
-                                               help="Your own Optuna objective: FILE.py:FUNC or module:func."),
+    space: Optional[Path] = typer.Option(
+        None, help="YAML/TOML file narrowing or replacing the search space."
+    ),
+    objective: Optional[str] = typer.Option(
+        None,
+        help="fid (default on images), kid, nll (validation "
+        "NLL: vae, transformer; default on text), or loss (the "
+        "final training loss; does not measure sample quality).",
+    ),
+    objective_fn: Optional[str] = typer.Option(
+        None, "--objective-fn", help="Your own Optuna objective: FILE.py:FUNC or module:func."
+    ),
     direction: str = typer.Option("minimize", help="With --objective-fn: minimize or maximize."),
     steps: Optional[int] = typer.Option(None, help="Training budget per trial in generator steps."),
-    epochs: Optional[float] = typer.Option(None, help="Training budget per trial in epochs (instead of steps)."),
-    trial_seconds: Optional[float] = typer.Option(None, "--trial-seconds", help="Also stop a trial's "
-                                                  "training after this many seconds and score the "
-                                                  "model it has (equal-time comparisons)."),
-    n_eval: Optional[int] = typer.Option(None, "--n-eval", help="N generated samples per metric value "
-                                         "(default: 1000 on digits, 10000 on mnist)."),
+    epochs: Optional[float] = typer.Option(
+        None, help="Training budget per trial in epochs (instead of steps)."
+    ),
+    trial_seconds: Optional[float] = typer.Option(
+        None,
+        "--trial-seconds",
+        help="Also stop a trial's "
+        "training after this many seconds and score the "
+        "model it has (equal-time comparisons).",
+    ),
+    n_eval: Optional[int] = typer.Option(
+        None,
+        "--n-eval",
+        help="N generated samples per metric value (default: 1000 on digits, 10000 on mnist).",
+    ),
     storage: Optional[str] = _storage_option(),
     study: Optional[str] = typer.Option(None, help="Study name (default: MODEL-DATASET-STRATEGY-OBJECTIVE)."),
     seed: int = typer.Option(0, help="Seed for the sampler and for training."),
@@ -64,114 +92,207 @@ def tune(
     runs_dir: Path = typer.Option(Path("runs"), help="Folder for study outputs."),
     report: bool = typer.Option(True, help="Write runs/STUDY/report.html at the end."),
     workers: int = typer.Option(1, help="Worker processes sharing the study on this machine."),
-    gpus: Optional[str] = typer.Option(None, help="GPU indices for the workers, one each in turn, "
-                                       "e.g. 0,1 (default: all GPUs with --device auto)."),
-    threads: Optional[int] = typer.Option(None, help="Torch threads per worker "
-                                          "(default: CPU cores / workers)."),
-    pruner: Optional[str] = typer.Option(None, help="none, median, percentile, halving or hyperband "
-                                         "(default: grid: none; others: median)."),
-    patience: Optional[int] = typer.Option(None, help="Prune only after this many evaluations in a "
-                                           "row without improvement (wraps the pruner)."),
-    evals: Optional[int] = typer.Option(None, help="Evaluations during training, before the final "
-                                        "one; 0 turns them (and pruning) off (default: 5)."),
-    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Evaluate every this many "
-                                             "G steps instead (default: budget / (evals + 1))."),
-    eval_samples: Optional[int] = typer.Option(None, "--eval-samples", help="N samples per evaluation "
-                                               "during training (default: min(--n-eval, 1000))."),
-    detectors: Optional[str] = typer.Option(None, help="Failure detectors: on, off, or a list such as "
-                                            "diverged,mode_collapse (default: on)."),
-    detector_config: Optional[Path] = typer.Option(None, "--detector-config",
-                                                   help="YAML file of detector thresholds."),
-    detector: Optional[list[str]] = typer.Option(None, "--detector", help="Set one threshold, "
-                                                 "e.g. stagnation.patience=5 (repeatable)."),
-    stages: Optional[str] = typer.Option(None, help="Stepwise tuning: auto, a number of stages, or "
-                                         "groups such as lr,batch_size:beta1,d_steps."),
-    screen_trials: Optional[int] = typer.Option(None, "--screen-trials", help="Trials of the screening "
-                                                "run that orders parameters for --stages auto (default: 10)."),
-    narrow: bool = typer.Option(False, "--narrow", help="Then search again in ranges narrowed "
-                                "around the top trials."),
-    narrow_top: Optional[int] = typer.Option(None, "--narrow-top", help="Trials to narrow around (default: 5)."),
-    narrow_trials: Optional[int] = typer.Option(None, "--narrow-trials", help="Trials of the narrowed "
-                                                "search (default: --trials)."),
-    confirm: Optional[int] = typer.Option(None, help="Re-run the top K configurations with extra "
-                                          "seeds and pick the best by mean."),
-    confirm_seeds: Optional[int] = typer.Option(None, "--confirm-seeds", help="Extra seeds per "
-                                                "configuration for --confirm (default: 2)."),
-    prune_overfitting: bool = typer.Option(False, "--prune-overfitting", help="Prune a trial when its "
-                                           "validation loss rises for 3 evaluations while its training "
-                                           "loss falls (it is flagged either way)."),
+    gpus: Optional[str] = typer.Option(
+        None,
+        help="GPU indices for the workers, one each in turn, "
+        "e.g. 0,1 (default: all GPUs with --device auto).",
+    ),
+    threads: Optional[int] = typer.Option(
+        None, help="Torch threads per worker (default: CPU cores / workers)."
+    ),
+    pruner: Optional[str] = typer.Option(
+        None, help="none, median, percentile, halving or hyperband (default: grid: none; others: median)."
+    ),
+    patience: Optional[int] = typer.Option(
+        None, help="Prune only after this many evaluations in a row without improvement (wraps the pruner)."
+    ),
+    evals: Optional[int] = typer.Option(
+        None,
+        help="Evaluations during training, before the final "
+        "one; 0 turns them (and pruning) off (default: 5).",
+    ),
+    eval_every: Optional[int] = typer.Option(
+        None, "--eval-every", help="Evaluate every this many G steps instead (default: budget / (evals + 1))."
+    ),
+    eval_samples: Optional[int] = typer.Option(
+        None,
+        "--eval-samples",
+        help="N samples per evaluation during training (default: min(--n-eval, 1000)).",
+    ),
+    detectors: Optional[str] = typer.Option(
+        None, help="Failure detectors: on, off, or a list such as diverged,mode_collapse (default: on)."
+    ),
+    detector_config: Optional[Path] = typer.Option(
+        None, "--detector-config", help="YAML file of detector thresholds."
+    ),
+    detector: Optional[list[str]] = typer.Option(
+        None, "--detector", help="Set one threshold, e.g. stagnation.patience=5 (repeatable)."
+    ),
+    stages: Optional[str] = typer.Option(
+        None, help="Stepwise tuning: auto, a number of stages, or groups such as lr,batch_size:beta1,d_steps."
+    ),
+    screen_trials: Optional[int] = typer.Option(
+        None,
+        "--screen-trials",
+        help="Trials of the screening run that orders parameters for --stages auto (default: 10).",
+    ),
+    narrow: bool = typer.Option(
+        False, "--narrow", help="Then search again in ranges narrowed around the top trials."
+    ),
+    narrow_top: Optional[int] = typer.Option(
+        None, "--narrow-top", help="Trials to narrow around (default: 5)."
+    ),
+    narrow_trials: Optional[int] = typer.Option(
+        None, "--narrow-trials", help="Trials of the narrowed search (default: --trials)."
+    ),
+    confirm: Optional[int] = typer.Option(
+        None, help="Re-run the top K configurations with extra seeds and pick the best by mean."
+    ),
+    confirm_seeds: Optional[int] = typer.Option(
+        None, "--confirm-seeds", help="Extra seeds per configuration for --confirm (default: 2)."
+    ),
+    prune_overfitting: bool = typer.Option(
+        False,
+        "--prune-overfitting",
+        help="Prune a trial when its "
+        "validation loss rises for 3 evaluations while its training "
+        "loss falls (it is flagged either way).",
+    ),
 ):
     """Run (or resume) a tuning study and print the best configuration."""
-    from gentune.study.workers import parse_gpus
     from gentune.phases.stages import tune_in_phases
+    from gentune.study.workers import parse_gpus
 
     if objective_fn and (steps is not None or epochs is not None or trial_seconds is not None):
-        raise GentuneError("--steps, --epochs and --trial-seconds set the budget of gentune's own "
-                           "trainers; your objective sets its own", value=objective_fn,
-                           fix="drop them, and budget the training inside your objective")
+        raise GentuneError(
+            "--steps, --epochs and --trial-seconds set the budget of gentune's own "
+            "trainers; your objective sets its own",
+            value=objective_fn,
+            fix="drop them, and budget the training inside your objective",
+        )
     if objective_fn:
         from gentune.loading import load_objective
 
         fn = load_objective(objective_fn)
         name = study or f"user-{Path(objective_fn.split(':')[0]).stem}"
         result = tune_in_phases(
-            objective_fn=fn, stages=stages, screen_trials=screen_trials, narrow=narrow,
-            narrow_top=narrow_top, narrow_trials=narrow_trials, confirm=confirm,
+            objective_fn=fn,
+            stages=stages,
+            screen_trials=screen_trials,
+            narrow=narrow,
+            narrow_top=narrow_top,
+            narrow_trials=narrow_trials,
+            confirm=confirm,
             confirm_seeds=confirm_seeds,
-            study=name, trials=20 if trials is None and strategy != "grid" else trials,
-            timeout=timeout, direction=direction, strategy=strategy, seed=seed,
-            space=space, storage=storage, runs_dir=runs_dir, command=_command_line(),
-            workers=workers, objective_spec=_portable_spec(objective_fn))
+            study=name,
+            trials=20 if trials is None and strategy != "grid" else trials,
+            timeout=timeout,
+            direction=direction,
+            strategy=strategy,
+            seed=seed,
+            space=space,
+            storage=storage,
+            runs_dir=runs_dir,
+            command=_command_line(),
+            workers=workers,
+            objective_spec=_portable_spec(objective_fn),
+        )
     else:
         if objective == "loss":
             warnings.simplefilter("ignore", UserWarning)
-            err.print("[yellow]warning:[/] --objective loss ranks trials by the final generator loss, "
-                      "which does not measure sample quality (lowest-loss GANs are often "
-                      "mode-collapsed). The sample metrics are still recorded for every trial.")
+            err.print(
+                "[yellow]warning:[/] --objective loss ranks trials by the final generator loss, "
+                "which does not measure sample quality (lowest-loss GANs are often "
+                "mode-collapsed). The sample metrics are still recorded for every trial."
+            )
         from gentune.trial.detectors import detector_config as parse_detectors
 
         objective = objective or ("nll" if dataset == "text" else "fid")
 
         result = tune_in_phases(
-            stages=stages, screen_trials=screen_trials, narrow=narrow, narrow_top=narrow_top,
-            narrow_trials=narrow_trials, confirm=confirm, confirm_seeds=confirm_seeds,
-            model=model, dataset=dataset, data_dir=data_file or data_dir, strategy=strategy,
-            objective=objective, trials=20 if trials is None and strategy != "grid" else trials,
-            timeout=timeout, space=space, steps=steps, epochs=epochs, n_eval=n_eval,
-            seed=seed, device=device, storage=storage, study=study, runs_dir=runs_dir,
-            command=_command_line(), report=report, workers=workers,
-            gpus=parse_gpus(gpus), threads=threads, pruner=pruner, patience=patience,
-            detectors=parse_detectors(detectors, detector_config, detector), evals=evals,
-            eval_every=eval_every, eval_samples=eval_samples, prune_overfitting=prune_overfitting,
-            trial_seconds=trial_seconds)
+            stages=stages,
+            screen_trials=screen_trials,
+            narrow=narrow,
+            narrow_top=narrow_top,
+            narrow_trials=narrow_trials,
+            confirm=confirm,
+            confirm_seeds=confirm_seeds,
+            model=model,
+            dataset=dataset,
+            data_dir=data_file or data_dir,
+            strategy=strategy,
+            objective=objective,
+            trials=20 if trials is None and strategy != "grid" else trials,
+            timeout=timeout,
+            space=space,
+            steps=steps,
+            epochs=epochs,
+            n_eval=n_eval,
+            seed=seed,
+            device=device,
+            storage=storage,
+            study=study,
+            runs_dir=runs_dir,
+            command=_command_line(),
+            report=report,
+            workers=workers,
+            gpus=parse_gpus(gpus),
+            threads=threads,
+            pruner=pruner,
+            patience=patience,
+            detectors=parse_detectors(detectors, detector_config, detector),
+            evals=evals,
+            eval_every=eval_every,
+            eval_samples=eval_samples,
+            prune_overfitting=prune_overfitting,
+            trial_seconds=trial_seconds,
+        )
     from gentune.cli.show import print_best
 
     print_best(out, result.best)
     if result.best is not None:
-        out.print(f"outputs: {result.out_dir}/ (best.json"
-                  + (", report.html" if (result.out_dir / 'report.html').exists() else "") + ")")
+        out.print(
+            f"outputs: {result.out_dir}/ (best.json"
+            + (", report.html" if (result.out_dir / "report.html").exists() else "")
+            + ")"
+        )
 
 
 @app.command()
 def worker(
     study: str = typer.Option(..., help="Name of an existing study (created by gentune tune)."),
     storage: str = typer.Option(..., help="The study's storage URL, e.g. postgresql://user:pw@host/db."),
-    trials: Optional[int] = typer.Option(None, help="Stop when the study holds this many finished "
-                                         "trials (default: the target stored by gentune tune)."),
+    trials: Optional[int] = typer.Option(
+        None,
+        help="Stop when the study holds this many finished "
+        "trials (default: the target stored by gentune tune).",
+    ),
     timeout: Optional[float] = typer.Option(None, help="Wall-clock limit for this worker, in seconds."),
     data_dir: Optional[Path] = typer.Option(None, help="Local data folder on this machine."),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda or cuda:N."),
     runs_dir: Path = typer.Option(Path("runs"), help="Folder for this worker's checkpoints and grids."),
-    worker_index: Optional[int] = typer.Option(None, help="Offsets the sampler seed so workers explore "
-                                               "differently (default: drawn from host and pid)."),
+    worker_index: Optional[int] = typer.Option(
+        None,
+        help="Offsets the sampler seed so workers explore differently (default: drawn from host and pid).",
+    ),
     threads: Optional[int] = typer.Option(None, help="Torch threads for this worker (default: all cores)."),
     progress: bool = typer.Option(True, help="Show this worker's progress."),
 ):
     """Join an existing study and run its trials; it needs no file but the storage URL."""
     from gentune.api import work
 
-    work(study, storage=storage, data_dir=data_dir, device=device, trials=trials, timeout=timeout,
-         runs_dir=runs_dir, worker_index=worker_index, threads=threads, progress=progress)
+    work(
+        study,
+        storage=storage,
+        data_dir=data_dir,
+        device=device,
+        trials=trials,
+        timeout=timeout,
+        runs_dir=runs_dir,
+        worker_index=worker_index,
+        threads=threads,
+        progress=progress,
+    )
 
 
 @app.command()
@@ -179,21 +300,24 @@ def best(
     study: str = typer.Option(..., help="Study name."),
     storage: Optional[str] = _storage_option(),
     runs_dir: Path = typer.Option(Path("runs"), help="Folder for study outputs."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Where to write best.json "
-                                          "(default: RUNS/STUDY/best.json)."),
+    output: Optional[Path] = typer.Option(
+        None, "-o", "--output", help="Where to write best.json (default: RUNS/STUDY/best.json)."
+    ),
 ):
     """Print the best trial's parameters and metrics, and write best.json."""
     import json
 
-    from gentune.study.store import open_study
     from gentune.api import best_summary
     from gentune.cli.show import print_best
+    from gentune.study.store import open_study
 
     opened = open_study(None, storage=storage or _existing_storage(study, runs_dir), study_name=study)
     summary = best_summary(opened)
     if summary is None:
-        raise GentuneError(f"study {study!r} has no completed trial yet",
-                           fix="run gentune tune until at least one trial completes")
+        raise GentuneError(
+            f"study {study!r} has no completed trial yet",
+            fix="run gentune tune until at least one trial completes",
+        )
     print_best(out, summary)
     path = output or runs_dir / study / "best.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -215,9 +339,16 @@ def sample(
     """Write N samples of a trial's generator as an (N, H, W) float array in [0, 1]."""
     from gentune.study.sampling import sample_trial
 
-    path, source = sample_trial(study, trial=trial, n=n, output=output, seed=seed,
-                                storage=storage or _existing_storage(study, runs_dir),
-                                runs_dir=runs_dir, device=device)
+    path, source = sample_trial(
+        study,
+        trial=trial,
+        n=n,
+        output=output,
+        seed=seed,
+        storage=storage or _existing_storage(study, runs_dir),
+        runs_dir=runs_dir,
+        device=device,
+    )
     out.print(f"wrote {n} samples to {path} ({source})")
 
 
@@ -252,17 +383,19 @@ def _portable_spec(spec: str) -> str:
 def _existing_storage(study: str, runs_dir: Path) -> str:
     path = runs_dir / study / "study.db"
     if not path.exists():
-        raise GentuneError(f"no study {study!r} under {runs_dir}/", value=str(path),
-                           fix="check the name (ls runs/), or pass --storage URL for a database "
-                               "elsewhere")
+        raise GentuneError(
+            f"no study {study!r} under {runs_dir}/",
+            value=str(path),
+            fix="check the name (ls runs/), or pass --storage URL for a database elsewhere",
+        )
     return f"sqlite:///{path}"
 
 
 def main() -> None:
     """Entry point: run the app, turning GentuneError into a clear message and exit code 2."""
-    from gentune.study.store import Interrupted
-
     import optuna
+
+    from gentune.study.store import Interrupted
 
     # gentune prints its own progress; Optuna's per-trial INFO lines would repeat it.
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -270,18 +403,18 @@ def main() -> None:
         app(standalone_mode=False)
     except GentuneError as e:
         err.print(f"[red]error:[/] {e}", highlight=False)
-        raise SystemExit(e.exit_code)
+        raise SystemExit(e.exit_code) from None
     except Interrupted as e:
         which = f"trial {e.trial_number} was stopped and queued again; " if e.trial_number is not None else ""
         err.print(f"interrupted: {which}rerun the same command to continue where it stopped.")
-        raise SystemExit(130)
+        raise SystemExit(130) from None
     except KeyboardInterrupt:
         err.print("interrupted before any trial started; nothing was lost.")
-        raise SystemExit(130)
+        raise SystemExit(130) from None
     except typer.Abort:
-        raise SystemExit(130)
+        raise SystemExit(130) from None
     except typer.exceptions.TyperException as e:  # usage errors: unknown option, bad value
         if not hasattr(e, "show"):
             raise
         e.show()
-        raise SystemExit(getattr(e, "exit_code", 2))
+        raise SystemExit(getattr(e, "exit_code", 2)) from None

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gentune.errors import unknown_choice
 from gentune.data.base import ImageDataset, Split
+from gentune.errors import unknown_choice
 
 DATASETS = ("digits", "mnist", "files", "text")
 TEXT_DATASETS = ("text",)
@@ -22,7 +22,7 @@ __all__ = ["DATASETS", "ImageDataset", "Split", "dataset_kind", "load_dataset"]
 
 
 def dataset_kind(name: str) -> str:
-    """"text" or "image": what a dataset `name` (as stored in a study, e.g. "files:x") holds."""
+    """ "text" or "image": what a dataset `name` (as stored in a study, e.g. "files:x") holds."""
     return "text" if name.partition(":")[0] in TEXT_DATASETS else "image"
 
 
@@ -36,14 +36,18 @@ def load_dataset(name: str, *, data_dir: str | Path | None = None, seed: int = 0
     # Each loader is imported on demand so that, e.g., `digits` never imports Pillow.
     if name == "digits":
         from gentune.data.digits import load_digits
+
         return load_digits(data_dir=data_dir, seed=seed)
     if name == "mnist":
         from gentune.data.mnist import load_mnist
+
         return load_mnist(data_dir=data_dir, seed=seed)
     if name == "files":
         from gentune.data.files import load_files
+
         return load_files(data_dir, seed=seed)
     if name == "text":
         from gentune.data.text import load_text
+
         return load_text(data_dir, seed=seed)  # type: ignore[return-value]
     raise unknown_choice("dataset", name, DATASETS)

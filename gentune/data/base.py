@@ -74,14 +74,21 @@ def to_unit_range(images: np.ndarray, max_value: float) -> torch.Tensor:
     return torch.from_numpy(a / (max_value / 2.0) - 1.0).contiguous()
 
 
-def make_splits(name: str, x: torch.Tensor, y: torch.Tensor | None, *, seed: int,
-                val_fraction: float, test_fraction: float,
-                num_classes: int | None) -> ImageDataset:
+def make_splits(
+    name: str,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    *,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
+    num_classes: int | None,
+) -> ImageDataset:
     """Shuffle (N, ...) data with `seed` and cut it into train/val/test."""
     n = int(x.shape[0])
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     n_test, n_val = int(round(n * test_fraction)), int(round(n * val_fraction))
-    idx_test, idx_val, idx_train = perm[:n_test], perm[n_test:n_test + n_val], perm[n_test + n_val:]
+    idx_test, idx_val, idx_train = perm[:n_test], perm[n_test : n_test + n_val], perm[n_test + n_val :]
 
     def take(idx):
         return Split(x[idx].contiguous(), None if y is None else y[idx].contiguous())

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gentune.errors import DataError
 from gentune.data.base import ImageDataset, make_splits, to_unit_range
+from gentune.errors import DataError
 
 VAL_FRACTION = 0.1
 TEST_FRACTION = 0.1
@@ -34,8 +34,10 @@ _WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}  # >8 bits per pixel
 def load_files(path: str | Path | None, *, seed: int = 0) -> ImageDataset:
     """Images from a .npy / .npz file or a PNG folder, split 80/10/10 with `seed`."""
     if path is None:
-        raise DataError("the files dataset needs the path of your images",
-                        fix="pass --data-dir with a .npy or .npz file or a folder of PNG files")
+        raise DataError(
+            "the files dataset needs the path of your images",
+            fix="pass --data-dir with a .npy or .npz file or a folder of PNG files",
+        )
     path = Path(path).expanduser()
     if path.is_dir():
         images, labels = _read_png_folder(path)
@@ -45,40 +47,59 @@ def load_files(path: str | Path | None, *, seed: int = 0) -> ImageDataset:
         images, labels = _read_npz(path)
     else:
         what = "does not exist" if not path.exists() else "is not a .npy, .npz or folder"
-        raise DataError(f"the images path {what}", value=str(path),
-                        fix="pass --data-dir with a .npy or .npz file or a folder of PNG files")
+        raise DataError(
+            f"the images path {what}",
+            value=str(path),
+            fix="pass --data-dir with a .npy or .npz file or a folder of PNG files",
+        )
 
     x = _to_tensor(images)
     n = int(x.shape[0])
     if n < MIN_IMAGES:
-        raise DataError(f"need at least {MIN_IMAGES} images to make train, validation and test "
-                        f"splits", value=n, fix="add more images")
+        raise DataError(
+            f"need at least {MIN_IMAGES} images to make train, validation and test splits",
+            value=n,
+            fix="add more images",
+        )
     y, num_classes = _check_labels(labels, n)
-    return make_splits(f"files:{path.name}", x, y, seed=seed, val_fraction=VAL_FRACTION,
-                       test_fraction=TEST_FRACTION, num_classes=num_classes)
+    return make_splits(
+        f"files:{path.name}",
+        x,
+        y,
+        seed=seed,
+        val_fraction=VAL_FRACTION,
+        test_fraction=TEST_FRACTION,
+        num_classes=num_classes,
+    )
 
 
 def _load_npy(path: Path) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError) as e:
-        raise DataError(f"{path} is not a readable numpy array file", value=str(e),
-                        fix="save your images with numpy.save") from None
+        raise DataError(
+            f"{path} is not a readable numpy array file", value=str(e), fix="save your images with numpy.save"
+        ) from None
 
 
 def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     try:
         archive = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as e:
-        raise DataError(f"{path} is not a readable .npz archive", value=str(e),
-                        fix="save your images with numpy.savez(path, x=images, y=labels)") from None
+        raise DataError(
+            f"{path} is not a readable .npz archive",
+            value=str(e),
+            fix="save your images with numpy.savez(path, x=images, y=labels)",
+        ) from None
     with archive:
         keys = list(archive.files)
         image_key = next((k for k in IMAGE_KEYS if k in keys), keys[0] if len(keys) == 1 else None)
         if image_key is None:
-            raise DataError(f"{path.name} must hold its images under 'x' or 'images', or hold "
-                            f"only one array", value=keys,
-                            fix="save with numpy.savez(path, x=images, y=labels)")
+            raise DataError(
+                f"{path.name} must hold its images under 'x' or 'images', or hold only one array",
+                value=keys,
+                fix="save with numpy.savez(path, x=images, y=labels)",
+            )
         label_key = next((k for k in LABEL_KEYS if k in keys), None)
         return archive[image_key], None if label_key is None else archive[label_key]
 
@@ -86,16 +107,24 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 def _png_groups(folder: Path) -> list[tuple[str | None, list[Path]]]:
     """[(class name or None, sorted PNG paths)], from top-level PNGs or one level of subfolders."""
     top = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".png")
-    subs = [(d.name, sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() == ".png"))
-            for d in sorted(folder.iterdir()) if d.is_dir()]
+    subs = [
+        (d.name, sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() == ".png"))
+        for d in sorted(folder.iterdir())
+        if d.is_dir()
+    ]
     subs = [(name, paths) for name, paths in subs if paths]
     if top and subs:
-        raise DataError("a PNG folder holds either images or class subfolders of images, not both",
-                        value=str(top[0]),
-                        fix="move the top-level PNG files into a class subfolder")
+        raise DataError(
+            "a PNG folder holds either images or class subfolders of images, not both",
+            value=str(top[0]),
+            fix="move the top-level PNG files into a class subfolder",
+        )
     if not top and not subs:
-        raise DataError("found no .png files in the folder or its subfolders", value=str(folder),
-                        fix="pass a folder of PNG files, or a .npy / .npz array file")
+        raise DataError(
+            "found no .png files in the folder or its subfolders",
+            value=str(folder),
+            fix="pass a folder of PNG files, or a .npy / .npz array file",
+        )
     return [(None, top)] if top else subs
 
 
@@ -110,18 +139,23 @@ def _read_png_folder(folder: Path) -> tuple[np.ndarray, np.ndarray | None]:
             with Image.open(p) as im:
                 size = size or im.size
                 if im.size != size:
-                    raise DataError(f"all PNG images must have the size of {paths[0].name} "
-                                    f"({size[0]}x{size[1]}); {p} differs",
-                                    value=f"{im.size[0]}x{im.size[1]}",
-                                    fix="resize your images to one size")
+                    raise DataError(
+                        f"all PNG images must have the size of {paths[0].name} "
+                        f"({size[0]}x{size[1]}); {p} differs",
+                        value=f"{im.size[0]}x{im.size[1]}",
+                        fix="resize your images to one size",
+                    )
                 if im.mode in _WIDE_MODES:  # converting would clip them to 8 bits unseen
-                    raise DataError(f"PNG images must have 8 bits per channel; {p} does not",
-                                    value=im.mode, fix="save your images as 8-bit PNG files, "
-                                    "or as a float .npy array scaled to [0, 1]")
+                    raise DataError(
+                        f"PNG images must have 8 bits per channel; {p} does not",
+                        value=im.mode,
+                        fix="save your images as 8-bit PNG files, or as a float .npy array scaled to [0, 1]",
+                    )
                 arrays.append(np.asarray(im.convert("L" if im.mode in _GRAY_MODES else "RGB")))
         except (UnidentifiedImageError, OSError) as e:
-            raise DataError(f"{p} is not a readable PNG image", value=str(e),
-                            fix="remove or re-save that file") from None
+            raise DataError(
+                f"{p} is not a readable PNG image", value=str(e), fix="remove or re-save that file"
+            ) from None
     if any(a.ndim == 3 for a in arrays):  # mixed gray and colour: all become RGB
         arrays = [a if a.ndim == 3 else np.repeat(a[..., None], 3, axis=2) for a in arrays]
     labels = None
@@ -140,16 +174,18 @@ def _channels_first(a: np.ndarray) -> np.ndarray:
             return a.transpose(0, 3, 1, 2)
         if first:
             return a
-    raise DataError(f"images must have shape {SHAPES}", value=f"shape {a.shape}",
-                    fix="reshape your array to one of those shapes")
+    raise DataError(
+        f"images must have shape {SHAPES}",
+        value=f"shape {a.shape}",
+        fix="reshape your array to one of those shapes",
+    )
 
 
 def _to_tensor(images: np.ndarray) -> torch.Tensor:
     """(N, C, H, W) float32 in [-1, 1] by the rules in the module docstring, else an error."""
     a = _channels_first(images)
     if a.size == 0:
-        raise DataError("the image array is empty", value=f"shape {images.shape}",
-                        fix="add images")
+        raise DataError("the image array is empty", value=f"shape {images.shape}", fix="add images")
     integer, floating = np.issubdtype(a.dtype, np.integer), np.issubdtype(a.dtype, np.floating)
     lo, hi = (a.min().item(), a.max().item()) if integer or floating else (None, None)
     if integer and 0 <= lo and hi <= 255:
@@ -158,19 +194,21 @@ def _to_tensor(images: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a.astype(np.float32) * 2 - 1).contiguous()
     if floating and -1 <= lo < 0 and hi <= 1:
         return torch.from_numpy(a.astype(np.float32)).contiguous()
-    raise DataError("image values must be integers in [0, 255], floats in [0, 1], or floats in "
-                    "[-1, 1]", value=f"dtype {images.dtype}, shape {images.shape}, min {lo}, "
-                    f"max {hi}",
-                    fix="rescale your images to one of those ranges (NaN is not allowed)")
+    raise DataError(
+        "image values must be integers in [0, 255], floats in [0, 1], or floats in [-1, 1]",
+        value=f"dtype {images.dtype}, shape {images.shape}, min {lo}, max {hi}",
+        fix="rescale your images to one of those ranges (NaN is not allowed)",
+    )
 
 
 def _check_labels(labels: np.ndarray | None, n: int) -> tuple[torch.Tensor | None, int | None]:
     if labels is None:
         return None, None
     labels = np.asarray(labels)
-    if (labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer)
-            or labels.min() < 0):
-        raise DataError(f"labels must be {n} non-negative integers, one per image",
-                        value=f"dtype {labels.dtype}, shape {labels.shape}",
-                        fix="save labels as an integer array of shape (N,), or leave them out")
+    if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
+        raise DataError(
+            f"labels must be {n} non-negative integers, one per image",
+            value=f"dtype {labels.dtype}, shape {labels.shape}",
+            fix="save labels as an integer array of shape (N,), or leave them out",
+        )
     return torch.from_numpy(labels.astype(np.int64)), int(labels.max()) + 1

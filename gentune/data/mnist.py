@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gentune.data.base import ImageDataset, Split, fingerprint, to_unit_range
 from gentune.errors import ChecksumError, DataError
 from gentune.paths import gentune_home
-from gentune.data.base import ImageDataset, Split, fingerprint, to_unit_range
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,7 @@ def download_mnist(dest: Path, mirrors: Sequence[str] | None = None, timeout: fl
     return dest
 
 
-def _download_one(name: str, expected: str, dest: Path, mirrors: Sequence[str],
-                  timeout: float) -> None:
+def _download_one(name: str, expected: str, dest: Path, mirrors: Sequence[str], timeout: float) -> None:
     failures, bad_checksums = [], []
     for mirror in mirrors:
         url = mirror.rstrip("/") + "/" + name
@@ -97,16 +96,20 @@ def _download_one(name: str, expected: str, dest: Path, mirrors: Sequence[str],
         if actual == expected:
             log.info("saved %s (MD5 verified)", dest / name)
             return
-        log.warning("%s from %s has MD5 %s, expected %s; trying the next mirror",
-                    name, url, actual, expected)
+        log.warning("%s from %s has MD5 %s, expected %s; trying the next mirror", name, url, actual, expected)
         bad_checksums.append(f"{actual} from {url}")
-    fix = (f"check your network or proxy, or list working mirrors in ${MIRRORS_ENV} "
-           f"(comma-separated URLs), or download the files yourself and pass --data-dir")
+    fix = (
+        f"check your network or proxy, or list working mirrors in ${MIRRORS_ENV} "
+        f"(comma-separated URLs), or download the files yourself and pass --data-dir"
+    )
     if bad_checksums:
-        raise ChecksumError(f"no mirror gave a good copy of {name}: expected MD5 {expected}, "
-                            f"got {'; '.join(bad_checksums)}", fix=fix)
-    raise DataError(f"could not download {name} from any mirror "
-                    f"({'; '.join(failures) or 'no mirrors given'})", fix=fix)
+        raise ChecksumError(
+            f"no mirror gave a good copy of {name}: expected MD5 {expected}, got {'; '.join(bad_checksums)}",
+            fix=fix,
+        )
+    raise DataError(
+        f"could not download {name} from any mirror ({'; '.join(failures) or 'no mirrors given'})", fix=fix
+    )
 
 
 def _fetch(url: str, target: Path, expected: str, timeout: float) -> str:
@@ -132,15 +135,20 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     raw = gzip.decompress(Path(path).read_bytes())
     found = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
     if found != magic:
-        raise DataError(f"{Path(path).name} is not an IDX file with magic number {magic}",
-                        value=found, fix="replace it with the original MNIST file")
+        raise DataError(
+            f"{Path(path).name} is not an IDX file with magic number {magic}",
+            value=found,
+            fix="replace it with the original MNIST file",
+        )
     ndim = magic & 0xFF  # the last header byte is the number of dimensions
-    dims = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
-        raise DataError(f"{Path(path).name}: header says shape {dims} but the file holds "
-                        f"{data.size} values", value=data.size,
-                        fix="replace it with the original MNIST file")
+        raise DataError(
+            f"{Path(path).name}: header says shape {dims} but the file holds {data.size} values",
+            value=data.size,
+            fix="replace it with the original MNIST file",
+        )
     return data.reshape(dims)
 
 
@@ -149,16 +157,25 @@ def _verify(folder: Path, *, cached: bool) -> None:
     for name, expected in FILES.items():
         path = folder / name
         if not path.is_file():
-            raise DataError(f"MNIST file {name} is missing from {folder}", value=str(path),
-                            fix=f"download it from {MIRRORS[0]}{name} into {folder}, "
-                                f"or drop --data-dir to download MNIST into the cache")
+            raise DataError(
+                f"MNIST file {name} is missing from {folder}",
+                value=str(path),
+                fix=f"download it from {MIRRORS[0]}{name} into {folder}, "
+                f"or drop --data-dir to download MNIST into the cache",
+            )
         actual = md5_of(path)
         if actual != expected:
-            fix = (f"delete {path} and rerun to download it again" if cached else
-                   f"replace it with the original from {MIRRORS[0]}{name}, "
-                   f"or drop --data-dir to download MNIST into the cache")
-            raise ChecksumError(f"{path} is truncated or corrupted: its MD5 is {actual}, "
-                                f"the published MD5 of {name} is {expected}", fix=fix)
+            fix = (
+                f"delete {path} and rerun to download it again"
+                if cached
+                else f"replace it with the original from {MIRRORS[0]}{name}, "
+                f"or drop --data-dir to download MNIST into the cache"
+            )
+            raise ChecksumError(
+                f"{path} is truncated or corrupted: its MD5 is {actual}, "
+                f"the published MD5 of {name} is {expected}",
+                fix=fix,
+            )
 
 
 def load_mnist(*, data_dir: str | Path | None = None, seed: int = 0) -> ImageDataset:
@@ -173,9 +190,11 @@ def load_mnist(*, data_dir: str | Path | None = None, seed: int = 0) -> ImageDat
     else:
         folder = Path(data_dir).expanduser()
         if not folder.is_dir():
-            raise DataError("--data-dir for mnist must be a folder holding the four MNIST "
-                            ".gz files", value=str(folder),
-                            fix="pass the folder that holds them, or drop --data-dir")
+            raise DataError(
+                "--data-dir for mnist must be a folder holding the four MNIST .gz files",
+                value=str(folder),
+                fix="pass the folder that holds them, or drop --data-dir",
+            )
     _verify(folder, cached=data_dir is None)
 
     train_x = read_idx(folder / "train-images-idx3-ubyte.gz", IMAGES_MAGIC)
@@ -185,10 +204,8 @@ def load_mnist(*, data_dir: str | Path | None = None, seed: int = 0) -> ImageDat
 
     perm = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(seed)).numpy()
     val_idx, train_idx = perm[:VAL_SIZE], perm[VAL_SIZE:]
-    parts = [(train_x[train_idx], train_y[train_idx]), (train_x[val_idx], train_y[val_idx]),
-             (test_x, test_y)]
+    parts = [(train_x[train_idx], train_y[train_idx]), (train_x[val_idx], train_y[val_idx]), (test_x, test_y)]
     # The uint8 pixels determine the float ones, and hash four times faster.
     fp = fingerprint(*(a for pair in parts for a in pair))
-    train, val, test = (Split(to_unit_range(x, 255), torch.from_numpy(y.astype(np.int64)))
-                        for x, y in parts)
+    train, val, test = (Split(to_unit_range(x, 255), torch.from_numpy(y.astype(np.int64))) for x, y in parts)
     return ImageDataset("mnist", train, val, test, num_classes=10, fingerprint=fp)

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
+from gentune.data.base import fingerprint
 from gentune.errors import ChecksumError, DataError
 from gentune.paths import gentune_home
-from gentune.data.base import fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,11 @@ class TextDataset:
         index = {c: i for i, c in enumerate(self.vocab)}
         missing = sorted(set(text) - set(index))
         if missing:
-            raise DataError("the text holds characters outside the dataset's vocabulary",
-                            value="".join(missing)[:20], fix="use characters of the training text")
+            raise DataError(
+                "the text holds characters outside the dataset's vocabulary",
+                value="".join(missing)[:20],
+                fix="use characters of the training text",
+            )
         return torch.tensor([index[c] for c in text], dtype=torch.int64)
 
     def decode(self, ids) -> str:
@@ -88,21 +91,24 @@ def download_text(dest: Path, url: str | None = None, md5: str = MD5, timeout: f
             f.write(r.read())
         got = md5_of(Path(tmp))
         if got != md5:
-            raise ChecksumError(f"the file downloaded from {url} does not match its published MD5 "
-                                f"{md5}", value=got, fix="try again later, or download it yourself "
-                                                         "and pass --data-file FILE")
+            raise ChecksumError(
+                f"the file downloaded from {url} does not match its published MD5 {md5}",
+                value=got,
+                fix="try again later, or download it yourself and pass --data-file FILE",
+            )
         os.replace(tmp, dest)
     except (OSError, HTTPException) as e:
-        raise DataError(f"cannot download tiny-shakespeare from {url}: {e}",
-                        fix=f"check the connection, set {URL_ENV} to a mirror, or pass "
-                            "--data-file FILE with a text file of your own") from None
+        raise DataError(
+            f"cannot download tiny-shakespeare from {url}: {e}",
+            fix=f"check the connection, set {URL_ENV} to a mirror, or pass "
+            "--data-file FILE with a text file of your own",
+        ) from None
     finally:
         Path(tmp).unlink(missing_ok=True)
     return dest
 
 
-def load_text(data_file: str | Path | None = None, *, seed: int = 0,
-              url: str | None = None) -> TextDataset:
+def load_text(data_file: str | Path | None = None, *, seed: int = 0, url: str | None = None) -> TextDataset:
     """The text of `data_file` (UTF-8), or tiny-shakespeare (downloaded once, MD5-checked).
 
     `seed` is accepted for the common loader signature; text splits are contiguous, not shuffled.
@@ -116,22 +122,31 @@ def load_text(data_file: str | Path | None = None, *, seed: int = 0,
     else:
         path = Path(data_file)
         if not path.is_file():
-            raise DataError("the text file does not exist", value=str(path),
-                            fix="pass --data-file with the path of a UTF-8 text file")
+            raise DataError(
+                "the text file does not exist",
+                value=str(path),
+                fix="pass --data-file with the path of a UTF-8 text file",
+            )
         name = path.stem
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise DataError(f"{path.name} is not UTF-8 text ({e.reason} at byte {e.start})",
-                        value=str(path), fix="convert it to UTF-8, e.g. iconv -t utf-8") from None
+        raise DataError(
+            f"{path.name} is not UTF-8 text ({e.reason} at byte {e.start})",
+            value=str(path),
+            fix="convert it to UTF-8, e.g. iconv -t utf-8",
+        ) from None
     if len(text) < MIN_CHARS:
-        raise DataError(f"a text dataset needs at least {MIN_CHARS} characters", value=len(text),
-                        fix="use a longer text file")
+        raise DataError(
+            f"a text dataset needs at least {MIN_CHARS} characters",
+            value=len(text),
+            fix="use a longer text file",
+        )
     vocab = "".join(sorted(set(text)))
     index = {c: i for i, c in enumerate(vocab)}
     ids = torch.tensor([index[c] for c in text], dtype=torch.int64)
     n_val, n_test = int(len(ids) * VAL_FRACTION), int(len(ids) * TEST_FRACTION)
     n_train = len(ids) - n_val - n_test
-    train, val, test = ids[:n_train], ids[n_train:n_train + n_val], ids[n_train + n_val:]
+    train, val, test = ids[:n_train], ids[n_train : n_train + n_val], ids[n_train + n_val :]
     fp = fingerprint(train, val, test, torch.tensor([ord(c) for c in vocab]))
     return TextDataset(name, train, val, test, vocab, fp)

@@ -48,8 +48,18 @@ class Family:
         """The search space used when the user gives none; `kind` is the data's kind."""
         raise NotImplementedError
 
-    def train(self, config, data, *, steps: int | None = None, epochs: float | None = None,
-              seed: int = 0, device: str = "cpu", callback=None, max_seconds: float | None = None):
+    def train(
+        self,
+        config,
+        data,
+        *,
+        steps: int | None = None,
+        epochs: float | None = None,
+        seed: int = 0,
+        device: str = "cpu",
+        callback=None,
+        max_seconds: float | None = None,
+    ):
         """Train and return a result with .model, .losses, .curves, .history, .steps, .seconds,
         .diverged (gentune.train.loop.TrainResult has them all)."""
         raise NotImplementedError
@@ -86,16 +96,20 @@ class Family:
         try:
             model.load_state_dict(payload["state"])
         except RuntimeError as e:
-            raise GentuneError("checkpoint weights do not match its config", value=str(path),
-                               fix="delete it and train again") from e
-        return config, model.to(resolve_device(device)).eval(), {"meta": payload["meta"],
-                                                                 "extra": payload["extra"]}
+            raise GentuneError(
+                "checkpoint weights do not match its config", value=str(path), fix="delete it and train again"
+            ) from e
+        return (
+            config,
+            model.to(resolve_device(device)).eval(),
+            {"meta": payload["meta"], "extra": payload["extra"]},
+        )
 
-    def pick(self, params: dict) -> tuple["Family", dict]:
+    def pick(self, params: dict) -> tuple[Family, dict]:
         """The family a trial's parameters belong to, and its own parameters (AutoFamily splits)."""
         return self, params
 
-    def member(self, name: str | None) -> "Family":
+    def member(self, name: str | None) -> Family:
         """The family called `name` in this search (a queued --confirm re-run names its own)."""
         return self
 
@@ -103,9 +117,12 @@ class Family:
         """A GentuneError when this family cannot model data of `kind`."""
         if kind not in self.data_kinds:
             others = [n for n in BUILTIN if kind in _REGISTRY[n].data_kinds]
-            raise GentuneError(f"the {self.name} family models {' and '.join(self.data_kinds)} data, "
-                               f"but dataset {dataset or kind!r} is {kind}", value=self.name,
-                               fix=f"for {kind} use --model {' or '.join(others) or '(none yet)'}")
+            raise GentuneError(
+                f"the {self.name} family models {' and '.join(self.data_kinds)} data, "
+                f"but dataset {dataset or kind!r} is {kind}",
+                value=self.name,
+                fix=f"for {kind} use --model {' or '.join(others) or '(none yet)'}",
+            )
 
     def objectives(self) -> tuple[str, ...]:
         if "image" not in self.data_kinds:
@@ -126,14 +143,17 @@ class GanMlp(Family):
 
     def default_space(self, kind="image"):
         from gentune.search.defaults import gan_mlp_space
+
         return gan_mlp_space()
 
     def train(self, config, data, **kw):
         from gentune.train.gan import train_gan
+
         return train_gan(config, data, **kw)
 
     def sample(self, model, n, *, seed=0, device="cpu"):
         from gentune.train.gan import sample
+
         return sample(model, n, seed=seed, device=device)
 
     def model_meta(self, model):
@@ -141,10 +161,12 @@ class GanMlp(Family):
 
     def save(self, path, config, model, extra=None):
         from gentune.train.checkpoint import save_checkpoint  # the GAN's own format, readable before families
+
         return save_checkpoint(path, config, model, model.image_shape, extra)
 
     def load(self, path, device="cpu"):
         from gentune.train.checkpoint import load_checkpoint
+
         config, generator, info = load_checkpoint(path, device)
         return config, generator, {"meta": {"image_shape": list(info["image_shape"])}, "extra": info["extra"]}
 
@@ -159,15 +181,18 @@ class DCGAN(GanMlp):
 
     def default_space(self, kind="image"):
         from gentune.search.defaults import dcgan_space
+
         return dcgan_space()
 
     def train(self, config, data, **kw):
         from gentune.models.dcgan import build
         from gentune.train.gan import train_gan
+
         return train_gan(config, data, builder=build, **kw)
 
     def build_model(self, config, meta):
         from gentune.models.dcgan import Generator
+
         return Generator(config, meta["image_shape"])
 
     save, load = Family.save, Family.load
@@ -185,6 +210,7 @@ class _ModuleFamily(Family):
 
     def default_space(self, kind="image"):
         from gentune.search import defaults
+
         return getattr(defaults, f"{self.module}_space")()
 
     def train(self, config, data, **kw):
@@ -219,10 +245,12 @@ class Transformer(_ModuleFamily):
 
     def default_space(self, kind="image"):
         from gentune.search.defaults import transformer_space
+
         return transformer_space(kind)
 
     def build_model(self, config, meta):
         from gentune.models.transformer import build
+
         return build(config, meta)  # text models need the vocabulary too, not just a shape
 
 
@@ -265,7 +293,7 @@ class AutoFamily(Family):
         if name not in self.members:
             raise unknown_choice("model in an auto search", name, self.members)
         prefix = name + "."
-        return self.members[name], {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
+        return self.members[name], {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
 
     def member(self, name):
         if name not in self.members:
@@ -282,12 +310,18 @@ def _prefixed(spec, family: str):
     if not hasattr(spec, "when"):
         return spec  # a fixed value
     when = spec.when or {}
-    return spec.model_copy(update={"when": {"model": [family],
-                                            **{f"{family}.{k}": v for k, v in when.items()}}})
+    return spec.model_copy(
+        update={"when": {"model": [family], **{f"{family}.{k}": v for k, v in when.items()}}}
+    )
 
 
-_REGISTRY: dict[str, type[Family]] = {"gan-mlp": GanMlp, "dcgan": DCGAN, "vae": VAE,
-                                      "transformer": Transformer, "diffusion": Diffusion}
+_REGISTRY: dict[str, type[Family]] = {
+    "gan-mlp": GanMlp,
+    "dcgan": DCGAN,
+    "vae": VAE,
+    "transformer": Transformer,
+    "diffusion": Diffusion,
+}
 BUILTIN = tuple(_REGISTRY)
 MODELS = BUILTIN + ("auto",)
 REQUIRED = ("name", "config_cls", "default_space", "train", "sample")
@@ -313,10 +347,11 @@ def load_family(spec: str) -> Family:
     family = obj() if inspect.isclass(obj) else obj
     missing = [a for a in REQUIRED if getattr(family, a, None) in (None, "", type(None))]
     if missing:
-        raise GentuneError(f"{spec} does not follow the family contract: it lacks "
-                           f"{', '.join(missing)}", value=spec,
-                           fix="subclass gentune.families.Family and fill in those parts "
-                               "(see docs/families.md)")
+        raise GentuneError(
+            f"{spec} does not follow the family contract: it lacks {', '.join(missing)}",
+            value=spec,
+            fix="subclass gentune.families.Family and fill in those parts (see docs/families.md)",
+        )
     return family if isinstance(family, Family) else _Borrowed(family)
 
 
@@ -325,8 +360,20 @@ class _Borrowed(Family):
 
     def __init__(self, inner):
         self.inner = inner
-        for attr in ("name", "config_cls", "data_kinds", "main_loss", "likelihood", "default_steps",
-                     "eval_samples", "train", "sample", "evaluate", "build_model", "model_meta"):
+        for attr in (
+            "name",
+            "config_cls",
+            "data_kinds",
+            "main_loss",
+            "likelihood",
+            "default_steps",
+            "eval_samples",
+            "train",
+            "sample",
+            "evaluate",
+            "build_model",
+            "model_meta",
+        ):
             if hasattr(inner, attr):
                 setattr(self, attr, getattr(inner, attr))
 
@@ -347,9 +394,11 @@ def check_family(model: str, dataset: str, objective: str | None):
     if objective not in OBJECTIVES:
         raise unknown_choice("objective", objective, OBJECTIVES)
     if objective not in family.objectives():
-        raise GentuneError(f"--objective {objective} does not apply to --model {model} on "
-                           f"{kind} data", value=objective,
-                           fix=f"use one of: {', '.join(family.objectives())}")
+        raise GentuneError(
+            f"--objective {objective} does not apply to --model {model} on {kind} data",
+            value=objective,
+            fix=f"use one of: {', '.join(family.objectives())}",
+        )
     return family, kind, objective
 
 
@@ -366,5 +415,5 @@ def default_space(family: Family, kind: str) -> SearchSpace:
 
 
 def data_kind(data) -> str:
-    """"text" for a TextDataset, "image" for an ImageDataset."""
+    """ "text" for a TextDataset, "image" for an ImageDataset."""
     return getattr(data, "kind", "image")

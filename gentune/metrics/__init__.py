@@ -17,7 +17,17 @@ from gentune.metrics.kid import kid
 from gentune.metrics.prdc import RealManifold, precision_recall
 
 __all__ = [
-    "EXTRACTOR_VERSION", "FEATURE_DIM", "Evaluator", "RealManifold", "default_n", "embed",
-    "extractor_path", "frechet_distance", "gaussian_stats", "get_extractor", "kid",
-    "label_coverage", "precision_recall",
+    "EXTRACTOR_VERSION",
+    "FEATURE_DIM",
+    "Evaluator",
+    "RealManifold",
+    "default_n",
+    "embed",
+    "extractor_path",
+    "frechet_distance",
+    "gaussian_stats",
+    "get_extractor",
+    "kid",
+    "label_coverage",
+    "precision_recall",
 ]

@@ -19,5 +19,7 @@ def label_coverage(logits: torch.Tensor, num_classes: int) -> dict:
     p = counts / counts.sum()
     nonzero = p[p > 0]
     entropy = float(-(nonzero * nonzero.log()).sum())
-    return {"label_entropy": entropy + 0.0,  # + 0.0 turns the -0.0 of a single class into 0.0
-            "classes_covered": int((p > COVERED_SHARE).sum())}
+    return {
+        "label_entropy": entropy + 0.0,  # + 0.0 turns the -0.0 of a single class into 0.0
+        "classes_covered": int((p > COVERED_SHARE).sum()),
+    }

@@ -39,8 +39,16 @@ class Evaluator:
     >>> ev.evaluate(samples)["fid"], ev.floor["fid"]   # doctest: +SKIP
     """
 
-    def __init__(self, dataset: ImageDataset, *, n: int | None = None, reference: str = "val",
-                 device="cpu", cache_dir: Path | None = None, seed: int = 0):
+    def __init__(
+        self,
+        dataset: ImageDataset,
+        *,
+        n: int | None = None,
+        reference: str = "val",
+        device="cpu",
+        cache_dir: Path | None = None,
+        seed: int = 0,
+    ):
         self.dataset = dataset
         self.n = n
         self.reference = reference
@@ -48,13 +56,14 @@ class Evaluator:
         self.cache_dir = cache_dir
         self.seed = seed
 
-    def prepare(self) -> "Evaluator":
+    def prepare(self) -> Evaluator:
         """Train or load the extractor, embed the reference split once, compute the floor."""
         if getattr(self, "_prepared", False):
             return self
         self._n = self._checked_n()
-        self._device = resolve_device(self.device) if isinstance(self.device, str) \
-            else torch.device(self.device)
+        self._device = (
+            resolve_device(self.device) if isinstance(self.device, str) else torch.device(self.device)
+        )
         self._model, self._extractor_info = get_extractor(self.dataset, self._device, self.cache_dir)
         self._ref_features, self._ref_cache = self._reference_features()
         self._ref_mu, self._ref_sigma = gaussian_stats(self._ref_features)
@@ -71,7 +80,7 @@ class Evaluator:
         """
         self.prepare()
         images = self._checked_images(images)
-        features, logits = embed(self._model, images[:self._n], self._device)
+        features, logits = embed(self._model, images[: self._n], self._device)
         return self._score(features, logits, keys)
 
     @property
@@ -84,17 +93,26 @@ class Evaluator:
         """What the scores rest on: extractor kind and quality, n, reference split, cache paths."""
         self.prepare()
         ex = self._extractor_info
-        info = {"kind": ex["kind"], "feature_dim": ex["feature_dim"],
-                "test_accuracy": ex.get("test_accuracy"), "n": self._n,
-                "reference": self.reference, "n_ref": len(self._ref_features),
-                "floor_n": self._floor_n, "trust": ex["trust"], "cache_path": ex["path"],
-                "reference_cache_path": str(self._ref_cache),
-                "extractor_version": EXTRACTOR_VERSION}
+        info = {
+            "kind": ex["kind"],
+            "feature_dim": ex["feature_dim"],
+            "test_accuracy": ex.get("test_accuracy"),
+            "n": self._n,
+            "reference": self.reference,
+            "n_ref": len(self._ref_features),
+            "floor_n": self._floor_n,
+            "trust": ex["trust"],
+            "cache_path": ex["path"],
+            "reference_cache_path": str(self._ref_cache),
+            "extractor_version": EXTRACTOR_VERSION,
+        }
         if "reconstruction_mse" in ex:
             info["reconstruction_mse"] = ex["reconstruction_mse"]
         if self._floor_n < self._n:
-            info["floor_note"] = (f"the train split has only {self._floor_n} images, fewer than "
-                                  f"n={self._n}; the floor uses all of them and sits a little high")
+            info["floor_note"] = (
+                f"the train split has only {self._floor_n} images, fewer than "
+                f"n={self._n}; the floor uses all of them and sits a little high"
+            )
         return info
 
     # -- internals ---------------------------------------------------------------------------
@@ -104,30 +122,47 @@ class Evaluator:
             raise unknown_choice("reference split", self.reference, REFERENCE_SPLITS)
         n = default_n(self.dataset) if self.n is None else int(self.n)
         if n <= FEATURE_DIM:
-            raise GentuneError(f"the number of images scored, n, must exceed the feature dimension "
-                               f"{FEATURE_DIM} for FID's covariance to be full rank", value=n,
-                               fix="use n >= 1000 (more images give a lower, steadier FID)")
+            raise GentuneError(
+                f"the number of images scored, n, must exceed the feature dimension "
+                f"{FEATURE_DIM} for FID's covariance to be full rank",
+                value=n,
+                fix="use n >= 1000 (more images give a lower, steadier FID)",
+            )
         n_ref = len(self.dataset.split(self.reference))
         if n_ref <= FEATURE_DIM:
-            raise GentuneError(f"the reference split {self.reference!r} must hold more than "
-                               f"{FEATURE_DIM} images", value=n_ref,
-                               fix="use a larger validation fraction or reference='test'")
+            raise GentuneError(
+                f"the reference split {self.reference!r} must hold more than {FEATURE_DIM} images",
+                value=n_ref,
+                fix="use a larger validation fraction or reference='test'",
+            )
         return n
 
     def _checked_images(self, images) -> torch.Tensor:
-        if not isinstance(images, torch.Tensor) or images.ndim != 4 \
-                or tuple(images.shape[1:]) != tuple(self.dataset.shape):
+        if (
+            not isinstance(images, torch.Tensor)
+            or images.ndim != 4
+            or tuple(images.shape[1:]) != tuple(self.dataset.shape)
+        ):
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-            raise GentuneError(f"generated images must be a tensor (M, C, H, W) with (C, H, W) = "
-                               f"{tuple(self.dataset.shape)}", value=shape,
-                               fix="reshape the generator output to the dataset's image shape")
+            raise GentuneError(
+                f"generated images must be a tensor (M, C, H, W) with (C, H, W) = "
+                f"{tuple(self.dataset.shape)}",
+                value=shape,
+                fix="reshape the generator output to the dataset's image shape",
+            )
         if len(images) < self._n:
-            raise GentuneError(f"evaluate needs at least n = {self._n} images", value=len(images),
-                               fix=f"generate {self._n} images or build the Evaluator with a smaller n")
-        images = images[:self._n].detach()
+            raise GentuneError(
+                f"evaluate needs at least n = {self._n} images",
+                value=len(images),
+                fix=f"generate {self._n} images or build the Evaluator with a smaller n",
+            )
+        images = images[: self._n].detach()
         if not torch.isfinite(images).all():
-            raise GentuneError("generated images contain NaN or infinite values", value="non-finite",
-                               fix="the generator diverged; lower its learning rate or mark the trial failed")
+            raise GentuneError(
+                "generated images contain NaN or infinite values",
+                value="non-finite",
+                fix="the generator diverged; lower its learning rate or mark the trial failed",
+            )
         return images
 
     def _score(self, features: torch.Tensor, logits: torch.Tensor | None, keys=None) -> dict:
@@ -150,7 +185,7 @@ class Evaluator:
     def _compute_floor(self) -> tuple[dict, int]:
         train = self.dataset.train
         gen = torch.Generator().manual_seed(self.seed)
-        idx = torch.randperm(len(train), generator=gen)[:self._n]
+        idx = torch.randperm(len(train), generator=gen)[: self._n]
         features, logits = embed(self._model, train.x[idx], self._device)
         return self._score(features, logits), len(idx)
 

@@ -50,22 +50,31 @@ _INFER_BATCH = 2048
 _CLASSIFIER_TRUST = (
     "features come from a small CNN classifier trained on this dataset's train split; FID and KID "
     "are comparable between runs that share the dataset fingerprint, extractor version and n, but "
-    "not with published Inception-FID numbers")
+    "not with published Inception-FID numbers"
+)
 _AUTOENCODER_TRUST = (
     "features were learned without labels by an autoencoder trained on your own data; FID/KID rank "
     "gross failures (noise, blur, collapse) reliably, but absolute values are not comparable to "
-    "published numbers, and label entropy / class coverage are unavailable")
+    "published numbers, and label entropy / class coverage are unavailable"
+)
 
 
 def _trunk(channels: int) -> nn.Sequential:
     """Conv stack for any (C, H, W): two poolings, then adaptive pooling to a 2x2 grid."""
     return nn.Sequential(
-        nn.Conv2d(channels, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(channels, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
         nn.MaxPool2d(2, ceil_mode=True),
-        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
         nn.MaxPool2d(2, ceil_mode=True),
-        nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
     )
 
 
@@ -125,17 +134,24 @@ class Autoencoder(_Extractor):
         self.expand = nn.Linear(FEATURE_DIM, 64 * self.grid[0] * self.grid[1])
         self.decoder = nn.Sequential(
             nn.ReLU(),
-            nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-            nn.ConvTranspose2d(32, 16, 4, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-            nn.Conv2d(16, c, 3, padding=1), nn.Tanh(),
+            nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1),
+            nn.BatchNorm2d(32),
+            nn.ReLU(),
+            nn.ConvTranspose2d(32, 16, 4, stride=2, padding=1),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+            nn.Conv2d(16, c, 3, padding=1),
+            nn.Tanh(),
         )
 
     def raw_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        raise GentuneError("an autoencoder extractor has no class logits (the data is unlabelled)",
-                           fix="use label metrics only on labelled datasets")
+        raise GentuneError(
+            "an autoencoder extractor has no class logits (the data is unlabelled)",
+            fix="use label metrics only on labelled datasets",
+        )
 
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
         return self.features(x), None
@@ -143,7 +159,7 @@ class Autoencoder(_Extractor):
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         z = self.expand(self.raw_features(x)).view(-1, 64, *self.grid)
         # The decoder doubles the grid twice; crop the few extra rows when H or W is not a multiple of 4.
-        return self.decoder(z)[:, :, :self.shape[1], :self.shape[2]]
+        return self.decoder(z)[:, :, : self.shape[1], : self.shape[2]]
 
     def loss(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return F.mse_loss(self.reconstruct(x), x)
@@ -155,8 +171,9 @@ def extractor_path(dataset: ImageDataset, cache_dir: Path | None = None) -> Path
     return folder / f"{dataset.name}-{dataset.fingerprint}-v{EXTRACTOR_VERSION}.pt"
 
 
-def get_extractor(dataset: ImageDataset, device="cpu",
-                  cache_dir: Path | None = None) -> tuple[nn.Module, dict]:
+def get_extractor(
+    dataset: ImageDataset, device="cpu", cache_dir: Path | None = None
+) -> tuple[nn.Module, dict]:
     """The dataset's extractor in eval mode and its info dict; trained on first use, then loaded.
 
     info holds kind ("classifier" or "autoencoder"), feature_dim, test_accuracy (classifier) or
@@ -174,8 +191,9 @@ def get_extractor(dataset: ImageDataset, device="cpu",
     return model, {**info, "path": str(path), "loaded_from_cache": loaded}
 
 
-def embed(model: nn.Module, images: torch.Tensor,
-          device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor | None]:
+def embed(
+    model: nn.Module, images: torch.Tensor, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Features (N, 64) and logits (N, K) or None, float32 on the CPU, computed in batches."""
     model.eval()
     feats, logits = [], []
@@ -217,9 +235,15 @@ def _train(dataset: ImageDataset, device: torch.device) -> tuple[nn.Module, dict
                 sched.step()
     model.eval()
     model.scale.fill_(_feature_scale(model, x))
-    info = {"kind": model.kind, "feature_dim": FEATURE_DIM, "version": EXTRACTOR_VERSION,
-            "dataset": dataset.name, "fingerprint": dataset.fingerprint, "epochs": epochs,
-            "train_seconds": round(time.perf_counter() - start, 2)}
+    info = {
+        "kind": model.kind,
+        "feature_dim": FEATURE_DIM,
+        "version": EXTRACTOR_VERSION,
+        "dataset": dataset.name,
+        "fingerprint": dataset.fingerprint,
+        "epochs": epochs,
+        "train_seconds": round(time.perf_counter() - start, 2),
+    }
     info.update(_test_quality(model, dataset, device))
     log.info("trained %s extractor for %s: %s", model.kind, dataset.name, info)
     return model, info
@@ -236,15 +260,23 @@ def _test_quality(model: nn.Module, dataset: ImageDataset, device: torch.device)
     """Test accuracy of a classifier, or reconstruction MSE of an autoencoder, on the TEST split."""
     test = dataset.test
     if len(test) == 0:
-        return {"test_accuracy": None, "trust": _CLASSIFIER_TRUST} if dataset.labelled else \
-            {"test_accuracy": None, "reconstruction_mse": None, "trust": _AUTOENCODER_TRUST}
+        return (
+            {"test_accuracy": None, "trust": _CLASSIFIER_TRUST}
+            if dataset.labelled
+            else {"test_accuracy": None, "reconstruction_mse": None, "trust": _AUTOENCODER_TRUST}
+        )
     if dataset.labelled:
         _, logits = embed(model, test.x, device)
         acc = (logits.argmax(1) == test.y).float().mean().item()
         return {"test_accuracy": round(acc, 4), "trust": _CLASSIFIER_TRUST}
     with torch.inference_mode():
-        mse = sum(F.mse_loss(model.reconstruct(c.to(device)), c.to(device), reduction="sum").item()
-                  for c in test.x.split(_INFER_BATCH)) / test.x.numel()
+        mse = (
+            sum(
+                F.mse_loss(model.reconstruct(c.to(device)), c.to(device), reduction="sum").item()
+                for c in test.x.split(_INFER_BATCH)
+            )
+            / test.x.numel()
+        )
     return {"test_accuracy": None, "reconstruction_mse": round(mse, 5), "trust": _AUTOENCODER_TRUST}
 
 

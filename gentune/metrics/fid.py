@@ -27,8 +27,11 @@ def gaussian_stats(features) -> tuple[np.ndarray, np.ndarray]:
     """
     f = torch.as_tensor(features).detach().cpu().double()
     if f.ndim != 2 or f.shape[0] < 2:
-        raise GentuneError("features for Gaussian statistics must be a 2-D array with at least 2 rows",
-                           value=tuple(f.shape), fix="pass an (N, d) array with N > d")
+        raise GentuneError(
+            "features for Gaussian statistics must be a 2-D array with at least 2 rows",
+            value=tuple(f.shape),
+            fix="pass an (N, d) array with N > d",
+        )
     # torch rather than numpy for the product: OpenBLAS threads were 100x slower on a busy 2-core box.
     mu = f.mean(dim=0)
     centred = f - mu
@@ -47,9 +50,11 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     mu1, mu2 = _as_float64(mu1), _as_float64(mu2)
     s1, s2 = _as_float64(sigma1), _as_float64(sigma2)
     if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != mu1.shape * 2:
-        raise GentuneError("means and covariances must share one feature dimension",
-                           value=(mu1.shape, s1.shape, mu2.shape, s2.shape),
-                           fix="compute both statistics with the same feature extractor")
+        raise GentuneError(
+            "means and covariances must share one feature dimension",
+            value=(mu1.shape, s1.shape, mu2.shape, s2.shape),
+            fix="compute both statistics with the same feature extractor",
+        )
     root1 = _sqrt_psd(s1)
     m = root1 @ s2 @ root1
     eig = np.linalg.eigvalsh((m + m.T) / 2.0)

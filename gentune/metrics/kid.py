@@ -29,8 +29,9 @@ def _mmd2_unbiased(x: torch.Tensor, y: torch.Tensor) -> float:
     return float(within - 2.0 * k_xy.sum() / (m * m))
 
 
-def kid(features_a, features_b, *, n_subsets: int = 100, subset_size: int = 1000,
-        seed: int = 0) -> tuple[float, float]:
+def kid(
+    features_a, features_b, *, n_subsets: int = 100, subset_size: int = 1000, seed: int = 0
+) -> tuple[float, float]:
     """Mean and standard deviation of unbiased MMD^2 over `n_subsets` seeded random subsets.
 
     Each subset draws min(subset_size, len(a), len(b)) rows of each set without replacement.
@@ -39,12 +40,16 @@ def kid(features_a, features_b, *, n_subsets: int = 100, subset_size: int = 1000
     b = torch.as_tensor(features_b).detach().cpu().float()
     m = min(subset_size, len(a), len(b))
     if a.ndim != 2 or a.shape[1:] != b.shape[1:] or m < 2 or n_subsets < 1:
-        raise GentuneError("KID needs two (N, d) feature sets of the same d with N >= 2, and "
-                           "n_subsets >= 1", value=(tuple(a.shape), tuple(b.shape), n_subsets),
-                           fix="pass at least two samples per set")
+        raise GentuneError(
+            "KID needs two (N, d) feature sets of the same d with N >= 2, and n_subsets >= 1",
+            value=(tuple(a.shape), tuple(b.shape), n_subsets),
+            fix="pass at least two samples per set",
+        )
     rng = np.random.default_rng(seed)
-    values = np.array([
-        _mmd2_unbiased(a[rng.choice(len(a), m, replace=False)],
-                       b[rng.choice(len(b), m, replace=False)])
-        for _ in range(n_subsets)])
+    values = np.array(
+        [
+            _mmd2_unbiased(a[rng.choice(len(a), m, replace=False)], b[rng.choice(len(b), m, replace=False)])
+            for _ in range(n_subsets)
+        ]
+    )
     return float(values.mean()), float(values.std())

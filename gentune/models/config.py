@@ -42,19 +42,27 @@ class ConfigBase:
         for name in (*self._POSITIVE_INTS, *self._NONNEG_INTS):
             value, low = getattr(self, name), 1 if name in self._POSITIVE_INTS else 0
             if not _is_int(value) or value < low:
-                raise GentuneError(f"{cls}.{name} must be an integer >= {low}", value=value,
-                                   fix=f"set {name} to e.g. {defaults[name]}")
-        for names, ok, rule in ((self._POSITIVE, lambda v: v > 0, "a finite number > 0"),
-                                (self._NONNEG, lambda v: v >= 0, "a finite number >= 0"),
-                                (self._UNIT, lambda v: 0 <= v < 1, "a number in [0, 1)"),
-                                (self._FRACTION, lambda v: 0 <= v <= 1, "a number in [0, 1]")):
+                raise GentuneError(
+                    f"{cls}.{name} must be an integer >= {low}",
+                    value=value,
+                    fix=f"set {name} to e.g. {defaults[name]}",
+                )
+        for names, ok, rule in (
+            (self._POSITIVE, lambda v: v > 0, "a finite number > 0"),
+            (self._NONNEG, lambda v: v >= 0, "a finite number >= 0"),
+            (self._UNIT, lambda v: 0 <= v < 1, "a number in [0, 1)"),
+            (self._FRACTION, lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+        ):
             for name in names:
                 value = getattr(self, name)
                 if value is None and defaults[name] is None:
                     continue  # optional field left unset
                 if not _is_number(value) or not math.isfinite(value) or not ok(value):
-                    raise GentuneError(f"{cls}.{name} must be {rule}", value=value,
-                                       fix=f"set {name} to e.g. {defaults[name]}")
+                    raise GentuneError(
+                        f"{cls}.{name} must be {rule}",
+                        value=value,
+                        fix=f"set {name} to e.g. {defaults[name]}",
+                    )
         for name, choices in self._CHOICES.items():
             if getattr(self, name) not in choices:
                 raise unknown_choice(f"{cls}.{name}", getattr(self, name), choices)
@@ -72,12 +80,17 @@ class ConfigBase:
         """Build a config from a dict; unknown keys are an error (a typo must not pass silently)."""
         valid = [f.name for f in fields(cls)]
         if not isinstance(d, dict):
-            raise GentuneError(f"a {cls.__name__} must be given as a mapping of field to value",
-                               value=type(d).__name__, fix=f"pass a dict with keys from: {', '.join(valid)}")
+            raise GentuneError(
+                f"a {cls.__name__} must be given as a mapping of field to value",
+                value=type(d).__name__,
+                fix=f"pass a dict with keys from: {', '.join(valid)}",
+            )
         unknown = sorted(set(d) - set(valid))
         if unknown:
-            raise GentuneError(f"unknown {cls.__name__} field(s) {', '.join(map(repr, unknown))}",
-                               fix=f"use only these fields: {', '.join(valid)}")
+            raise GentuneError(
+                f"unknown {cls.__name__} field(s) {', '.join(map(repr, unknown))}",
+                fix=f"use only these fields: {', '.join(valid)}",
+            )
         return cls(**d)
 
 

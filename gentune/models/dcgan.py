@@ -61,8 +61,11 @@ class DCGANConfig(ConfigBase):
 def _check_shape(image_shape) -> tuple[int, int, int]:
     shape = tuple(int(s) for s in image_shape)
     if len(shape) != 3 or shape[1] % 4 or shape[2] % 4 or min(shape) < 1:
-        raise GentuneError("the DCGAN needs images (C, H, W) with H and W divisible by 4",
-                           value=shape, fix="use --model gan-mlp for this data, or crop/pad it")
+        raise GentuneError(
+            "the DCGAN needs images (C, H, W) with H and W divisible by 4",
+            value=shape,
+            fix="use --model gan-mlp for this data, or crop/pad it",
+        )
     return shape
 
 
@@ -76,9 +79,15 @@ class Generator(nn.Module):
         norm = (lambda n: nn.BatchNorm2d(n)) if config.batch_norm else (lambda n: nn.Identity())
         self.model = nn.Sequential(
             nn.Linear(config.latent_dim, 2 * ch * (h // 4) * (w // 4)),
-            nn.Unflatten(1, (2 * ch, h // 4, w // 4)), norm(2 * ch), nn.ReLU(),
-            nn.ConvTranspose2d(2 * ch, ch, 4, 2, 1), norm(ch), nn.ReLU(),
-            nn.ConvTranspose2d(ch, c, 4, 2, 1), nn.Tanh())
+            nn.Unflatten(1, (2 * ch, h // 4, w // 4)),
+            norm(2 * ch),
+            nn.ReLU(),
+            nn.ConvTranspose2d(2 * ch, ch, 4, 2, 1),
+            norm(ch),
+            nn.ReLU(),
+            nn.ConvTranspose2d(ch, c, 4, 2, 1),
+            nn.Tanh(),
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.model(z)
@@ -95,9 +104,13 @@ class Discriminator(nn.Module):
         ch = config.width
         sn = _sn if config.spectral_norm else (lambda m: m)
         self.model = nn.Sequential(
-            sn(nn.Conv2d(c, ch, 4, 2, 1)), nn.LeakyReLU(0.2),
-            sn(nn.Conv2d(ch, 2 * ch, 4, 2, 1)), nn.LeakyReLU(0.2),
-            nn.Flatten(), sn(nn.Linear(2 * ch * (h // 4) * (w // 4), 1)))
+            sn(nn.Conv2d(c, ch, 4, 2, 1)),
+            nn.LeakyReLU(0.2),
+            sn(nn.Conv2d(ch, 2 * ch, 4, 2, 1)),
+            nn.LeakyReLU(0.2),
+            nn.Flatten(),
+            sn(nn.Linear(2 * ch * (h // 4) * (w // 4), 1)),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)

@@ -59,9 +59,11 @@ class DiffusionConfig(ConfigBase):
 
     def check(self) -> None:
         if self.timesteps < 2 or self.sample_steps > self.timesteps:
-            raise GentuneError("DiffusionConfig needs timesteps >= 2 and sample_steps <= timesteps",
-                               value={"timesteps": self.timesteps, "sample_steps": self.sample_steps},
-                               fix="e.g. timesteps 200 with sample_steps 0 (all) or 50")
+            raise GentuneError(
+                "DiffusionConfig needs timesteps >= 2 and sample_steps <= timesteps",
+                value={"timesteps": self.timesteps, "sample_steps": self.sample_steps},
+                fix="e.g. timesteps 200 with sample_steps 0 (all) or 50",
+            )
 
 
 def alpha_bars(config: DiffusionConfig) -> torch.Tensor:
@@ -124,16 +126,23 @@ class TinyUNet(nn.Module):
         super().__init__()
         c, h, w = image_shape
         if h % 2 or w % 2:
-            raise GentuneError("the diffusion U-Net needs an even image height and width",
-                               value=(h, w), fix="use arch='mlp' for this data")
+            raise GentuneError(
+                "the diffusion U-Net needs an even image height and width",
+                value=(h, w),
+                fix="use arch='mlp' for this data",
+            )
         ch, self.t_dim = config.channels, 4 * config.channels
         self.temb = nn.Sequential(nn.Linear(ch, self.t_dim), nn.SiLU(), nn.Linear(self.t_dim, self.t_dim))
         self.inp = nn.Conv2d(c, ch, 3, padding=1)
         self.down = nn.ModuleList(ResBlock(ch, ch, self.t_dim) for _ in range(config.depth))
         self.pool = nn.Conv2d(ch, 2 * ch, 3, stride=2, padding=1)
         self.mid = nn.ModuleList(ResBlock(2 * ch, 2 * ch, self.t_dim) for _ in range(config.depth))
-        self.upconv = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(2 * ch, ch, 3, padding=1))
-        self.up = nn.ModuleList(ResBlock(2 * ch if i == 0 else ch, ch, self.t_dim) for i in range(config.depth))
+        self.upconv = nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(2 * ch, ch, 3, padding=1)
+        )
+        self.up = nn.ModuleList(
+            ResBlock(2 * ch if i == 0 else ch, ch, self.t_dim) for i in range(config.depth)
+        )
         self.out = nn.Sequential(nn.GroupNorm(min(8, ch), ch), nn.SiLU(), nn.Conv2d(ch, c, 3, padding=1))
         self.width = ch
 

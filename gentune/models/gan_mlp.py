@@ -65,9 +65,11 @@ class GANConfig:
         for name in ("latent_dim", "width", "depth", "batch_size", "d_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise GentuneError(f"GANConfig.{name} must be an integer >= 1", value=value,
-                                   fix=f"set {name} to a positive integer, e.g. "
-                                       f"{_DEFAULTS[name]}")
+                raise GentuneError(
+                    f"GANConfig.{name} must be an integer >= 1",
+                    value=value,
+                    fix=f"set {name} to a positive integer, e.g. {_DEFAULTS[name]}",
+                )
         if self.optimizer not in OPTIMIZERS:
             raise unknown_choice("GANConfig.optimizer", self.optimizer, OPTIMIZERS)
         if self.d_output not in D_OUTPUTS:
@@ -77,17 +79,26 @@ class GANConfig:
             if value is None and name == "lr_d":
                 continue
             if not _is_number(value) or not math.isfinite(value) or value <= 0:
-                raise GentuneError(f"GANConfig.{name} must be a finite number > 0", value=value,
-                                   fix=f"set {name} to a learning rate such as 2e-4"
-                                       + (" or to None to reuse lr" if name == "lr_d" else ""))
+                raise GentuneError(
+                    f"GANConfig.{name} must be a finite number > 0",
+                    value=value,
+                    fix=f"set {name} to a learning rate such as 2e-4"
+                    + (" or to None to reuse lr" if name == "lr_d" else ""),
+                )
         for name in ("beta1", "beta2", "momentum"):
             value = getattr(self, name)
             if not _is_number(value) or not 0.0 <= value < 1.0:
-                raise GentuneError(f"GANConfig.{name} must be a number in [0, 1)", value=value,
-                                   fix=f"set {name} in [0, 1), e.g. {_DEFAULTS[name]}")
+                raise GentuneError(
+                    f"GANConfig.{name} must be a number in [0, 1)",
+                    value=value,
+                    fix=f"set {name} in [0, 1), e.g. {_DEFAULTS[name]}",
+                )
         if not _is_number(self.weight_decay) or not 0.0 <= self.weight_decay < math.inf:
-            raise GentuneError("GANConfig.weight_decay must be a finite number >= 0",
-                               value=self.weight_decay, fix="set weight_decay to 0.0 or e.g. 1e-5")
+            raise GentuneError(
+                "GANConfig.weight_decay must be a finite number >= 0",
+                value=self.weight_decay,
+                fix="set weight_decay to 0.0 or e.g. 1e-5",
+            )
 
     @property
     def d_lr(self) -> float:
@@ -103,13 +114,17 @@ class GANConfig:
         """Build a config from a dict; unknown keys are an error (a typo must not pass silently)."""
         valid = [f.name for f in fields(cls)]
         if not isinstance(d, dict):
-            raise GentuneError("a GANConfig must be given as a mapping of field to value",
-                               value=type(d).__name__, fix=f"pass a dict with keys from: "
-                                                           f"{', '.join(valid)}")
+            raise GentuneError(
+                "a GANConfig must be given as a mapping of field to value",
+                value=type(d).__name__,
+                fix=f"pass a dict with keys from: {', '.join(valid)}",
+            )
         unknown = sorted(set(d) - set(valid))
         if unknown:
-            raise GentuneError(f"unknown GANConfig field(s) {', '.join(map(repr, unknown))}",
-                               fix=f"use only these fields: {', '.join(valid)}")
+            raise GentuneError(
+                f"unknown GANConfig field(s) {', '.join(map(repr, unknown))}",
+                fix=f"use only these fields: {', '.join(valid)}",
+            )
         return cls(**d)
 
 
@@ -121,7 +136,7 @@ def _is_number(value) -> bool:
 
 
 def _hidden_widths(config: GANConfig) -> list[int]:
-    return [config.width * 2 ** i for i in range(config.depth)]
+    return [config.width * 2**i for i in range(config.depth)]
 
 
 class Generator(nn.Module):
@@ -166,6 +181,9 @@ class Discriminator(nn.Module):
 def build(config: GANConfig, image_shape: tuple[int, int, int]) -> tuple[Generator, Discriminator]:
     """A freshly initialised (generator, discriminator) pair for images of shape (C, H, W)."""
     if len(image_shape) != 3 or any(int(s) < 1 for s in image_shape):
-        raise GentuneError("image_shape must be (C, H, W) with positive sizes",
-                           value=tuple(image_shape), fix="pass ImageDataset.shape")
+        raise GentuneError(
+            "image_shape must be (C, H, W) with positive sizes",
+            value=tuple(image_shape),
+            fix="pass ImageDataset.shape",
+        )
     return Generator(config, image_shape), Discriminator(config, image_shape)

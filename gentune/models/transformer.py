@@ -59,13 +59,17 @@ class TransformerConfig(ConfigBase):
 
     def check(self) -> None:
         if self.d_model % self.n_head:
-            raise GentuneError("TransformerConfig.d_model must be a multiple of n_head",
-                               value={"d_model": self.d_model, "n_head": self.n_head},
-                               fix="e.g. d_model 128 with n_head 4")
-        if not isinstance(self.levels, int) or isinstance(self.levels, bool) \
-                or not 2 <= self.levels <= 256:
-            raise GentuneError("TransformerConfig.levels must be an integer in [2, 256]",
-                               value=self.levels, fix="use 16 (or 256 for exact 8-bit pixels)")
+            raise GentuneError(
+                "TransformerConfig.d_model must be a multiple of n_head",
+                value={"d_model": self.d_model, "n_head": self.n_head},
+                fix="e.g. d_model 128 with n_head 4",
+            )
+        if not isinstance(self.levels, int) or isinstance(self.levels, bool) or not 2 <= self.levels <= 256:
+            raise GentuneError(
+                "TransformerConfig.levels must be an integer in [2, 256]",
+                value=self.levels,
+                fix="use 16 (or 256 for exact 8-bit pixels)",
+            )
 
 
 class Attention(nn.Module):
@@ -78,13 +82,15 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: tuple | None = None):
         b, t, d = x.shape
-        q, k, v = (y.view(b, t, self.heads, d // self.heads).transpose(1, 2)
-                   for y in self.qkv(x).split(d, dim=2))
+        q, k, v = (
+            y.view(b, t, self.heads, d // self.heads).transpose(1, 2) for y in self.qkv(x).split(d, dim=2)
+        )
         if cache is not None:
             k, v = torch.cat([cache[0], k], 2), torch.cat([cache[1], v], 2)
         # With a cache, new queries come one at a time and may see every cached key.
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=cache is None and t > 1,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=cache is None and t > 1, dropout_p=self.dropout if self.training else 0.0
+        )
         return self.proj(y.transpose(1, 2).reshape(b, t, d)), (k, v)
 
 
@@ -147,9 +153,14 @@ def image_meta(config: TransformerConfig, image_shape: tuple[int, int, int]) -> 
     c, h, w = (int(s) for s in image_shape)
     side = config.max_side or max(h, w)
     size = (min(h, side), min(w, side))
-    return {"kind": "image", "image_shape": [c, h, w], "token_shape": [c, *size],
-            "levels": config.levels, "vocab_size": config.levels + 1,  # + the start token
-            "max_len": c * size[0] * size[1]}
+    return {
+        "kind": "image",
+        "image_shape": [c, h, w],
+        "token_shape": [c, *size],
+        "levels": config.levels,
+        "vocab_size": config.levels + 1,  # + the start token
+        "max_len": c * size[0] * size[1],
+    }
 
 
 def text_meta(config: TransformerConfig, vocab: str) -> dict:

@@ -85,20 +85,34 @@ class VAE(nn.Module):
         d, z2 = c * h * w, 2 * config.latent_dim
         if config.arch == "mlp":
             self.enc = nn.Sequential(nn.Flatten(), _mlp(d, config.width, config.depth, z2, config.dropout))
-            self.dec = nn.Sequential(_mlp(config.latent_dim, config.width, config.depth, d,
-                                          config.dropout), nn.Unflatten(1, self.image_shape))
+            self.dec = nn.Sequential(
+                _mlp(config.latent_dim, config.width, config.depth, d, config.dropout),
+                nn.Unflatten(1, self.image_shape),
+            )
         else:
             if h % 4 or w % 4:
-                raise GentuneError("the conv VAE needs an image height and width divisible by 4",
-                                   value=(h, w), fix="use arch='mlp' for this data")
+                raise GentuneError(
+                    "the conv VAE needs an image height and width divisible by 4",
+                    value=(h, w),
+                    fix="use arch='mlp' for this data",
+                )
             ch, flat = config.channels, 2 * config.channels * (h // 4) * (w // 4)
             self.enc = nn.Sequential(
-                nn.Conv2d(c, ch, 4, 2, 1), nn.ReLU(), nn.Conv2d(ch, 2 * ch, 4, 2, 1), nn.ReLU(),
-                nn.Flatten(), nn.Linear(flat, z2))
+                nn.Conv2d(c, ch, 4, 2, 1),
+                nn.ReLU(),
+                nn.Conv2d(ch, 2 * ch, 4, 2, 1),
+                nn.ReLU(),
+                nn.Flatten(),
+                nn.Linear(flat, z2),
+            )
             self.dec = nn.Sequential(
-                nn.Linear(config.latent_dim, flat), nn.ReLU(),
+                nn.Linear(config.latent_dim, flat),
+                nn.ReLU(),
                 nn.Unflatten(1, (2 * ch, h // 4, w // 4)),
-                nn.ConvTranspose2d(2 * ch, ch, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(ch, c, 4, 2, 1))
+                nn.ConvTranspose2d(2 * ch, ch, 4, 2, 1),
+                nn.ReLU(),
+                nn.ConvTranspose2d(ch, c, 4, 2, 1),
+            )
         # The Gaussian decoder's log-scale, shared by all pixels; unused by the Bernoulli one.
         self.log_scale = nn.Parameter(torch.zeros(()))
 

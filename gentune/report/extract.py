@@ -83,18 +83,23 @@ def open_study(storage: str, study_name: str) -> optuna.Study:
 
     if "://" not in storage and not storage.endswith(".log"):
         storage = f"sqlite:///{Path(storage)}"
-    if storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///"):]).is_file():
+    if storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///") :]).is_file():
         # RDBStorage would silently create an empty database here.
-        raise StudyError("the study storage does not exist", value=storage,
-                         fix="pass the storage the study was run with, e.g. "
-                             "sqlite:///runs/<study>/study.db")
+        raise StudyError(
+            "the study storage does not exist",
+            value=storage,
+            fix="pass the storage the study was run with, e.g. sqlite:///runs/<study>/study.db",
+        )
     store = make_storage(storage)
     try:
         return optuna.load_study(study_name=study_name, storage=store)
     except KeyError:
         names = ", ".join(optuna.get_all_study_names(store)) or "none"
-        raise StudyError(f"no study of that name in {storage}; studies there: {names}",
-                         value=study_name, fix="pass one of the listed study names") from None
+        raise StudyError(
+            f"no study of that name in {storage}; studies there: {names}",
+            value=study_name,
+            fix="pass one of the listed study names",
+        ) from None
 
 
 def clean_png(b64) -> str | None:
@@ -140,21 +145,33 @@ def _loss_curves(raw) -> list[dict]:
 def _trial_info(t: FrozenTrial) -> TrialInfo:
     a = t.user_attrs
     duration = t.duration.total_seconds() if t.duration is not None else None
-    curve = sorted((int(s), float(v)) for s, v in t.intermediate_values.items()
-                   if v is not None and math.isfinite(v))
+    curve = sorted(
+        (int(s), float(v)) for s, v in t.intermediate_values.items() if v is not None and math.isfinite(v)
+    )
     texts = a.get("text_samples")
     return TrialInfo(
-        number=t.number, state=t.state.name,
+        number=t.number,
+        state=t.state.name,
         values=tuple(t.values) if t.values else None,
-        params=dict(t.params), metrics=_dict(a.get("metrics")), config=_dict(a.get("config")),
+        params=dict(t.params),
+        metrics=_dict(a.get("metrics")),
+        config=_dict(a.get("config")),
         prune_reason=_text(a.get("prune_reason")) if t.state == TrialState.PRUNED else None,
-        error=_text(a.get("error")), interrupted=bool(a.get("interrupted")),
-        duration_s=duration, train_seconds=a.get("train_seconds"), worker=_text(a.get("worker")), device=_text(a.get("device")),
-        start=t.datetime_start, end=t.datetime_complete, curve=curve,
+        error=_text(a.get("error")),
+        interrupted=bool(a.get("interrupted")),
+        duration_s=duration,
+        train_seconds=a.get("train_seconds"),
+        worker=_text(a.get("worker")),
+        device=_text(a.get("device")),
+        start=t.datetime_start,
+        end=t.datetime_complete,
+        curve=curve,
         samples_png=clean_png(a.get("samples_png")),
         samples_progress=_progress(a.get("samples_progress")),
         text_samples=[str(s) for s in texts] if isinstance(texts, list) else [],
-        loss_curves=_loss_curves(a.get("loss_curves")), overfitting=a.get("overfitting") is True)
+        loss_curves=_loss_curves(a.get("loss_curves")),
+        overfitting=a.get("overfitting") is True,
+    )
 
 
 def _objective_names(study: optuna.Study, gentune: dict) -> tuple[str, ...]:
@@ -177,10 +194,13 @@ def extract_study(study: optuna.Study) -> StudyInfo:
         name=study.study_name,
         directions=tuple(d.name.lower() for d in study.directions),
         objective_names=_objective_names(study, gentune),
-        gentune=gentune, command=_text(attrs.get("command")),
-        floor=_dict(attrs.get("floor")), extractor=_dict(attrs.get("extractor")),
+        gentune=gentune,
+        command=_text(attrs.get("command")),
+        floor=_dict(attrs.get("floor")),
+        extractor=_dict(attrs.get("extractor")),
         real_png=clean_png(attrs.get("real_png")),
-        trials=tuple(_trial_info(t) for t in study.get_trials(deepcopy=False)))
+        trials=tuple(_trial_info(t) for t in study.get_trials(deepcopy=False)),
+    )
 
 
 def state_counts(info: StudyInfo) -> dict:
@@ -191,20 +211,24 @@ def state_counts(info: StudyInfo) -> dict:
             reason = t.prune_reason or "pruned"
             pruned[reason] = pruned.get(reason, 0) + 1
     count = lambda pred: sum(1 for t in info.trials if pred(t))  # noqa: E731
-    return {"total": len(info.trials),
-            "completed": count(lambda t: t.state == "COMPLETE"),
-            "pruned": dict(sorted(pruned.items(), key=lambda kv: -kv[1])),
-            "failed": count(lambda t: t.state == "FAIL" and not t.interrupted),
-            "interrupted": count(lambda t: t.state == "FAIL" and t.interrupted),
-            "running": count(lambda t: t.state in ("RUNNING", "WAITING"))}
+    return {
+        "total": len(info.trials),
+        "completed": count(lambda t: t.state == "COMPLETE"),
+        "pruned": dict(sorted(pruned.items(), key=lambda kv: -kv[1])),
+        "failed": count(lambda t: t.state == "FAIL" and not t.interrupted),
+        "interrupted": count(lambda t: t.state == "FAIL" and t.interrupted),
+        "running": count(lambda t: t.state in ("RUNNING", "WAITING")),
+    }
 
 
 def compute_totals(info: StudyInfo) -> dict:
     """Summed wall time of finished trials, summed training time, and the workers used."""
-    return {"wall_seconds": sum(t.duration_s or 0.0 for t in info.trials),
-            "train_seconds": sum(float(t.train_seconds or 0.0) for t in info.trials),
-            "workers": sorted({t.worker for t in info.trials if t.worker}),
-            "devices": sorted({t.device for t in info.trials if t.device})}
+    return {
+        "wall_seconds": sum(t.duration_s or 0.0 for t in info.trials),
+        "train_seconds": sum(float(t.train_seconds or 0.0) for t in info.trials),
+        "workers": sorted({t.worker for t in info.trials if t.worker}),
+        "devices": sorted({t.device for t in info.trials if t.device}),
+    }
 
 
 def _dominates(a: tuple, b: tuple, signs: tuple) -> bool:

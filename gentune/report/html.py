@@ -16,8 +16,14 @@ from string import Template
 
 import plotly.offline
 
-from gentune.report.extract import (KEY_METRICS, StudyInfo, TrialInfo, best_trials, compute_totals,
-                                    state_counts)
+from gentune.report.extract import (
+    KEY_METRICS,
+    StudyInfo,
+    TrialInfo,
+    best_trials,
+    compute_totals,
+    state_counts,
+)
 from gentune.report.plots import Panel
 
 SECTIONS = ("Summary", "Plots", "Samples", "Trials")
@@ -42,8 +48,13 @@ def _duration(seconds: float) -> str:
 
 def script_json(text: str) -> str:
     """JSON text made safe inside <script>: no '<' can close the element or open a comment."""
-    return (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+    return (
+        text.replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )
 
 
 def _kv(rows: list[tuple[str, str]]) -> str:
@@ -65,9 +76,13 @@ def _best_card(info: StudyInfo, best: list[TrialInfo]) -> str:
         return _card("Best configuration", '<p class="note">No completed trial yet.</p>')
     top = best[0]
     config = {**top.params, **top.config}  # tuned parameters first; the frozen config wins
-    rows = [(f'<span class="tuned">{_e(k)}</span>' if k in top.params else _e(k),
-             f'<span class="tuned">{_e(_fmt(v))}</span>' if k in top.params else _e(_fmt(v)))
-            for k, v in config.items()]
+    rows = [
+        (
+            f'<span class="tuned">{_e(k)}</span>' if k in top.params else _e(k),
+            f'<span class="tuned">{_e(_fmt(v))}</span>' if k in top.params else _e(_fmt(v)),
+        )
+        for k, v in config.items()
+    ]
     lead = f'<p class="big">{_values_text(info, top)}</p><p>Trial #{top.number}'
     if len(info.directions) > 1:
         lead += f" (best {_e(info.objective_names[0])} of {len(best)} trials on the Pareto front)"
@@ -83,18 +98,25 @@ def _metrics_card(info: StudyInfo, best: list[TrialInfo]) -> str:
     if not keys:
         return _card("Metrics", '<p class="note">No metrics stored.</p>')
     head = '<tr><th>metric</th><th class="num">best trial</th><th class="num">floor</th></tr>'
-    body = "".join(f'<tr><td>{_e(k)}</td><td class="num">{_e(_fmt(metrics.get(k, "–")))}</td>'
-                   f'<td class="num">{_e(_fmt(info.floor.get(k, "–")))}</td></tr>' for k in keys)
-    note = (f'<p class="note">N = {_e(n)} generated samples per evaluation. The floor is N real '
-            "training images scored the same way: the best a model can be expected to reach.</p>")
+    body = "".join(
+        f'<tr><td>{_e(k)}</td><td class="num">{_e(_fmt(metrics.get(k, "–")))}</td>'
+        f'<td class="num">{_e(_fmt(info.floor.get(k, "–")))}</td></tr>'
+        for k in keys
+    )
+    note = (
+        f'<p class="note">N = {_e(n)} generated samples per evaluation. The floor is N real '
+        "training images scored the same way: the best a model can be expected to reach.</p>"
+    )
     return _card(f"Metrics (N = {_e(n)})", f'<table class="kv">{head}{body}</table>{note}')
 
 
 def _trials_card(info: StudyInfo) -> str:
     c = state_counts(info)
     rows = [("completed", str(c["completed"]))]
-    rows += [("pruned by the pruner" if reason == "pruned" else f"pruned: {_e(reason)}", str(n))
-             for reason, n in c["pruned"].items()]
+    rows += [
+        ("pruned by the pruner" if reason == "pruned" else f"pruned: {_e(reason)}", str(n))
+        for reason, n in c["pruned"].items()
+    ]
     rows.append(("failed", str(c["failed"])))
     rows += [(key, str(c[key])) for key in ("interrupted", "running") if c[key]]
     return _card("Trials", f'<p class="big">{c["total"]} trials</p>' + _kv(rows))
@@ -102,10 +124,12 @@ def _trials_card(info: StudyInfo) -> str:
 
 def _compute_card(info: StudyInfo) -> str:
     t = compute_totals(info)
-    rows = [("wall time (sum of trials)", _duration(t["wall_seconds"])),
-            ("training time", _duration(t["train_seconds"])),
-            ("workers", _e(", ".join(t["workers"]) or "unknown")),
-            ("device", _e(", ".join(t["devices"]) or "unknown"))]
+    rows = [
+        ("wall time (sum of trials)", _duration(t["wall_seconds"])),
+        ("training time", _duration(t["train_seconds"])),
+        ("workers", _e(", ".join(t["workers"]) or "unknown")),
+        ("device", _e(", ".join(t["devices"]) or "unknown")),
+    ]
     return _card("Compute", f'<p class="big">{_duration(t["wall_seconds"])}</p>' + _kv(rows))
 
 
@@ -113,11 +137,20 @@ def _extractor_card(info: StudyInfo) -> str:
     x = info.extractor
     if not x:
         return _card("Feature extractor", '<p class="note">No extractor information stored.</p>')
-    labels = {"kind": "kind", "feature_dim": "feature dim", "test_accuracy": "test accuracy",
-              "n": "n", "reference": "reference", "n_ref": "reference N"}
+    labels = {
+        "kind": "kind",
+        "feature_dim": "feature dim",
+        "test_accuracy": "test accuracy",
+        "n": "n",
+        "reference": "reference",
+        "n_ref": "reference N",
+    }
     percent = lambda key: key == "test_accuracy" and isinstance(x[key], float)  # noqa: E731
-    rows = [(label, _e(f"{x[key]:.2%}" if percent(key) else _fmt(x[key])))
-            for key, label in labels.items() if key in x]
+    rows = [
+        (label, _e(f"{x[key]:.2%}" if percent(key) else _fmt(x[key])))
+        for key, label in labels.items()
+        if key in x
+    ]
     trust = f'<p class="note">{_e(x["trust"])}</p>' if x.get("trust") else ""
     return _card("Feature extractor", _kv(rows) + trust)
 
@@ -125,21 +158,37 @@ def _extractor_card(info: StudyInfo) -> str:
 def _study_card(info: StudyInfo) -> str:
     g = info.gentune
     objective = ", ".join(f"{n} ({d})" for n, d in zip(info.objective_names, info.directions))
-    rows = [(label, _e(json.dumps(g[key]) if isinstance(g[key], (dict, list)) else g[key]))
-            for key, label in (("model", "model"), ("dataset", "dataset"),
-                               ("strategy", "strategy"), ("budget", "budget"), ("seed", "seed"),
-                               ("version", "gentune version")) if key in g]
+    rows = [
+        (label, _e(json.dumps(g[key]) if isinstance(g[key], (dict, list)) else g[key]))
+        for key, label in (
+            ("model", "model"),
+            ("dataset", "dataset"),
+            ("strategy", "strategy"),
+            ("budget", "budget"),
+            ("seed", "seed"),
+            ("version", "gentune version"),
+        )
+        if key in g
+    ]
     rows.insert(0, ("objective", _e(objective)))
-    command = (f"<pre>{_e(info.command)}</pre>" if info.command
-               else '<p class="note">The command was not stored.</p>')
+    command = (
+        f"<pre>{_e(info.command)}</pre>"
+        if info.command
+        else '<p class="note">The command was not stored.</p>'
+    )
     return _card("Study and command", _kv(rows) + "<p>Command that ran the study:</p>" + command)
 
 
 def _summary(info: StudyInfo, best: list[TrialInfo]) -> str:
-    cards = [_best_card(info, best), _metrics_card(info, best), _trials_card(info),
-             _compute_card(info), _extractor_card(info), _study_card(info)]
-    return '<section id="summary"><h2>Summary</h2><div class="cards">' + "".join(cards) + \
-        "</div></section>"
+    cards = [
+        _best_card(info, best),
+        _metrics_card(info, best),
+        _trials_card(info),
+        _compute_card(info),
+        _extractor_card(info),
+        _study_card(info),
+    ]
+    return '<section id="summary"><h2>Summary</h2><div class="cards">' + "".join(cards) + "</div></section>"
 
 
 def _plots(panels: list[Panel]) -> tuple[str, str]:
@@ -155,12 +204,14 @@ def _plots(panels: list[Panel]) -> tuple[str, str]:
             inner = f'<div class="plot" id="plot-{p.key}" style="height: {height}px"></div>'
             cards.append(_card(_e(p.title), inner, wide=p.wide))
             figures.append(f'"plot-{p.key}": {p.figure.to_json()}')
-    skipped = "".join(f"<li><b>{_e(p.title)}</b>: <span class=\"note\">{_e(p.note)}</span></li>"
-                      for p in panels if p.figure is None)
+    skipped = "".join(
+        f'<li><b>{_e(p.title)}</b>: <span class="note">{_e(p.note)}</span></li>'
+        for p in panels
+        if p.figure is None
+    )
     if skipped:
         cards.append(_card("Plots not drawn", f'<ul class="skipped">{skipped}</ul>', wide=True))
-    html = '<section id="plots"><h2>Plots</h2><div class="plots">' + "".join(cards) + \
-        "</div></section>"
+    html = '<section id="plots"><h2>Plots</h2><div class="plots">' + "".join(cards) + "</div></section>"
     return html, script_json("{" + ",".join(figures) + "}")
 
 
@@ -168,34 +219,51 @@ def _img(b64: str | None, caption: str, alt: str) -> str:
     """A figure with an inline PNG (extract.clean_png has checked it), or nothing."""
     if not b64:
         return ""
-    return (f'<figure><img src="data:image/png;base64,{_e(b64)}" alt="{alt}">'
-            f"<figcaption>{caption}</figcaption></figure>")
+    return (
+        f'<figure><img src="data:image/png;base64,{_e(b64)}" alt="{alt}">'
+        f"<figcaption>{caption}</figcaption></figure>"
+    )
 
 
 def _samples(info: StudyInfo, best: list[TrialInfo]) -> str:
     top = best[:4]
     grids = [_img(info.real_png, "real data (reference split)", "real images")]
-    grids += [_img(t.samples_png, f"trial #{t.number}: {_values_text(info, t)}",
-                   f"samples of trial {t.number}") for t in top]
+    grids += [
+        _img(t.samples_png, f"trial #{t.number}: {_values_text(info, t)}", f"samples of trial {t.number}")
+        for t in top
+    ]
     parts = []
     if any(grids[1:]):
-        parts.append(_card("Best trials next to real data",
-                           '<div class="gallery">' + "".join(grids) + "</div>", wide=True))
+        parts.append(
+            _card(
+                "Best trials next to real data",
+                '<div class="gallery">' + "".join(grids) + "</div>",
+                wide=True,
+            )
+        )
     if top and top[0].samples_progress:
-        strip = "".join(_img(png, f"step {step}", f"samples at step {step}")
-                        for step, png in top[0].samples_progress)
-        parts.append(_card(f"Trial #{top[0].number} during training",
-                           f'<div class="gallery strip">{strip}</div>', wide=True))
-    texts = "".join(f"<h4>Trial #{t.number}</h4>" + "".join(f"<pre>{_e(s)}</pre>"
-                                                           for s in t.text_samples)
-                    for t in top[:2] if t.text_samples)
+        strip = "".join(
+            _img(png, f"step {step}", f"samples at step {step}") for step, png in top[0].samples_progress
+        )
+        parts.append(
+            _card(
+                f"Trial #{top[0].number} during training",
+                f'<div class="gallery strip">{strip}</div>',
+                wide=True,
+            )
+        )
+    texts = "".join(
+        f"<h4>Trial #{t.number}</h4>" + "".join(f"<pre>{_e(s)}</pre>" for s in t.text_samples)
+        for t in top[:2]
+        if t.text_samples
+    )
     if texts:
         parts.append(_card("Text samples", texts, wide=True))
     if not parts:
-        parts.append('<p class="note">No samples stored: no completed trial has a sample grid '
-                     "or text samples.</p>")
-    return '<section id="samples"><h2>Samples</h2><div class="cards">' + "".join(parts) + \
-        "</div></section>"
+        parts.append(
+            '<p class="note">No samples stored: no completed trial has a sample grid or text samples.</p>'
+        )
+    return '<section id="samples"><h2>Samples</h2><div class="cards">' + "".join(parts) + "</div></section>"
 
 
 def _cell(value, numeric: bool = False) -> str:
@@ -205,41 +273,51 @@ def _cell(value, numeric: bool = False) -> str:
     return f"<td{attrs}>{_e(_fmt(value))}</td>"
 
 
-def _trial_row(info: StudyInfo, t: TrialInfo, params: list[str], metrics: list[str],
-               best_number: int | None) -> str:
+def _trial_row(
+    info: StudyInfo, t: TrialInfo, params: list[str], metrics: list[str], best_number: int | None
+) -> str:
     values = list(t.values) if t.values else [None] * len(info.objective_names)
     note = t.prune_reason or ("interrupted" if t.interrupted else t.error) or ""
-    cells = [_cell(t.number, True),
-             f'<td data-v="{_e(t.state)}"><span class="state state-{_e(t.state.lower())}">'
-             f"{_e(t.state.lower())}</span></td>"]
+    cells = [
+        _cell(t.number, True),
+        f'<td data-v="{_e(t.state)}"><span class="state state-{_e(t.state.lower())}">'
+        f"{_e(t.state.lower())}</span></td>",
+    ]
     cells += [_cell(v, True) for v in values]
     cells += [_cell(t.params.get(p), isinstance(t.params.get(p), (int, float))) for p in params]
     cells += [_cell(t.metrics.get(m), True) for m in metrics]
     short = note if len(note) <= 60 else note[:59] + "…"
-    cells += [f'<td title="{_e(note)}">{_e(short)}</td>',
-              _cell(None if t.duration_s is None else round(t.duration_s, 1), True),
-              _cell(t.worker)]
+    cells += [
+        f'<td title="{_e(note)}">{_e(short)}</td>',
+        _cell(None if t.duration_s is None else round(t.duration_s, 1), True),
+        _cell(t.worker),
+    ]
     cls = ' class="best"' if t.number == best_number else ""
     return f"<tr{cls}>{''.join(cells)}</tr>"
 
 
 def _trials(info: StudyInfo, best: list[TrialInfo]) -> str:
     params = info.param_names
-    metrics = [m for m in KEY_METRICS if m not in info.objective_names
-               and any(m in t.metrics for t in info.trials)]
-    numeric = {p for p in params
-               if all(isinstance(t.params.get(p, 0), (int, float)) for t in info.trials)}
-    heads = ([("#", True), ("state", False)] + [(n, True) for n in info.objective_names]
-             + [(p, p in numeric) for p in params] + [(m, True) for m in metrics]
-             + [("prune reason / error", False), ("duration (s)", True), ("worker", False)])
-    head = "".join(f'<th title="click to sort"{NUM if num else ""}>{_e(h)}</th>'
-                   for h, num in heads)
+    metrics = [
+        m for m in KEY_METRICS if m not in info.objective_names and any(m in t.metrics for t in info.trials)
+    ]
+    numeric = {p for p in params if all(isinstance(t.params.get(p, 0), (int, float)) for t in info.trials)}
+    heads = (
+        [("#", True), ("state", False)]
+        + [(n, True) for n in info.objective_names]
+        + [(p, p in numeric) for p in params]
+        + [(m, True) for m in metrics]
+        + [("prune reason / error", False), ("duration (s)", True), ("worker", False)]
+    )
+    head = "".join(f'<th title="click to sort"{NUM if num else ""}>{_e(h)}</th>' for h, num in heads)
     best_number = best[0].number if best else None
     rows = "".join(_trial_row(info, t, params, metrics, best_number) for t in info.trials)
-    return ('<section id="trials"><h2>Trials</h2><p class="note">Click a column header to sort; '
-            'the best trial is highlighted.</p><div class="tablewrap">'
-            f'<table class="sortable" id="trial-table"><thead><tr>{head}</tr></thead>'
-            f"<tbody>{rows}</tbody></table></div></section>")
+    return (
+        '<section id="trials"><h2>Trials</h2><p class="note">Click a column header to sort; '
+        'the best trial is highlighted.</p><div class="tablewrap">'
+        f'<table class="sortable" id="trial-table"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{rows}</tbody></table></div></section>"
+    )
 
 
 def render_html(info: StudyInfo, panels: list[Panel]) -> str:
@@ -251,9 +329,13 @@ def render_html(info: StudyInfo, panels: list[Panel]) -> str:
     subtitle += f" · generated {dt.datetime.now():%Y-%m-%d %H:%M}"
     page = resources.files("gentune.report").joinpath("page.html").read_text(encoding="utf-8")
     return Template(page).substitute(
-        title=_e(info.name), subtitle=subtitle, version=_e(g.get("version", "")),
+        title=_e(info.name),
+        subtitle=subtitle,
+        version=_e(g.get("version", "")),
         body=_summary(info, best) + plots_html + _samples(info, best) + _trials(info, best),
-        plotlyjs=plotly.offline.get_plotlyjs(), figures=figures)
+        plotlyjs=plotly.offline.get_plotlyjs(),
+        figures=figures,
+    )
 
 
 def write_html(info: StudyInfo, panels: list[Panel], out: Path) -> Path:

@@ -20,10 +20,15 @@ import plotly.graph_objects as go
 from matplotlib.figure import Figure
 from PIL import Image
 
-from gentune.report.extract import (StudyInfo, best_trials, decode_png, history, top_params)
+from gentune.report.extract import StudyInfo, best_trials, decode_png, history, top_params
 
-STATE_COLORS = {"COMPLETE": "#2563eb", "PRUNED": "#f59e0b", "FAIL": "#dc2626",
-                "RUNNING": "#6b7280", "WAITING": "#9ca3af"}
+STATE_COLORS = {
+    "COMPLETE": "#2563eb",
+    "PRUNED": "#f59e0b",
+    "FAIL": "#dc2626",
+    "RUNNING": "#6b7280",
+    "WAITING": "#9ca3af",
+}
 PNG_NAMES = ("history.png", "importance.png", "learning_curves.png", "overfit.png", "samples.png")
 
 
@@ -42,9 +47,13 @@ def _tidy(fig: go.Figure, height: int = 400) -> go.Figure:
     # The page gives every panel its own heading, so the figure's title would only repeat it.
     # Optuna fixes the width of multi-panel figures; the page's grid should decide it instead.
     fig.layout.width = None
-    fig.update_layout(title=None, template="plotly_white", height=height,
-                      margin=dict(l=60, r=20, t=30, b=50),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
+    fig.update_layout(
+        title=None,
+        template="plotly_white",
+        height=height,
+        margin=dict(l=60, r=20, t=30, b=50),
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
+    )
     return fig
 
 
@@ -68,8 +77,7 @@ def _history(study: optuna.Study, info: StudyInfo) -> Panel:
     return panel
 
 
-def _importance(study: optuna.Study, info: StudyInfo, importance: dict,
-                why_not: str | None) -> Panel:
+def _importance(study: optuna.Study, info: StudyInfo, importance: dict, why_not: str | None) -> Panel:
     panel = Panel("importance", "Parameter importance")
     if why_not:
         panel.note = f"Parameter importance skipped: {why_not}."
@@ -102,8 +110,9 @@ def _contour(study: optuna.Study, info: StudyInfo, importance: dict) -> Panel:
     params = top_params(info, importance, 2)
     panel = Panel("contour", "Contour of the two top parameters")
     if len(params) < 2 or len(info.completed) < 2:
-        panel.note = (f"Needs 2 parameters and 2 completed trials (has {len(params)} "
-                      f"and {len(info.completed)}).")
+        panel.note = (
+            f"Needs 2 parameters and 2 completed trials (has {len(params)} and {len(info.completed)})."
+        )
         return panel
     panel.figure = _tidy(ov.plot_contour(study, params=params, **_first_objective(info)))
     return panel
@@ -118,11 +127,18 @@ def _learning_curves(info: StudyInfo) -> Panel:
     fig, shown = go.Figure(), set()
     for t in trials:
         label = t.state.lower() + (f": {t.prune_reason}" if t.prune_reason else "")
-        fig.add_scatter(x=[s for s, _ in t.curve], y=[v for _, v in t.curve], mode="lines+markers",
-                        line=dict(color=STATE_COLORS.get(t.state, "#6b7280"), width=1.5),
-                        marker=dict(size=4), opacity=0.8, name=t.state.lower(),
-                        legendgroup=t.state, showlegend=t.state not in shown,
-                        hovertext=escape(f"trial {t.number} ({label})"))
+        fig.add_scatter(
+            x=[s for s, _ in t.curve],
+            y=[v for _, v in t.curve],
+            mode="lines+markers",
+            line=dict(color=STATE_COLORS.get(t.state, "#6b7280"), width=1.5),
+            marker=dict(size=4),
+            opacity=0.8,
+            name=t.state.lower(),
+            legendgroup=t.state,
+            showlegend=t.state not in shown,
+            hovertext=escape(f"trial {t.number} ({label})"),
+        )
         shown.add(t.state)
     fig.update_xaxes(title="step (G updates)")
     fig.update_yaxes(title=info.objective_names[0])
@@ -164,10 +180,15 @@ def _overfitting(info: StudyInfo) -> Panel:
         label, color = _overfit_style(t, i)
         steps = [p["step"] for p in t.loss_curves]
         for key, dash in (("val", "solid"), ("train", "dash")):
-            fig.add_scatter(x=steps, y=[p[key] for p in t.loss_curves], mode="lines",
-                            line=dict(color=color, dash=dash, width=1.5), legendgroup=label,
-                            name=escape(f"{label} {key}"),
-                            hovertext=escape(f"{label}: {key} loss"))
+            fig.add_scatter(
+                x=steps,
+                y=[p[key] for p in t.loss_curves],
+                mode="lines",
+                line=dict(color=color, dash=dash, width=1.5),
+                legendgroup=label,
+                name=escape(f"{label} {key}"),
+                hovertext=escape(f"{label}: {key} loss"),
+            )
     fig.update_xaxes(title="step (G updates)")
     fig.update_yaxes(title="loss (validation solid, training dashed)")
     panel.figure = _tidy(fig)
@@ -183,13 +204,20 @@ def _timeline(info: StudyInfo) -> Panel:
     fig = go.Figure()
     for state in dict.fromkeys(t.state for t in finished):
         rows = [t for t in finished if t.state == state]
-        fig.add_bar(orientation="h", name=state.lower(), marker_color=STATE_COLORS.get(state),
-                    y=[escape(t.worker or "unknown worker") for t in rows],
-                    base=[t.start.isoformat() for t in rows],
-                    x=[(t.end - t.start).total_seconds() * 1000 for t in rows],
-                    text=[f"#{t.number}" for t in rows], textposition="inside",
-                    hovertext=[escape(f"trial {t.number}: {t.state.lower()}, "
-                                      f"{(t.end - t.start).total_seconds():.0f} s") for t in rows])
+        fig.add_bar(
+            orientation="h",
+            name=state.lower(),
+            marker_color=STATE_COLORS.get(state),
+            y=[escape(t.worker or "unknown worker") for t in rows],
+            base=[t.start.isoformat() for t in rows],
+            x=[(t.end - t.start).total_seconds() * 1000 for t in rows],
+            text=[f"#{t.number}" for t in rows],
+            textposition="inside",
+            hovertext=[
+                escape(f"trial {t.number}: {t.state.lower()}, {(t.end - t.start).total_seconds():.0f} s")
+                for t in rows
+            ],
+        )
     fig.update_xaxes(type="date")
     fig.update_layout(barmode="overlay")
     panel.figure = _tidy(fig, height=max(220, 110 + 45 * len({t.worker for t in finished})))
@@ -207,14 +235,20 @@ def _pareto(study: optuna.Study, info: StudyInfo) -> Panel:
     return panel
 
 
-def build_panels(study: optuna.Study, info: StudyInfo, importance: dict,
-                 why_not: str | None) -> list[Panel]:
+def build_panels(study: optuna.Study, info: StudyInfo, importance: dict, why_not: str | None) -> list[Panel]:
     """All plot panels of the HTML report, in page order."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ExperimentalWarning and small-study warnings
-        panels = [_history(study, info), _importance(study, info, importance, why_not),
-                  _learning_curves(info), _overfitting(info), _contour(study, info, importance),
-                  _slice(study, info, importance), _parallel(study, info), _timeline(info)]
+        panels = [
+            _history(study, info),
+            _importance(study, info, importance, why_not),
+            _learning_curves(info),
+            _overfitting(info),
+            _contour(study, info, importance),
+            _slice(study, info, importance),
+            _parallel(study, info),
+            _timeline(info),
+        ]
         if len(info.directions) > 1:
             panels.insert(1, _pareto(study, info))
     return panels
@@ -252,9 +286,14 @@ def _png_curves(ax, info: StudyInfo) -> None:
         return _note(ax, "No trial reported intermediate values.")
     shown = set()
     for t in trials:
-        ax.plot([s for s, _ in t.curve], [v for _, v in t.curve], marker=".", alpha=0.8,
-                color=STATE_COLORS.get(t.state, "#6b7280"),
-                label=None if t.state in shown else t.state.lower())
+        ax.plot(
+            [s for s, _ in t.curve],
+            [v for _, v in t.curve],
+            marker=".",
+            alpha=0.8,
+            color=STATE_COLORS.get(t.state, "#6b7280"),
+            label=None if t.state in shown else t.state.lower(),
+        )
         shown.add(t.state)
     ax.set(xlabel="step (G updates)", ylabel=info.objective_names[0], title="Learning curves")
     ax.legend()
@@ -269,8 +308,11 @@ def _png_overfit(ax, info: StudyInfo) -> None:
         steps = [p["step"] for p in t.loss_curves]
         ax.plot(steps, [p["val"] for p in t.loss_curves], color=color, label=label)
         ax.plot(steps, [p["train"] for p in t.loss_curves], color=color, linestyle="--")
-    ax.set(xlabel="step (G updates)", ylabel="loss (validation solid, training dashed)",
-           title="Training vs validation loss")
+    ax.set(
+        xlabel="step (G updates)",
+        ylabel="loss (validation solid, training dashed)",
+        title="Training vs validation loss",
+    )
     ax.legend(fontsize=8)
 
 
@@ -306,8 +348,7 @@ def write_pngs(info: StudyInfo, importance: dict, why_not: str | None, folder: P
     }
     written = []
     for name in PNG_NAMES:
-        fig = Figure(figsize=(12.8, 3.6) if name == "samples.png" else (7, 4.5),
-                     layout="constrained")
+        fig = Figure(figsize=(12.8, 3.6) if name == "samples.png" else (7, 4.5), layout="constrained")
         drawers[name](fig)
         fig.savefig(folder / name, dpi=120)
         written.append(folder / name)

@@ -28,8 +28,11 @@ def narrow_space(space: SearchSpace, top: list[dict[str, Any]]) -> SearchSpace:
     """`space` with each numeric range shrunk around the parameter values in `top` (dicts of
     the best trials' parameters, best first)."""
     if not top:
-        raise SpaceError("narrowing needs at least one finished trial to narrow around",
-                         value=0, fix="run the first phase until trials complete, or drop --narrow")
+        raise SpaceError(
+            "narrowing needs at least one finished trial to narrow around",
+            value=0,
+            fix="run the first phase until trials complete, or drop --narrow",
+        )
     params: dict[str, Any] = {}
     for name, spec in space.params.items():
         values = [p[name] for p in top if name in p]
@@ -53,8 +56,9 @@ def _narrow(spec: FloatSpec | IntSpec, values: list[float]):
         new_hi = min(spec.high, math.ceil(inv(hi) - 1e-9))
         return spec.model_copy(update={"low": int(new_lo), "high": int(max(new_lo, new_hi))})
     # At a clipped end keep the old bound exactly: exp(log(x)) may differ from x in the last bit.
-    return spec.model_copy(update={"low": spec.low if lo <= old_lo else inv(lo),
-                                   "high": spec.high if hi >= old_hi else inv(hi)})
+    return spec.model_copy(
+        update={"low": spec.low if lo <= old_lo else inv(lo), "high": spec.high if hi >= old_hi else inv(hi)}
+    )
 
 
 def describe(old: SearchSpace, new: SearchSpace) -> list[str]:
@@ -63,6 +67,8 @@ def describe(old: SearchSpace, new: SearchSpace) -> list[str]:
     for name, spec in new.params.items():
         before = old.params.get(name)
         if isinstance(spec, (FloatSpec, IntSpec)) and before != spec:
-            lines.append(f"{name}: [{before.low:.4g}, {before.high:.4g}] -> "
-                         f"[{spec.low:.4g}, {spec.high:.4g}]" + (" (log)" if spec.log else ""))
+            lines.append(
+                f"{name}: [{before.low:.4g}, {before.high:.4g}] -> "
+                f"[{spec.low:.4g}, {spec.high:.4g}]" + (" (log)" if spec.log else "")
+            )
     return lines

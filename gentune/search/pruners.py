@@ -22,8 +22,7 @@ PRUNERS = ("none", "median", "percentile", "halving", "hyperband")
 # (Optuna ranks them below complete ones by how far they got). Median beat Hyperband as TPE's
 # pruner in bench/early_stopping.py (digits, 3 seeds x 150 s: time to plain TPE's best 0.40x
 # vs 0.50x of plain's, best FID 1.54 vs 2.07), see docs/detectors.md.
-DEFAULT_PRUNER = {"grid": "none", "random": "median", "qmc": "median", "tpe": "median",
-                  "gp": "median"}
+DEFAULT_PRUNER = {"grid": "none", "random": "median", "qmc": "median", "tpe": "median", "gp": "median"}
 # Trials that run to the end before any pruner compares anything: without them successive
 # halving prunes the second trial for trailing the first, and a study can end with no
 # complete trial at all.
@@ -37,8 +36,9 @@ def default_pruner(strategy: str) -> str:
     return DEFAULT_PRUNER.get(strategy, "median")
 
 
-def make_pruner(name: str, *, first_step: int | str, total_steps: int | str,
-                patience: int | None = None) -> optuna.pruners.BasePruner:
+def make_pruner(
+    name: str, *, first_step: int | str, total_steps: int | str, patience: int | None = None
+) -> optuna.pruners.BasePruner:
     """The pruner `name`; `first_step` is the first evaluation, `total_steps` the trial budget
     (either may be "auto" when the budget is in epochs: Optuna then takes them from the first
     trials).
@@ -51,24 +51,31 @@ def make_pruner(name: str, *, first_step: int | str, total_steps: int | str,
     """
     if name not in PRUNERS:
         raise unknown_choice("pruner", name, PRUNERS)
-    if patience is not None and (not isinstance(patience, int) or isinstance(patience, bool)
-                                 or patience < 1):
-        raise GentuneError("--patience must be an integer >= 1 (evaluations without improvement)",
-                           value=patience, fix="pass --patience 2, or leave it out")
+    if patience is not None and (not isinstance(patience, int) or isinstance(patience, bool) or patience < 1):
+        raise GentuneError(
+            "--patience must be an integer >= 1 (evaluations without improvement)",
+            value=patience,
+            fix="pass --patience 2, or leave it out",
+        )
     warmup = first_step if isinstance(first_step, int) else 0
     if name == "none":
         pruner = optuna.pruners.NopPruner()
     elif name == "median":
         pruner = optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS, n_warmup_steps=warmup)
     elif name == "percentile":
-        pruner = optuna.pruners.PercentilePruner(PERCENTILE, n_startup_trials=STARTUP_TRIALS,
-                                                 n_warmup_steps=warmup)
+        pruner = optuna.pruners.PercentilePruner(
+            PERCENTILE, n_startup_trials=STARTUP_TRIALS, n_warmup_steps=warmup
+        )
     elif name == "halving":
-        pruner = Startup(optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=first_step, reduction_factor=REDUCTION_FACTOR))
+        pruner = Startup(
+            optuna.pruners.SuccessiveHalvingPruner(min_resource=first_step, reduction_factor=REDUCTION_FACTOR)
+        )
     else:
-        pruner = Startup(optuna.pruners.HyperbandPruner(
-            min_resource=warmup or 1, max_resource=total_steps, reduction_factor=REDUCTION_FACTOR))
+        pruner = Startup(
+            optuna.pruners.HyperbandPruner(
+                min_resource=warmup or 1, max_resource=total_steps, reduction_factor=REDUCTION_FACTOR
+            )
+        )
     if patience is not None and name != "none":
         with warnings.catch_warnings():  # experimental in Optuna; chosen on purpose
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -110,8 +117,9 @@ class Startup(optuna.pruners.BasePruner):
         return p if isinstance(p, optuna.pruners.SuccessiveHalvingPruner) else None
 
 
-def _record_rungs(sh: optuna.pruners.SuccessiveHalvingPruner, study: optuna.Study,
-                  trial: optuna.trial.FrozenTrial) -> None:
+def _record_rungs(
+    sh: optuna.pruners.SuccessiveHalvingPruner, study: optuna.Study, trial: optuna.trial.FrozenTrial
+) -> None:
     """Store the trial's value at each rung it has newly passed, as if promoted each time."""
     step = trial.last_step
     if step is None or not isinstance(sh._min_resource, int):
@@ -133,5 +141,6 @@ def study_pruner(settings, budget: dict | None = None) -> optuna.pruners.BasePru
     total = (budget or settings.budget()).get("steps")
     schedule = Schedule(evals=settings.evals, every=settings.eval_every)
     first = schedule.interval(total) if total else settings.eval_every
-    return make_pruner(settings.pruner, first_step=first or "auto", total_steps=total or "auto",
-                       patience=settings.patience)
+    return make_pruner(
+        settings.pruner, first_step=first or "auto", total_steps=total or "auto", patience=settings.patience
+    )

@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import math
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from gentune.errors import GentuneError, SpaceError
 
-Scalar = Union[bool, int, float, str]
+Scalar = bool | int | float | str
 
 
 class _Spec(BaseModel):
@@ -67,7 +68,7 @@ class CategoricalSpec(_Spec):
     choices: list[Scalar] = Field(min_length=1)
 
 
-Spec = Annotated[Union[FloatSpec, IntSpec, CategoricalSpec], Field(discriminator="type")]
+Spec = Annotated[FloatSpec | IntSpec | CategoricalSpec, Field(discriminator="type")]
 _SPEC_ADAPTER = TypeAdapter(Spec)
 
 
@@ -128,9 +129,11 @@ class SearchSpace:
         grid: dict[str, list] = {}
         for name, spec in self.tuned().items():
             if spec.when:
-                raise SpaceError(f"grid search needs an unconditional space, but {name!r} has a "
-                                 "'when' condition", value=spec.when,
-                                 fix="drop the condition or use --strategy random/tpe")
+                raise SpaceError(
+                    f"grid search needs an unconditional space, but {name!r} has a 'when' condition",
+                    value=spec.when,
+                    fix="drop the condition or use --strategy random/tpe",
+                )
             if isinstance(spec, CategoricalSpec):
                 grid[name] = list(spec.choices)
             elif isinstance(spec, IntSpec) and not spec.log:
@@ -139,22 +142,29 @@ class SearchSpace:
                 n = int(math.floor((spec.high - spec.low) / spec.step + 1e-9))
                 grid[name] = [spec.low + i * spec.step for i in range(n + 1)]
             else:
-                raise SpaceError(f"grid search needs a finite set of values for {name!r}, "
-                                 "but it is a continuous range", value=spec.model_dump(exclude_none=True),
-                                 fix=f"give it as a list of values, e.g. {name}: [1.0e-3, 5.0e-4, 1.0e-4]")
+                raise SpaceError(
+                    f"grid search needs a finite set of values for {name!r}, but it is a continuous range",
+                    value=spec.model_dump(exclude_none=True),
+                    fix=f"give it as a list of values, e.g. {name}: [1.0e-3, 5.0e-4, 1.0e-4]",
+                )
         if not grid:
-            raise SpaceError("grid search needs at least one parameter to vary", value=self.fixed(),
-                             fix="list values for at least one parameter in --space")
+            raise SpaceError(
+                "grid search needs at least one parameter to vary",
+                value=self.fixed(),
+                fix="list values for at least one parameter in --space",
+            )
         return grid
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able form, stored with the study (so a worker needs no file)."""
-        return {k: v.model_dump(exclude_none=True) if isinstance(v, _Spec) else v
-                for k, v in self.params.items()}
+        return {
+            k: v.model_dump(exclude_none=True) if isinstance(v, _Spec) else v for k, v in self.params.items()
+        }
 
     @classmethod
-    def from_dict(cls, params: dict[str, Any], *, validate_value: Callable | None = None,
-                  where: str = "space") -> "SearchSpace":
+    def from_dict(
+        cls, params: dict[str, Any], *, validate_value: Callable | None = None, where: str = "space"
+    ) -> SearchSpace:
         """Parse {name: spec-dict | list-of-values | scalar}. Errors name the field."""
         out: dict[str, Any] = {}
         for name, raw in params.items():
@@ -189,10 +199,13 @@ def _parse_param(name: str, raw: Any, where: str) -> Any:
         for err in e.errors():
             loc = ".".join(str(p) for p in err["loc"] if p not in ("float", "int", "categorical"))
             problems.append(f"{where}.{name}" + (f".{loc}" if loc else "") + f": {err['msg']}")
-        raise SpaceError("invalid search space field " + "; ".join(problems), value=raw,
-                         fix="write e.g. {type: float, low: 1.0e-5, high: 1.0e-2, log: true}, "
-                             "{type: int, low: 32, high: 128, step: 32} or "
-                             "{type: categorical, choices: [adam, sgd]}") from None
+        raise SpaceError(
+            "invalid search space field " + "; ".join(problems),
+            value=raw,
+            fix="write e.g. {type: float, low: 1.0e-5, high: 1.0e-2, log: true}, "
+            "{type: int, low: 32, high: 128, step: 32} or "
+            "{type: categorical, choices: [adam, sgd]}",
+        ) from None
 
 
 def _example_values(spec: Any) -> list:
@@ -203,8 +216,9 @@ def _example_values(spec: Any) -> list:
     return [spec]
 
 
-def load_space_file(path: str | Path, default: SearchSpace, *,
-                    validate_value: Callable | None = None) -> SearchSpace:
+def load_space_file(
+    path: str | Path, default: SearchSpace, *, validate_value: Callable | None = None
+) -> SearchSpace:
     """Read a YAML or TOML space file and merge it with `default`.
 
     The file has `mode` (`narrow`, the default: its params override the default space and the
@@ -213,8 +227,11 @@ def load_space_file(path: str | Path, default: SearchSpace, *,
     """
     path = Path(path)
     if not path.is_file():
-        raise SpaceError("the search-space file does not exist", value=str(path),
-                         fix="pass the path of a .yaml, .yml or .toml file to --space")
+        raise SpaceError(
+            "the search-space file does not exist",
+            value=str(path),
+            fix="pass the path of a .yaml, .yml or .toml file to --space",
+        )
     text = path.read_text()
     try:
         if path.suffix == ".toml":
@@ -222,24 +239,35 @@ def load_space_file(path: str | Path, default: SearchSpace, *,
         elif path.suffix in (".yaml", ".yml"):
             doc = yaml.safe_load(text)
         else:
-            raise SpaceError("a search-space file must end in .yaml, .yml or .toml",
-                             value=path.name, fix="rename the file")
+            raise SpaceError(
+                "a search-space file must end in .yaml, .yml or .toml", value=path.name, fix="rename the file"
+            )
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as e:
-        raise SpaceError(f"{path.name} is not valid {path.suffix[1:].upper()}: {e}",
-                         fix="check the syntax near the reported line") from None
+        raise SpaceError(
+            f"{path.name} is not valid {path.suffix[1:].upper()}: {e}",
+            fix="check the syntax near the reported line",
+        ) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("params"), dict):
-        raise SpaceError(f"{path.name} must have a 'params' table mapping names to specs",
-                         value=doc if not isinstance(doc, dict) else list(doc),
-                         fix="start the file with 'params:' (YAML) or '[params]' (TOML)")
+        raise SpaceError(
+            f"{path.name} must have a 'params' table mapping names to specs",
+            value=doc if not isinstance(doc, dict) else list(doc),
+            fix="start the file with 'params:' (YAML) or '[params]' (TOML)",
+        )
     unknown = set(doc) - {"mode", "params"}
     if unknown:
-        raise SpaceError(f"{path.name} has unknown top-level keys", value=sorted(unknown),
-                         fix="use only 'mode' and 'params'")
+        raise SpaceError(
+            f"{path.name} has unknown top-level keys",
+            value=sorted(unknown),
+            fix="use only 'mode' and 'params'",
+        )
     mode = doc.get("mode", "narrow")
     if mode not in ("narrow", "replace"):
-        raise SpaceError(f"{path.name}: mode must be 'narrow' or 'replace'", value=mode,
-                         fix="narrow keeps the default space for parameters not listed; "
-                             "replace tunes only the listed ones")
+        raise SpaceError(
+            f"{path.name}: mode must be 'narrow' or 'replace'",
+            value=mode,
+            fix="narrow keeps the default space for parameters not listed; "
+            "replace tunes only the listed ones",
+        )
     user = SearchSpace.from_dict(doc["params"], validate_value=validate_value, where="params")
     if mode == "replace":
         return user
@@ -253,8 +281,11 @@ def check_field(valid: set[str], make: Callable[[dict], Any]) -> Callable[[str, 
 
     def validate(name: str, value: Any, where: str) -> None:
         if name not in valid:
-            raise SpaceError(f"unknown parameter {where}", value=name,
-                             fix="use one of the config fields: " + ", ".join(sorted(valid)))
+            raise SpaceError(
+                f"unknown parameter {where}",
+                value=name,
+                fix="use one of the config fields: " + ", ".join(sorted(valid)),
+            )
         try:
             make({name: value})
         except GentuneError as e:

@@ -13,16 +13,18 @@ STRATEGIES = ("grid", "random", "qmc", "tpe", "gp")
 DEFAULT_STRATEGY = "tpe"
 
 
-def make_sampler(strategy: str, space: SearchSpace, seed: int,
-                 worker: int = 0) -> optuna.samplers.BaseSampler:
+def make_sampler(
+    strategy: str, space: SearchSpace, seed: int, worker: int = 0
+) -> optuna.samplers.BaseSampler:
     # The experimental flags below (QMC, TPE's group, constant liar) are chosen on purpose.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return _make_sampler(strategy, space, seed, worker)
 
 
-def _make_sampler(strategy: str, space: SearchSpace, seed: int,
-                  worker: int = 0) -> optuna.samplers.BaseSampler:
+def _make_sampler(
+    strategy: str, space: SearchSpace, seed: int, worker: int = 0
+) -> optuna.samplers.BaseSampler:
     """A seeded sampler for `strategy`; `worker` tells apart workers sharing one study.
 
     Workers draw from different seeds (seed + worker), so their random draws differ; QMC
@@ -41,11 +43,16 @@ def _make_sampler(strategy: str, space: SearchSpace, seed: int,
         return optuna.samplers.RandomSampler(seed=seed + worker)
     if strategy == "qmc":
         return TrialIndexedQMCSampler(
-            qmc_type="sobol", scramble=True, seed=seed, warn_independent_sampling=False,
-            independent_sampler=optuna.samplers.RandomSampler(seed=seed + worker))
+            qmc_type="sobol",
+            scramble=True,
+            seed=seed,
+            warn_independent_sampling=False,
+            independent_sampler=optuna.samplers.RandomSampler(seed=seed + worker),
+        )
     if strategy == "tpe":
-        return optuna.samplers.TPESampler(seed=seed + worker, multivariate=True, group=True,
-                                          constant_liar=True)
+        return optuna.samplers.TPESampler(
+            seed=seed + worker, multivariate=True, group=True, constant_liar=True
+        )
     if strategy == "gp":
         return optuna.samplers.GPSampler(seed=seed + worker, warn_independent_sampling=False)
     raise unknown_choice("strategy", strategy, STRATEGIES)

@@ -11,18 +11,27 @@ from gentune.errors import GentuneError
 from gentune.study.store import open_study, stored_settings
 
 
-def sample_trial(study_name: str, *, trial: int | None, n: int, output: Path, seed: int,
-                 storage: str, runs_dir: Path, device: str = "auto") -> tuple[Path, str]:
+def sample_trial(
+    study_name: str,
+    *,
+    trial: int | None,
+    n: int,
+    output: Path,
+    seed: int,
+    storage: str,
+    runs_dir: Path,
+    device: str = "auto",
+) -> tuple[Path, str]:
     """Write `n` samples of a trial (default: the best) as (N, H, W) float32 in [0, 1]; for a
     text model, n strings to a .txt file beside `output`.
 
     Returns the output path and where the generator came from ("checkpoint" or "retrained").
     """
+    from gentune.api import DATA_SEED
     from gentune.data import dataset_kind, load_dataset
     from gentune.device import resolve_device
     from gentune.families import get_family
     from gentune.trial.objective import family_budget
-    from gentune.api import DATA_SEED
 
     if n < 1:
         raise GentuneError("--n must be at least 1", value=n, fix="pass --n 10000")
@@ -30,8 +39,11 @@ def sample_trial(study_name: str, *, trial: int | None, n: int, output: Path, se
     settings = stored_settings(study)
     chosen = _choose_trial(study, trial)
     family = get_family(settings.model, dataset_kind(settings.dataset))
-    family, _ = family.pick({"model": chosen.user_attrs.get("family")}) \
-        if settings.model == "auto" else (family, None)
+    family, _ = (
+        family.pick({"model": chosen.user_attrs.get("family")})
+        if settings.model == "auto"
+        else (family, None)
+    )
     dev = str(resolve_device(device))
     ckpt = runs_dir / study_name / "trials" / str(chosen.number) / "generator.pt"
     if ckpt.exists():
@@ -39,12 +51,14 @@ def sample_trial(study_name: str, *, trial: int | None, n: int, output: Path, se
         source = f"checkpoint {ckpt}"
     else:
         if settings.dataset.startswith(("files:", "text:")):
-            raise GentuneError("this trial has no checkpoint here and its data are your own files",
-                               value=str(ckpt), fix="run gentune sample where the study was tuned")
+            raise GentuneError(
+                "this trial has no checkpoint here and its data are your own files",
+                value=str(ckpt),
+                fix="run gentune sample where the study was tuned",
+            )
         data = load_dataset(settings.dataset.partition(":")[0], seed=DATA_SEED)
         config = family.config_cls.from_dict(chosen.user_attrs["config"])
-        result = family.train(config, data, **family_budget(family, settings), seed=settings.seed,
-                              device=dev)
+        result = family.train(config, data, **family_budget(family, settings), seed=settings.seed, device=dev)
         family.save(ckpt, config, result.model, extra={"seed": settings.seed})
         generator = result.model
         source = f"retrained trial {chosen.number}; checkpoint kept at {ckpt}"
@@ -67,12 +81,16 @@ def _choose_trial(study, number: int | None):
         try:
             return study.best_trial
         except ValueError:
-            raise GentuneError(f"study {study.study_name!r} has no completed trial",
-                               fix="run gentune tune first") from None
+            raise GentuneError(
+                f"study {study.study_name!r} has no completed trial", fix="run gentune tune first"
+            ) from None
     by_number = {t.number: t for t in trials}
     chosen = by_number.get(number)
     if chosen is None or chosen.state != TrialState.COMPLETE or "config" not in chosen.user_attrs:
         done = sorted(t.number for t in trials if t.state == TrialState.COMPLETE)
-        raise GentuneError(f"trial {number} is not a completed trial of {study.study_name!r}",
-                           value=number, fix=f"choose one of: {done}")
+        raise GentuneError(
+            f"trial {number} is not a completed trial of {study.study_name!r}",
+            value=number,
+            fix=f"choose one of: {done}",
+        )
     return chosen

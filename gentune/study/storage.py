@@ -25,8 +25,8 @@ import random
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
@@ -50,8 +50,11 @@ def _env_seconds(name: str, default: float) -> float:
     try:
         return float(value)
     except ValueError:
-        raise StudyError(f"{name} must be a number of seconds", value=value,
-                         fix=f"unset {name} or set it to e.g. {default:g}") from None
+        raise StudyError(
+            f"{name} must be a number of seconds",
+            value=value,
+            fix=f"unset {name} or set it to e.g. {default:g}",
+        ) from None
 
 
 def heartbeat_interval() -> int:
@@ -60,7 +63,9 @@ def heartbeat_interval() -> int:
 
 
 def grace_period() -> int:
-    """Seconds without a heartbeat after which a trial counts as lost (GENTUNE_HEARTBEAT_GRACE, default 90)."""
+    """Seconds without a heartbeat after which a trial counts as lost.
+
+    GENTUNE_HEARTBEAT_GRACE, default 90."""
     return max(heartbeat_interval() + 1, int(_env_seconds("GENTUNE_HEARTBEAT_GRACE", 90)))
 
 
@@ -93,35 +98,46 @@ def make_storage(url: str, on_stale: STALE_CALLBACK | None) -> optuna.storages.B
     path = journal_path(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return HeartbeatJournalStorage(JournalFileBackend(str(path)), heartbeat_interval(),
-                                       grace_period(), on_stale)
+        return HeartbeatJournalStorage(
+            JournalFileBackend(str(path)), heartbeat_interval(), grace_period(), on_stale
+        )
     url = rdb_url(url)
     if url.startswith(("sqlite:", "postgresql", "mysql")):
         # pool_pre_ping replaces connections that died (a database restart) before they are used.
-        engine_kwargs = ({"connect_args": {"timeout": 60}} if url.startswith("sqlite:")
-                         else {"pool_pre_ping": True})
+        engine_kwargs = (
+            {"connect_args": {"timeout": 60}} if url.startswith("sqlite:") else {"pool_pre_ping": True}
+        )
         try:
             with warnings.catch_warnings():  # heartbeats are experimental in Optuna; we rely on them
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return ResilientRDBStorage(url, heartbeat_interval=heartbeat_interval(),
-                                           grace_period=grace_period(),
-                                           heartbeat_stale_trial_callback=on_stale,
-                                           engine_kwargs=engine_kwargs)
+                return ResilientRDBStorage(
+                    url,
+                    heartbeat_interval=heartbeat_interval(),
+                    grace_period=grace_period(),
+                    heartbeat_stale_trial_callback=on_stale,
+                    engine_kwargs=engine_kwargs,
+                )
         except ImportError as e:
-            raise StudyError(f"the database driver for {url.split(':')[0]} is missing: {e}",
-                             fix="pip install 'psycopg[binary]' (PostgreSQL) and retry") from None
+            raise StudyError(
+                f"the database driver for {url.split(':')[0]} is missing: {e}",
+                fix="pip install 'psycopg[binary]' (PostgreSQL) and retry",
+            ) from None
         except Exception as e:  # noqa: BLE001 - SQLAlchemy raises many types for a bad server
-            fix = ("check that the file's folder exists and is writable" if url.startswith("sqlite:")
-                   else "check that the database server runs and the URL's user, password, "
-                        "host, port and database name")
-            raise StudyError(f"cannot open the storage {_hide_password(url)}: {e}",
-                             fix=fix) from None
+            fix = (
+                "check that the file's folder exists and is writable"
+                if url.startswith("sqlite:")
+                else "check that the database server runs and the URL's user, password, "
+                "host, port and database name"
+            )
+            raise StudyError(f"cannot open the storage {_hide_password(url)}: {e}", fix=fix) from None
     try:
         return optuna.storages.get_storage(url)
     except Exception as e:  # noqa: BLE001 - Optuna raises several types for a bad URL
-        raise StudyError(f"cannot open the storage {url!r}: {e}",
-                         fix="pass sqlite:///runs/x/study.db, postgresql://user:pass@host/db "
-                             "or journal:///shared/folder/study.log") from None
+        raise StudyError(
+            f"cannot open the storage {url!r}: {e}",
+            fix="pass sqlite:///runs/x/study.db, postgresql://user:pass@host/db "
+            "or journal:///shared/folder/study.log",
+        ) from None
 
 
 def _hide_password(url: str) -> str:
@@ -153,8 +169,7 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         now = time.time()
         running = self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
-        return [t._trial_id for t in running
-                if now - t.system_attrs.get(HEARTBEAT_KEY, now) > self._grace]
+        return [t._trial_id for t in running if now - t.system_attrs.get(HEARTBEAT_KEY, now) > self._grace]
 
     def get_heartbeat_interval(self) -> int | None:
         return self._interval
@@ -208,8 +223,11 @@ def _call_with_retry(method: Callable, self, args, kwargs):
             if not is_connection_error(e) or time.monotonic() + delay > deadline:
                 raise
             if not retried:
-                log.warning("lost the study's database (%s); retrying for up to %.0f s",
-                            type(e).__name__, retry_seconds())
+                log.warning(
+                    "lost the study's database (%s); retrying for up to %.0f s",
+                    type(e).__name__,
+                    retry_seconds(),
+                )
             time.sleep(delay * (0.5 + random.random()))  # jitter: workers do not retry in step
             delay, retried = min(delay * 2, 30.0), True
             continue
@@ -241,10 +259,18 @@ class ResilientRDBStorage(RDBStorage):
 
 # Every call that reaches the database, including the private ones that Optuna's cache
 # layer (_CachedStorage, which wraps any RDBStorage a study opens) calls directly.
-_RETRIED = [name for name in dir(optuna.storages.BaseStorage)
-            if not name.startswith("_") and name not in ("remove_session", "check_trial_is_updatable")]
-_RETRIED += ["record_heartbeat", "_get_stale_trial_ids", "_create_new_trial", "_set_trial_param",
-             "_get_best_trial_id", "_get_trials"]
+_RETRIED = [
+    name
+    for name in dir(optuna.storages.BaseStorage)
+    if not name.startswith("_") and name not in ("remove_session", "check_trial_is_updatable")
+]
+_RETRIED += [
+    "record_heartbeat",
+    "_get_stale_trial_ids",
+    "_create_new_trial",
+    "_set_trial_param",
+    "_get_best_trial_id",
+    "_get_trials",
+]
 for _name in _RETRIED:
     setattr(ResilientRDBStorage, _name, _retrying(getattr(RDBStorage, _name)))
-

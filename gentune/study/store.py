@@ -13,10 +13,11 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -67,7 +68,7 @@ class StudySettings:
         return {"version": __version__, **asdict(self), "direction": self.direction}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "StudySettings":
+    def from_dict(cls, d: dict[str, Any]) -> StudySettings:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -103,15 +104,22 @@ REQUEUE_USER_ATTRS = ("fixed_config", "fixed_family", "train_seed", "confirm_of"
 
 def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
     """Queue a failed trial's parameters again (same grid point, same values)."""
-    system_attrs = {k: v for k, v in trial.system_attrs.items()
-                    if k in ("grid_id", "search_space", "fixed_params")}
+    system_attrs = {
+        k: v for k, v in trial.system_attrs.items() if k in ("grid_id", "search_space", "fixed_params")
+    }
     if trial.params and "fixed_params" not in system_attrs:
         system_attrs["fixed_params"] = trial.params
     # What a queued trial was given to run (a --confirm re-run's config and seed) goes along.
     kept = {k: trial.user_attrs[k] for k in REQUEUE_USER_ATTRS if k in trial.user_attrs}
-    study.add_trial(optuna.trial.create_trial(
-        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
-        user_attrs={**kept, "retry_of": trial.number}, system_attrs=system_attrs))
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.WAITING,
+            params=trial.params,
+            distributions=trial.distributions,
+            user_attrs={**kept, "retry_of": trial.number},
+            system_attrs=system_attrs,
+        )
+    )
 
 
 def make_storage(url: str) -> optuna.storages.BaseStorage:
@@ -137,17 +145,29 @@ def enqueue_grid(study: optuna.Study, grid: dict[str, list]) -> int:
     space = {name: list(grid[name]) for name in names}
     points = list(itertools.product(*space.values()))
     for grid_id, values in enumerate(points):
-        study.add_trial(optuna.trial.create_trial(
-            state=TrialState.WAITING, system_attrs={
-                "fixed_params": dict(zip(names, values)), "grid_id": grid_id, "search_space": space}))
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=TrialState.WAITING,
+                system_attrs={
+                    "fixed_params": dict(zip(names, values)),
+                    "grid_id": grid_id,
+                    "search_space": space,
+                },
+            )
+        )
     study.set_user_attr("grid_queue", len(points))
     return len(points)
 
 
-def open_study(settings: StudySettings | None, *, storage: str, study_name: str,
-               sampler: optuna.samplers.BaseSampler | None = None,
-               pruner: optuna.pruners.BasePruner | None = None,
-               command: str | None = None) -> optuna.Study:
+def open_study(
+    settings: StudySettings | None,
+    *,
+    storage: str,
+    study_name: str,
+    sampler: optuna.samplers.BaseSampler | None = None,
+    pruner: optuna.pruners.BasePruner | None = None,
+    command: str | None = None,
+) -> optuna.Study:
     """Create the study, or load it and check that `settings` match the stored ones.
 
     With settings None the study must exist; its stored settings are used (a worker's case).
@@ -155,11 +175,20 @@ def open_study(settings: StudySettings | None, *, storage: str, study_name: str,
     store = make_storage(storage)
     exists = study_name in {s.study_name for s in optuna.get_all_study_summaries(store)}
     if settings is None and not exists:
-        raise StudyError(f"no study named {study_name!r} in {storage}", value=study_name,
-                         fix="check --study and --storage, or create the study with gentune tune")
+        raise StudyError(
+            f"no study named {study_name!r} in {storage}",
+            value=study_name,
+            fix="check --study and --storage, or create the study with gentune tune",
+        )
     direction = settings.direction if settings else None
-    study = optuna.create_study(storage=store, study_name=study_name, sampler=sampler,
-                                pruner=pruner, direction=direction, load_if_exists=True)
+    study = optuna.create_study(
+        storage=store,
+        study_name=study_name,
+        sampler=sampler,
+        pruner=pruner,
+        direction=direction,
+        load_if_exists=True,
+    )
     stored = study.user_attrs.get("gentune")
     if settings is not None and stored is None:
         study.set_user_attr("gentune", settings.to_dict())
@@ -177,14 +206,17 @@ def check_same_settings(study_name: str, stored: StudySettings, asked: StudySett
             raise StudyError(
                 f"study {study_name!r} exists with {f.name}={a!r}, but this command asks for "
                 f"{f.name}={b!r}; a study keeps one setting so its trials stay comparable",
-                fix=f"rerun with the original {f.name}, or start a new study with --study NAME")
+                fix=f"rerun with the original {f.name}, or start a new study with --study NAME",
+            )
 
 
 def stored_settings(study: optuna.Study) -> StudySettings:
     stored = study.user_attrs.get("gentune")
     if stored is None:
-        raise StudyError(f"study {study.study_name!r} was not created by gentune tune",
-                         fix="use a study created with gentune tune")
+        raise StudyError(
+            f"study {study.study_name!r} was not created by gentune tune",
+            fix="use a study created with gentune tune",
+        )
     return StudySettings.from_dict(stored)
 
 
@@ -229,6 +261,7 @@ def count_finished(study: optuna.Study) -> int:
 @contextmanager
 def sigterm_as_interrupt():
     """Treat SIGTERM like Ctrl-C, so a stopped worker releases its trial the same way."""
+
     def handler(signum, frame):
         raise KeyboardInterrupt
 
@@ -251,8 +284,15 @@ class Interrupted(Exception):
         super().__init__(trial_number)
 
 
-def run(study: optuna.Study, objective: Callable[[optuna.Trial], float], *, n_trials: int | None,
-        timeout: float | None, progress=None, max_failures: int = 5) -> None:
+def run(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], float],
+    *,
+    n_trials: int | None,
+    timeout: float | None,
+    progress=None,
+    max_failures: int = 5,
+) -> None:
     """Run `objective` until the study holds `n_trials` finished trials or `timeout` passes.
 
     Failed trials (an exception in training) do not count; after `max_failures` failures in a
@@ -302,8 +342,15 @@ def run(study: optuna.Study, objective: Callable[[optuna.Trial], float], *, n_tr
 
     with sigterm_as_interrupt():
         try:
-            _trial_loop(study, n_trials, timeout, grid_queue, state, max_failures,
-                        lambda: _one_trial(study, tracked, after, state, progress))
+            _trial_loop(
+                study,
+                n_trials,
+                timeout,
+                grid_queue,
+                state,
+                max_failures,
+                lambda: _one_trial(study, tracked, after, state, progress),
+            )
         except KeyboardInterrupt:
             number = state["current"]
             if number is not None:
@@ -333,8 +380,7 @@ def _trial_loop(study, n_trials, timeout, grid_queue, state, max_failures, one_t
 
 def _one_trial(study, tracked, after, state, progress) -> None:
     try:
-        study.optimize(tracked, n_trials=1, callbacks=[after], catch=(Exception,),
-                       gc_after_trial=False)
+        study.optimize(tracked, n_trials=1, callbacks=[after], catch=(Exception,), gc_after_trial=False)
     except Exception:
         # Telling a trial that another worker already failed (its heartbeat lapsed while the
         # database was away) raises; the trial was re-queued there, so this worker goes on.
@@ -343,8 +389,9 @@ def _one_trial(study, tracked, after, state, progress) -> None:
             raise
         state["current"] = None
         if progress is not None:
-            progress.console.print(f"trial {number} was taken over by another worker "
-                                   "(its heartbeat lapsed); going on")
+            progress.console.print(
+                f"trial {number} was taken over by another worker (its heartbeat lapsed); going on"
+            )
 
 
 def _raise_if_stopped(study: optuna.Study, state: dict, max_failures: int) -> None:
@@ -352,9 +399,10 @@ def _raise_if_stopped(study: optuna.Study, state: dict, max_failures: int) -> No
         raise state["fatal"]
     if state["failures"] >= max_failures:
         last = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))[-1]
-        raise StudyError(f"{max_failures} trials in a row failed; the last error was: "
-                         f"{last.user_attrs.get('error')}",
-                         fix="fix the cause above and rerun the same command to continue")
+        raise StudyError(
+            f"{max_failures} trials in a row failed; the last error was: {last.user_attrs.get('error')}",
+            fix="fix the cause above and rerun the same command to continue",
+        )
 
 
 def _report_progress(progress, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -369,5 +417,4 @@ def _report_progress(progress, study: optuna.Study, trial: FrozenTrial) -> None:
         note = f" ({trial.user_attrs.get('prune_reason', 'pruned')})"
     elif trial.state == TrialState.FAIL:
         note = f" ({trial.user_attrs.get('error', 'failed')})"
-    progress.trial_finished(trial.number, trial.state.name.lower(), trial.value, best,
-                            best_number, note)
+    progress.trial_finished(trial.number, trial.state.name.lower(), trial.value, best, best_number, note)

@@ -67,7 +67,7 @@ def is_surplus(study: optuna.Study, trial: optuna.Trial, n_trials: int | None, g
         return False  # popped from the queue: it is owed
     if grid_queue:
         return True
-    ahead = [t for t in trials[:trial.number] if t.state != TrialState.FAIL]
+    ahead = [t for t in trials[: trial.number] if t.state != TrialState.FAIL]
     return len(ahead) >= n_trials
 
 
@@ -92,8 +92,9 @@ def default_threads(workers: int, cpus: int | None = None) -> int:
     return max(1, (cpus or os.cpu_count() or 1) // workers)
 
 
-def worker_devices(workers: int, device: str = "auto", gpus: list[int] | None = None,
-                   n_cuda: int | None = None) -> list[str]:
+def worker_devices(
+    workers: int, device: str = "auto", gpus: list[int] | None = None, n_cuda: int | None = None
+) -> list[str]:
     """The device of each worker: one GPU each, round-robin, when there are GPUs to share.
 
     `gpus` lists GPU indices to use; without it, `device` auto (or cuda) on a machine with
@@ -137,16 +138,43 @@ def parse_gpus(text: str | None) -> list[int] | None:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise GentuneError("--gpus must list GPU indices separated by commas", value=text,
-                           fix="e.g. --gpus 0,1") from None
+        raise GentuneError(
+            "--gpus must list GPU indices separated by commas", value=text, fix="e.g. --gpus 0,1"
+        ) from None
 
 
-def worker_command(study: str, storage: str, index: int, *, device: str, threads: int,
-                   trials: int | None, timeout: float | None, data_dir, runs_dir) -> list[str]:
+def worker_command(
+    study: str,
+    storage: str,
+    index: int,
+    *,
+    device: str,
+    threads: int,
+    trials: int | None,
+    timeout: float | None,
+    data_dir,
+    runs_dir,
+) -> list[str]:
     """The `gentune worker` command line of worker `index`."""
-    cmd = [sys.executable, "-m", "gentune", "worker", "--study", study, "--storage", storage,
-           "--worker-index", str(index), "--device", device, "--threads", str(threads),
-           "--runs-dir", str(runs_dir), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "gentune",
+        "worker",
+        "--study",
+        study,
+        "--storage",
+        storage,
+        "--worker-index",
+        str(index),
+        "--device",
+        device,
+        "--threads",
+        str(threads),
+        "--runs-dir",
+        str(runs_dir),
+        "--no-progress",
+    ]
     if trials is not None:
         cmd += ["--trials", str(trials)]
     if timeout is not None:
@@ -158,17 +186,32 @@ def worker_command(study: str, storage: str, index: int, *, device: str, threads
 
 def _spawn(cmd: list[str], threads: int) -> subprocess.Popen:
     # Native thread pools (OpenMP, BLAS) read these before torch's set_num_threads runs.
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-           "OPENBLAS_NUM_THREADS": str(threads)}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "OPENBLAS_NUM_THREADS": str(threads),
+    }
     # A session of its own: Ctrl-C reaches only this supervisor, which stops each worker once.
     return subprocess.Popen(cmd, env=env, start_new_session=True)
 
 
-def run_workers(study: str, storage: str, workers: int, *, trials: int | None = None,
-                timeout: float | None = None, data_dir: str | Path | None = None,
-                device: str = "auto", gpus: list[int] | None = None, threads: int | None = None,
-                runs_dir: str | Path = "runs", progress: bool = True, metric: str = "value",
-                max_restarts: int | None = None) -> None:
+def run_workers(
+    study: str,
+    storage: str,
+    workers: int,
+    *,
+    trials: int | None = None,
+    timeout: float | None = None,
+    data_dir: str | Path | None = None,
+    device: str = "auto",
+    gpus: list[int] | None = None,
+    threads: int | None = None,
+    runs_dir: str | Path = "runs",
+    progress: bool = True,
+    metric: str = "value",
+    max_restarts: int | None = None,
+) -> None:
     """Run `workers` processes on the existing study until it holds `trials` finished trials.
 
     A worker killed by a signal (out of memory, kill -9) is restarted, at most `max_restarts`
@@ -179,9 +222,20 @@ def run_workers(study: str, storage: str, workers: int, *, trials: int | None = 
         raise GentuneError("--workers must be at least 1", value=workers, fix="pass --workers 2")
     threads = threads or default_threads(workers)
     devices = worker_devices(workers, device, gpus)
-    commands = [worker_command(study, storage, i, device=devices[i], threads=threads,
-                               trials=trials, timeout=timeout, data_dir=data_dir, runs_dir=runs_dir)
-                for i in range(workers)]
+    commands = [
+        worker_command(
+            study,
+            storage,
+            i,
+            device=devices[i],
+            threads=threads,
+            trials=trials,
+            timeout=timeout,
+            data_dir=data_dir,
+            runs_dir=runs_dir,
+        )
+        for i in range(workers)
+    ]
     opened = open_study(None, storage=storage, study_name=study)
     restarts_left = workers if max_restarts is None else max_restarts
     procs = {i: _spawn(cmd, threads) for i, cmd in enumerate(commands)}
@@ -201,9 +255,19 @@ def run_workers(study: str, storage: str, workers: int, *, trials: int | None = 
                         reporter.note(f"worker {i} was killed (signal {-code}); restarting it")
                         # a fresh index: the same seed would replay the killed worker's draws
                         index = len(commands)
-                        commands.append(worker_command(
-                            study, storage, index, device=devices[i], threads=threads,
-                            trials=trials, timeout=timeout, data_dir=data_dir, runs_dir=runs_dir))
+                        commands.append(
+                            worker_command(
+                                study,
+                                storage,
+                                index,
+                                device=devices[i],
+                                threads=threads,
+                                trials=trials,
+                                timeout=timeout,
+                                data_dir=data_dir,
+                                runs_dir=runs_dir,
+                            )
+                        )
                         procs[i] = _spawn(commands[-1], threads)
                     elif code != 0:
                         failed[i] = code
@@ -214,9 +278,10 @@ def run_workers(study: str, storage: str, workers: int, *, trials: int | None = 
             raise Interrupted(None) from None
     if failed and not _complete(opened, trials):
         codes = ", ".join(f"worker {i}: exit {c}" for i, c in sorted(failed.items()))
-        raise StudyError(f"the study stopped short of its target ({codes}); the workers' "
-                         "errors are printed above",
-                         fix="fix the cause and rerun the same command to continue")
+        raise StudyError(
+            f"the study stopped short of its target ({codes}); the workers' errors are printed above",
+            fix="fix the cause and rerun the same command to continue",
+        )
 
 
 def _complete(study: optuna.Study, trials: int | None) -> bool:
@@ -253,7 +318,7 @@ class _Reporter:
         scored = [(t.value, t.number) for t in done if t.state in FINISHED and t.value is not None]
         self.best = (min if minimize else max)(scored, default=None)
 
-    def __enter__(self) -> "_Reporter":
+    def __enter__(self) -> _Reporter:
         if self.bar is not None:
             self.bar.__enter__()
         return self
@@ -269,8 +334,11 @@ class _Reporter:
     def update(self) -> None:
         if self.bar is None:
             return
-        new = [t for t in self.study.get_trials(deepcopy=False)
-               if t.state.is_finished() and t.number not in self.seen]
+        new = [
+            t
+            for t in self.study.get_trials(deepcopy=False)
+            if t.state.is_finished() and t.number not in self.seen
+        ]
         for t in sorted(new, key=lambda t: t.datetime_complete or t.datetime_start):
             self.seen.add(t.number)
             if t.state == TrialState.FAIL:
@@ -281,5 +349,11 @@ class _Reporter:
             if t.value is not None and (self.best is None or self.better(t.value, self.best[0])):
                 self.best = (t.value, t.number)
             best, number = self.best or (None, None)
-            self.bar.trial_finished(t.number, t.state.name.lower(), t.value, best, number,
-                                    f" (worker {t.user_attrs.get('worker', '?')})")
+            self.bar.trial_finished(
+                t.number,
+                t.state.name.lower(),
+                t.value,
+                best,
+                number,
+                f" (worker {t.user_attrs.get('worker', '?')})",
+            )

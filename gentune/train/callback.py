@@ -10,7 +10,8 @@ keep working: `adapt` leaves the model out for them.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 Callback = Callable[..., None]
 
@@ -22,8 +23,11 @@ def _takes_model(callback: Callable) -> bool:
         return False
     if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
         return True
-    positional = [p for p in params if p.kind in (inspect.Parameter.POSITIONAL_ONLY,
-                                                  inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    positional = [
+        p
+        for p in params
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ]
     return len(positional) >= 4
 
 

@@ -30,13 +30,16 @@ def _check_plain(value, where: str) -> None:
     if isinstance(value, dict):
         for k, v in value.items():
             if not isinstance(k, str):
-                raise GentuneError("checkpoint extra keys must be strings", value=f"{where}: {k!r}",
-                                   fix="use string keys")
+                raise GentuneError(
+                    "checkpoint extra keys must be strings", value=f"{where}: {k!r}", fix="use string keys"
+                )
             _check_plain(v, f"{where}[{k!r}]")
         return
-    raise GentuneError("checkpoint extra may hold only str, int, float, bool, None, lists and dicts",
-                       value=f"{where}: {type(value).__name__}",
-                       fix="convert it to plain values (e.g. float(x), x.tolist())")
+    raise GentuneError(
+        "checkpoint extra may hold only str, int, float, bool, None, lists and dicts",
+        value=f"{where}: {type(value).__name__}",
+        fix="convert it to plain values (e.g. float(x), x.tolist())",
+    )
 
 
 def _write_atomic(path: Path, payload: dict) -> Path:
@@ -58,47 +61,65 @@ def _write_atomic(path: Path, payload: dict) -> Path:
 def _read(path: Path) -> dict:
     """A checkpoint's payload, loaded with weights_only=True; clear errors for a missing or bad file."""
     if not path.is_file():
-        raise GentuneError("checkpoint file not found", value=str(path),
-                           fix="check the path, or train again to write it")
+        raise GentuneError(
+            "checkpoint file not found", value=str(path), fix="check the path, or train again to write it"
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for truncated or foreign files
-        raise GentuneError(f"checkpoint file is unreadable or corrupt ({type(e).__name__})",
-                           value=str(path), fix="delete it and train again") from None
+        raise GentuneError(
+            f"checkpoint file is unreadable or corrupt ({type(e).__name__})",
+            value=str(path),
+            fix="delete it and train again",
+        ) from None
     if not isinstance(payload, dict):
-        raise GentuneError("not a gentune checkpoint", value=str(path),
-                           fix="point to a file written by gentune")
+        raise GentuneError(
+            "not a gentune checkpoint", value=str(path), fix="point to a file written by gentune"
+        )
     return payload
 
 
-def save_checkpoint(path: str | os.PathLike, config: GANConfig, generator: Generator,
-                    image_shape: tuple[int, int, int], extra: dict | None = None) -> Path:
+def save_checkpoint(
+    path: str | os.PathLike,
+    config: GANConfig,
+    generator: Generator,
+    image_shape: tuple[int, int, int],
+    extra: dict | None = None,
+) -> Path:
     """Write config, image shape, generator weights and `extra` (plain values) to `path` atomically."""
     path = Path(path)
     extra = {} if extra is None else extra
     _check_plain(extra, "extra")
     state = {k: v.detach().cpu() for k, v in generator.state_dict().items()}
-    payload = {"format": FORMAT, "config": config.to_dict(),
-               "image_shape": [int(s) for s in image_shape], "generator": state, "extra": extra}
+    payload = {
+        "format": FORMAT,
+        "config": config.to_dict(),
+        "image_shape": [int(s) for s in image_shape],
+        "generator": state,
+        "extra": extra,
+    }
     return _write_atomic(path, payload)
 
 
-def load_checkpoint(path: str | os.PathLike,
-                    device: str = "cpu") -> tuple[GANConfig, Generator, dict]:
+def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[GANConfig, Generator, dict]:
     """(config, generator in eval mode on `device`, {"image_shape", "extra"}) from a checkpoint."""
     path = Path(path)
     payload = _read(path)
     if payload.get("format") != FORMAT:
-        raise GentuneError(f"not a gentune GAN checkpoint (expected format {FORMAT!r})",
-                           value=str(path), fix="point to a file written by save_checkpoint")
+        raise GentuneError(
+            f"not a gentune GAN checkpoint (expected format {FORMAT!r})",
+            value=str(path),
+            fix="point to a file written by save_checkpoint",
+        )
     config = GANConfig.from_dict(payload["config"])
     image_shape = tuple(payload["image_shape"])
     generator = Generator(config, image_shape)
     try:
         generator.load_state_dict(payload["generator"])
     except RuntimeError as e:
-        raise GentuneError("checkpoint weights do not match its config", value=str(path),
-                           fix="delete it and train again") from e
+        raise GentuneError(
+            "checkpoint weights do not match its config", value=str(path), fix="delete it and train again"
+        ) from e
     generator.to(resolve_device(device)).eval()
     return config, generator, {"image_shape": image_shape, "extra": payload["extra"]}
 
@@ -106,16 +127,28 @@ def load_checkpoint(path: str | os.PathLike,
 MODEL_FORMAT = "gentune-model-checkpoint/1"
 
 
-def save_model(path: str | os.PathLike, family: str, config, model: torch.nn.Module, meta: dict,
-               extra: dict | None = None) -> Path:
+def save_model(
+    path: str | os.PathLike,
+    family: str,
+    config,
+    model: torch.nn.Module,
+    meta: dict,
+    extra: dict | None = None,
+) -> Path:
     """Any family's checkpoint: family name, config, `meta` (what rebuilds the model besides
     the config: image shape, vocabulary, ...), weights and `extra`, written atomically."""
     path = Path(path)
     extra = {} if extra is None else extra
     _check_plain(extra, "extra")
     _check_plain(meta, "meta")
-    payload = {"format": MODEL_FORMAT, "family": family, "config": config.to_dict(), "meta": meta,
-               "state": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "extra": extra}
+    payload = {
+        "format": MODEL_FORMAT,
+        "family": family,
+        "config": config.to_dict(),
+        "meta": meta,
+        "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "extra": extra,
+    }
     return _write_atomic(path, payload)
 
 
@@ -124,9 +157,15 @@ def read_model(path: str | os.PathLike, family: str) -> dict:
     path = Path(path)
     payload = _read(path)
     if payload.get("format") != MODEL_FORMAT:
-        raise GentuneError(f"not a gentune model checkpoint (expected format {MODEL_FORMAT!r})",
-                           value=str(path), fix="point to a file written by save_model")
+        raise GentuneError(
+            f"not a gentune model checkpoint (expected format {MODEL_FORMAT!r})",
+            value=str(path),
+            fix="point to a file written by save_model",
+        )
     if payload.get("family") != family:
-        raise GentuneError(f"this checkpoint holds a {payload.get('family')!r} model, not {family!r}",
-                           value=str(path), fix=f"load it with --model {payload.get('family')}")
+        raise GentuneError(
+            f"this checkpoint holds a {payload.get('family')!r} model, not {family!r}",
+            value=str(path),
+            fix=f"load it with --model {payload.get('family')}",
+        )
     return payload

@@ -17,8 +17,8 @@ from gentune.device import resolve_device
 from gentune.errors import GentuneError
 from gentune.models.diffusion import Diffusion, DiffusionConfig, build
 from gentune.train.callback import Callback
+from gentune.train.loop import Batches, Loop, TrainResult, check_budget, fixed_subset, run_loop, seeded_build
 from gentune.train.optim import make_optimizer
-from gentune.train.loop import (Batches, Loop, TrainResult, check_budget, fixed_subset, run_loop, seeded_build)
 
 SIGNALS = ("loss",)  # mean squared error of the predicted noise, per pixel
 CURVE_N = 512
@@ -26,8 +26,9 @@ MEASURE_SEED = 777
 
 
 @torch.no_grad()
-def denoising_loss(model: Diffusion, x0: torch.Tensor, *, seed: int = MEASURE_SEED,
-                   batch: int = 1024) -> float:
+def denoising_loss(
+    model: Diffusion, x0: torch.Tensor, *, seed: int = MEASURE_SEED, batch: int = 1024
+) -> float:
     """The noise-prediction MSE on `x0` with steps and noise fixed by `seed`, in eval mode."""
     was = model.training
     model.eval()
@@ -41,10 +42,18 @@ def denoising_loss(model: Diffusion, x0: torch.Tensor, *, seed: int = MEASURE_SE
     return total / max(1, x0.numel())
 
 
-def train_diffusion(config: DiffusionConfig, data: ImageDataset, *, steps: int | None = None,
-                    epochs: float | None = None, seed: int = 0, device: str = "cpu",
-                    log_every: int | None = None, callback: Callback | None = None,
-                    max_seconds: float | None = None) -> TrainResult:
+def train_diffusion(
+    config: DiffusionConfig,
+    data: ImageDataset,
+    *,
+    steps: int | None = None,
+    epochs: float | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    log_every: int | None = None,
+    callback: Callback | None = None,
+    max_seconds: float | None = None,
+) -> TrainResult:
     """Train on `data.train` for `steps` updates or `epochs` passes; `result.model` is the EMA
     model that samples are drawn from. `curves` are the denoising loss of fixed train and
     validation slices (same steps and noise at every evaluation)."""
@@ -73,14 +82,33 @@ def train_diffusion(config: DiffusionConfig, data: ImageDataset, *, steps: int |
                     e.lerp_(p, 1 - config.ema)
         return loss.detach()[None]
 
-    loop = Loop(step, lambda: (denoising_loss(model, slices[0]), denoising_loss(model, slices[1])),
-                SIGNALS, ema, total, log_every, callback, max_seconds, t0)
+    loop = Loop(
+        step,
+        lambda: (denoising_loss(model, slices[0]), denoising_loss(model, slices[1])),
+        SIGNALS,
+        ema,
+        total,
+        log_every,
+        callback,
+        max_seconds,
+        t0,
+    )
     losses, history, curves, done, stop = run_loop(loop)
     ema.eval()
-    return TrainResult(model=ema, config=config, losses=losses, curves=curves, history=history,
-                       steps=done, epochs=batches.consumed / batches.per_epoch,
-                       seconds=time.perf_counter() - t0, device=str(dev), seed=seed,
-                       diverged=stop == "diverged", stop_reason=stop)
+    return TrainResult(
+        model=ema,
+        config=config,
+        losses=losses,
+        curves=curves,
+        history=history,
+        steps=done,
+        epochs=batches.consumed / batches.per_epoch,
+        seconds=time.perf_counter() - t0,
+        device=str(dev),
+        seed=seed,
+        diverged=stop == "diverged",
+        stop_reason=stop,
+    )
 
 
 @torch.no_grad()
@@ -100,12 +128,13 @@ def _ancestral(model: Diffusion, n: int, gen: torch.Generator, dev: torch.device
         c0 = (ab_prev[i].sqrt() * betas[i] / (1 - ab[i])).item()
         ct = ((1 - betas[i]).sqrt() * (1 - ab_prev[i]) / (1 - ab[i])).item()
         var = (betas[i] * (1 - ab_prev[i]) / (1 - ab[i])).item()
-        x = c0 * x0 + ct * x + var ** 0.5 * torch.randn(x.shape, generator=gen).to(dev)
+        x = c0 * x0 + ct * x + var**0.5 * torch.randn(x.shape, generator=gen).to(dev)
     return x
 
 
-def sample(model: Diffusion, n: int, *, seed: int = 0, device: str = "cpu",
-           batch_size: int = 2000) -> torch.Tensor:
+def sample(
+    model: Diffusion, n: int, *, seed: int = 0, device: str = "cpu", batch_size: int = 2000
+) -> torch.Tensor:
     """n images (n, C, H, W) in [-1, 1] on the CPU; all noise is drawn on the CPU from `seed`."""
     if not isinstance(n, int) or n < 0:
         raise GentuneError("the number of samples must be an integer >= 0", value=n, fix="pass 1000")

@@ -72,9 +72,11 @@ class GANResult:
 def _budget(steps, epochs, batches_per_epoch: int, d_steps: int) -> int:
     """Total G steps for a budget given as G steps or as epochs of real data seen by D."""
     if (steps is None) == (epochs is None):
-        raise GentuneError("give exactly one training budget: steps or epochs",
-                           value={"steps": steps, "epochs": epochs},
-                           fix="pass steps=N (G updates) or epochs=E, not both and not neither")
+        raise GentuneError(
+            "give exactly one training budget: steps or epochs",
+            value={"steps": steps, "epochs": epochs},
+            fix="pass steps=N (G updates) or epochs=E, not both and not neither",
+        )
     if steps is not None:
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
             raise GentuneError("steps must be an integer >= 1", value=steps, fix="pass steps=1000")
@@ -90,8 +92,7 @@ def _bce(out: torch.Tensor, target: torch.Tensor, logits: bool) -> torch.Tensor:
     return F.binary_cross_entropy(out, target)
 
 
-def _build_and_optimizers(config: GANConfig, image_shape, seed: int, dev: torch.device,
-                          builder=build):
+def _build_and_optimizers(config: GANConfig, image_shape, seed: int, dev: torch.device, builder=build):
     """(G, D, opt_g, opt_d), initialised under `seed` without touching the global RNG state."""
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.manual_seed(seed)
@@ -107,8 +108,7 @@ def _grad_norm(module: torch.nn.Module) -> torch.Tensor:
     return torch.nn.utils.get_total_norm([p.grad for p in module.parameters() if p.grad is not None])
 
 
-def _gan_step(G, D, opt_g, opt_d, batches: Batches, gen: torch.Generator,
-              config: GANConfig) -> torch.Tensor:
+def _gan_step(G, D, opt_g, opt_d, batches: Batches, gen: torch.Generator, config: GANConfig) -> torch.Tensor:
     """config.d_steps D updates, then one non-saturating G update.
 
     Returns the step's SIGNALS as one device tensor: g_loss, mean d_loss, D's mean accuracy
@@ -129,8 +129,14 @@ def _gan_step(G, D, opt_g, opt_d, batches: Batches, gen: torch.Generator,
         grad_max = torch.maximum(torch.as_tensor(grad_max, device=dev), _grad_norm(D))
         opt_d.step()
         d_sum = d_sum + d_loss.detach()
-        d_acc = d_acc + ((out_real.detach() > threshold).float().mean()
-                         + (out_fake.detach() < threshold).float().mean()) / 2
+        d_acc = (
+            d_acc
+            + (
+                (out_real.detach() > threshold).float().mean()
+                + (out_fake.detach() < threshold).float().mean()
+            )
+            / 2
+        )
 
     # G learns from the last fake batch; D's weights need no gradient for it.
     D.requires_grad_(False)
@@ -163,17 +169,27 @@ def _d_curve(G, D, train: torch.Tensor, val: torch.Tensor, z: torch.Tensor) -> t
     D.eval()
     logits = D.outputs_logits
     fake_term = _bce(D(G(z)), torch.zeros(len(z), 1, device=z.device), logits)
-    out = [float(_bce(D(x), torch.ones(len(x), 1, device=x.device), logits) + fake_term)
-           for x in (train, val)]
+    out = [
+        float(_bce(D(x), torch.ones(len(x), 1, device=x.device), logits) + fake_term) for x in (train, val)
+    ]
     G.train(modes[0])
     D.train(modes[1])
     return out[0], out[1]
 
 
-def train_gan(config: GANConfig, data: ImageDataset, *, steps: int | None = None,
-              epochs: float | None = None, seed: int = 0, device: str = "cpu",
-              log_every: int = 50, callback: Callback | None = None,
-              max_seconds: float | None = None, builder=build) -> GANResult:
+def train_gan(
+    config: GANConfig,
+    data: ImageDataset,
+    *,
+    steps: int | None = None,
+    epochs: float | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    log_every: int = 50,
+    callback: Callback | None = None,
+    max_seconds: float | None = None,
+    builder=build,
+) -> GANResult:
     """Train the MLP GAN on `data.train` for `steps` G updates or `epochs` passes of D.
 
     Each G step does `config.d_steps` D updates (one real batch each) and one G update with the
@@ -198,8 +214,11 @@ def train_gan(config: GANConfig, data: ImageDataset, *, steps: int | None = None
     total = _budget(steps, epochs, batches.per_epoch, config.d_steps)
     G, D, opt_g, opt_d = _build_and_optimizers(config, data.shape, seed, dev, builder)
     curves = LossCurves()
-    slices = (fixed_subset(x, CURVE_N, 1), fixed_subset(data.val.x.to(dev, torch.float32), CURVE_N, 2),
-              torch.randn(CURVE_N, config.latent_dim, generator=torch.Generator().manual_seed(3)).to(dev))
+    slices = (
+        fixed_subset(x, CURVE_N, 1),
+        fixed_subset(data.val.x.to(dev, torch.float32), CURVE_N, 2),
+        torch.randn(CURVE_N, config.latent_dim, generator=torch.Generator().manual_seed(3)).to(dev),
+    )
     record = torch.zeros(total, len(SIGNALS), device=dev)  # per G step; read back rarely
     callback = adapt(callback)
     history: list[dict] = []
@@ -224,21 +243,33 @@ def train_gan(config: GANConfig, data: ImageDataset, *, steps: int | None = None
         if callback is not None and step % log_every == 0:
             callback(step, total, signals, G)
 
-    final = record[max(0, step - FINAL_LOSS_WINDOW):step, :2].mean(0).tolist()
+    final = record[max(0, step - FINAL_LOSS_WINDOW) : step, :2].mean(0).tolist()
     G.eval()
-    return GANResult(generator=G, discriminator=D, config=config, steps=step,
-                     epochs=batches.consumed / batches.per_epoch,
-                     seconds=time.perf_counter() - t0, g_loss=final[0], d_loss=final[1],
-                     history=history, device=str(dev), seed=seed,
-                     diverged=stop_reason == "diverged", stop_reason=stop_reason,
-                     curves=curves.points)
+    return GANResult(
+        generator=G,
+        discriminator=D,
+        config=config,
+        steps=step,
+        epochs=batches.consumed / batches.per_epoch,
+        seconds=time.perf_counter() - t0,
+        g_loss=final[0],
+        d_loss=final[1],
+        history=history,
+        device=str(dev),
+        seed=seed,
+        diverged=stop_reason == "diverged",
+        stop_reason=stop_reason,
+        curves=curves.points,
+    )
 
 
-def sample(generator: Generator, n: int, *, seed: int = 0, device: str = "cpu",
-           batch_size: int = 4096) -> torch.Tensor:
+def sample(
+    generator: Generator, n: int, *, seed: int = 0, device: str = "cpu", batch_size: int = 4096
+) -> torch.Tensor:
     """n images (n, C, H, W) in [-1, 1] on the CPU; the same seed gives the same latent vectors.
 
     The generator is moved to `device` (and stays there); its train/eval mode is restored.
     """
-    return decode_latents(generator, n, generator.latent_dim, generator, seed=seed, device=device,
-                          batch_size=batch_size)
+    return decode_latents(
+        generator, n, generator.latent_dim, generator, seed=seed, device=device, batch_size=batch_size
+    )

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -56,8 +57,12 @@ class LossCurves:
         self.points: list[dict] = []
 
     def add(self, step: int, train: float, val: float) -> dict:
-        point = {"step": int(step), "train": float(train), "val": float(val),
-                 "gap": float(val) - float(train)}
+        point = {
+            "step": int(step),
+            "train": float(train),
+            "val": float(val),
+            "gap": float(val) - float(train),
+        }
         self.points.append(point)
         return point
 
@@ -75,7 +80,7 @@ def overfitting(curves: list[dict], patience: int = OVERFIT_PATIENCE) -> bool:
     """
     if len(curves) <= patience:
         return False
-    tail = curves[-patience - 1:]
+    tail = curves[-patience - 1 :]
     val_rose = all(b["val"] > a["val"] for a, b in zip(tail, tail[1:]))
     return val_rose and tail[-1]["train"] < tail[0]["train"]
 
@@ -93,8 +98,11 @@ class Batches:
 
     def __init__(self, x: torch.Tensor, batch_size: int, gen: torch.Generator):
         if x.shape[0] < batch_size:
-            raise GentuneError(f"batch_size is larger than the {x.shape[0]} training images",
-                               value=batch_size, fix=f"use batch_size <= {x.shape[0]}")
+            raise GentuneError(
+                f"batch_size is larger than the {x.shape[0]} training images",
+                value=batch_size,
+                fix=f"use batch_size <= {x.shape[0]}",
+            )
         self.x, self.batch_size, self.gen = x, batch_size, gen
         self.per_epoch = x.shape[0] // batch_size
         self.consumed = 0
@@ -105,11 +113,12 @@ class Batches:
         if i == 0:
             self.perm = torch.randperm(self.x.shape[0], generator=self.gen, device=self.x.device)
         self.consumed += 1
-        return self.x[self.perm[i * self.batch_size:(i + 1) * self.batch_size]]
+        return self.x[self.perm[i * self.batch_size : (i + 1) * self.batch_size]]
 
 
-def decode_latents(model: torch.nn.Module, n: int, latent_dim: int, decode: Callable, *,
-                   seed: int, device, batch_size: int) -> torch.Tensor:
+def decode_latents(
+    model: torch.nn.Module, n: int, latent_dim: int, decode: Callable, *, seed: int, device, batch_size: int
+) -> torch.Tensor:
     """n images (n, C, H, W) on the CPU from `decode(z)` of z ~ N(0, I) drawn from `seed`.
 
     Latents are drawn on the CPU in one call, so they do not depend on device or batch size; the
@@ -134,9 +143,11 @@ def decode_latents(model: torch.nn.Module, n: int, latent_dim: int, decode: Call
 def check_budget(steps, epochs, per_epoch: int) -> int:
     """Total optimiser steps for a budget given as steps or as epochs of the training data."""
     if (steps is None) == (epochs is None):
-        raise GentuneError("give exactly one training budget: steps or epochs",
-                           value={"steps": steps, "epochs": epochs},
-                           fix="pass steps=N (optimiser updates) or epochs=E, not both and not neither")
+        raise GentuneError(
+            "give exactly one training budget: steps or epochs",
+            value={"steps": steps, "epochs": epochs},
+            fix="pass steps=N (optimiser updates) or epochs=E, not both and not neither",
+        )
     if steps is not None:
         if not _is_int(steps) or steps < 1:
             raise GentuneError("steps must be an integer >= 1", value=steps, fix="pass steps=1000")
@@ -199,8 +210,11 @@ def run_loop(loop: Loop) -> tuple[dict, list[dict], list[dict], int, str]:
         if record is None:
             record = torch.zeros(loop.total, len(loop.signals), device=out.device)
         record[step - 1] = out
-        if loop.max_seconds is not None and step < loop.total \
-                and time.perf_counter() - loop.t0 > loop.max_seconds:
+        if (
+            loop.max_seconds is not None
+            and step < loop.total
+            and time.perf_counter() - loop.t0 > loop.max_seconds
+        ):
             stop = "max_seconds"
         if step % every and step != loop.total and stop == "budget":
             continue
@@ -218,5 +232,5 @@ def run_loop(loop: Loop) -> tuple[dict, list[dict], list[dict], int, str]:
             break
         if callback is not None and step % every == 0:
             callback(step, loop.total, signals, loop.model)
-    final = record[max(0, step - FINAL_LOSS_WINDOW):step].mean(0).tolist()  # type: ignore[index]
+    final = record[max(0, step - FINAL_LOSS_WINDOW) : step].mean(0).tolist()  # type: ignore[index]
     return dict(zip(loop.signals, final)), history, curves.points, step, stop

@@ -16,11 +16,18 @@ import torch.nn.functional as F
 from gentune.data.base import ImageDataset
 from gentune.device import resolve_device
 from gentune.errors import DataError, GentuneError
-from gentune.models.transformer import (TokenTransformer, TransformerConfig, build, image_meta,
-                                  images_to_tokens, text_meta, tokens_to_images)
+from gentune.models.transformer import (
+    TokenTransformer,
+    TransformerConfig,
+    build,
+    image_meta,
+    images_to_tokens,
+    text_meta,
+    tokens_to_images,
+)
 from gentune.train.callback import Callback
+from gentune.train.loop import Batches, Loop, TrainResult, check_budget, fixed_subset, run_loop, seeded_build
 from gentune.train.optim import lr_lambda, make_optimizer
-from gentune.train.loop import (Batches, Loop, TrainResult, check_budget, fixed_subset, run_loop, seeded_build)
 
 SIGNALS = ("loss", "grad_norm")  # loss: cross-entropy, nats per token
 CURVE_N = 256  # images, or text windows, in each fixed slice the curves are measured on
@@ -40,8 +47,9 @@ class _Windows:
         self.offsets = torch.arange(context + 1, device=ids.device)
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        starts = torch.randint(len(self.ids) - self.context - 1, (self.batch,), generator=self.gen,
-                               device=self.ids.device)
+        starts = torch.randint(
+            len(self.ids) - self.context - 1, (self.batch,), generator=self.gen, device=self.ids.device
+        )
         self.consumed += 1
         chunk = self.ids[starts[:, None] + self.offsets]
         return chunk[:, :-1], chunk[:, 1:]
@@ -70,8 +78,9 @@ def _text_windows(ids: torch.Tensor, context: int, starts: torch.Tensor):
 
 
 @torch.no_grad()
-def token_nll(model: TokenTransformer, inputs: torch.Tensor, targets: torch.Tensor,
-              batch: int = 256) -> float:
+def token_nll(
+    model: TokenTransformer, inputs: torch.Tensor, targets: torch.Tensor, batch: int = 256
+) -> float:
     """Mean cross-entropy in nats per token, in eval mode."""
     was = model.training
     model.eval()
@@ -88,13 +97,18 @@ def _prepare(config: TransformerConfig, data, dev: torch.device, gen: torch.Gene
         meta = text_meta(config, data.vocab)
         train, val = data.train.to(dev), data.val.to(dev)
         if len(val) <= config.context + 1 or len(train) <= config.context + 1:
-            raise DataError("the text is too short for this context length",
-                            value={"context": config.context, "val_chars": len(val)},
-                            fix="use a longer text or a smaller context")
+            raise DataError(
+                "the text is too short for this context length",
+                value={"context": config.context, "val_chars": len(val)},
+                fix="use a longer text or a smaller context",
+            )
         source = _Windows(train, config.batch_size, config.context, gen)
         per_epoch = max(1, len(train) // (config.batch_size * config.context))
-        pick = lambda ids, s: torch.randint(len(ids) - config.context - 1, (CURVE_N,),  # noqa: E731
-                                            generator=torch.Generator().manual_seed(s)).to(dev)
+        pick = lambda ids, s: torch.randint(  # noqa: E731
+            len(ids) - config.context - 1,
+            (CURVE_N,),
+            generator=torch.Generator().manual_seed(s),
+        ).to(dev)
         slices = [_text_windows(ids, config.context, pick(ids, s)) for ids, s in ((train, 1), (val, 2))]
         return meta, source, per_epoch, slices
     meta = image_meta(config, data.shape)
@@ -113,10 +127,18 @@ def _optimizer(config: TransformerConfig, model: TokenTransformer):
     return make_optimizer(config, [{"params": decay}, {"params": rest, "weight_decay": 0.0}])
 
 
-def train_transformer(config: TransformerConfig, data, *, steps: int | None = None,
-                      epochs: float | None = None, seed: int = 0, device: str = "cpu",
-                      log_every: int | None = None, callback: Callback | None = None,
-                      max_seconds: float | None = None) -> TrainResult:
+def train_transformer(
+    config: TransformerConfig,
+    data,
+    *,
+    steps: int | None = None,
+    epochs: float | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    log_every: int | None = None,
+    callback: Callback | None = None,
+    max_seconds: float | None = None,
+) -> TrainResult:
     """Train on `data` (an ImageDataset or a TextDataset) for `steps` updates or `epochs` passes.
 
     `losses` = {"loss": nats per token, "grad_norm"}; `curves` the cross-entropy of fixed train
@@ -130,6 +152,7 @@ def train_transformer(config: TransformerConfig, data, *, steps: int | None = No
     model = seeded_build(seed, lambda: build(config, meta), dev).train()
     opt = _optimizer(config, model)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(config.warmup, total, config.schedule))
+
     def step(i: int) -> torch.Tensor:
         x, y = source.next()
         loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
@@ -140,14 +163,33 @@ def train_transformer(config: TransformerConfig, data, *, steps: int | None = No
         sched.step()
         return torch.stack([loss.detach(), norm])
 
-    loop = Loop(step, lambda: (token_nll(model, *slices[0]), token_nll(model, *slices[1])), SIGNALS,
-                model, total, log_every, callback, max_seconds, t0)
+    loop = Loop(
+        step,
+        lambda: (token_nll(model, *slices[0]), token_nll(model, *slices[1])),
+        SIGNALS,
+        model,
+        total,
+        log_every,
+        callback,
+        max_seconds,
+        t0,
+    )
     losses, history, curves, done, stop = run_loop(loop)
     model.eval()
-    return TrainResult(model=model, config=config, losses=losses, curves=curves, history=history,
-                       steps=done, epochs=source.consumed / per_epoch,
-                       seconds=time.perf_counter() - t0, device=str(dev), seed=seed,
-                       diverged=stop == "diverged", stop_reason=stop)
+    return TrainResult(
+        model=model,
+        config=config,
+        losses=losses,
+        curves=curves,
+        history=history,
+        steps=done,
+        epochs=source.consumed / per_epoch,
+        seconds=time.perf_counter() - t0,
+        device=str(dev),
+        seed=seed,
+        diverged=stop == "diverged",
+        stop_reason=stop,
+    )
 
 
 def _draw(logits: torch.Tensor, temperature: float, gen: torch.Generator) -> torch.Tensor:
@@ -158,15 +200,22 @@ def _draw(logits: torch.Tensor, temperature: float, gen: torch.Generator) -> tor
 
 
 @torch.no_grad()
-def generate(model: TokenTransformer, prefix: torch.Tensor, n_new: int, *, temperature: float,
-             gen: torch.Generator, allowed: int | None = None) -> torch.Tensor:
+def generate(
+    model: TokenTransformer,
+    prefix: torch.Tensor,
+    n_new: int,
+    *,
+    temperature: float,
+    gen: torch.Generator,
+    allowed: int | None = None,
+) -> torch.Tensor:
     """`prefix` (B, t) extended by `n_new` sampled tokens; only ids < `allowed` are drawn.
 
     Keys and values are cached while the sequence fits the context; beyond it, each step
     recomputes the last `max_len` tokens.
     """
     layers, idx = len(model.blocks), prefix
-    logits, caches = model(idx[:, -model.max_len:], [None] * layers, 0)
+    logits, caches = model(idx[:, -model.max_len :], [None] * layers, 0)
     pos = min(idx.shape[1], model.max_len)
     for i in range(n_new):
         last = logits[:, -1]
@@ -180,13 +229,20 @@ def generate(model: TokenTransformer, prefix: torch.Tensor, n_new: int, *, tempe
             logits, caches = model(nxt, caches, pos)
             pos += 1
         else:
-            logits, caches = model(idx[:, -model.max_len:], [None] * layers, 0)
+            logits, caches = model(idx[:, -model.max_len :], [None] * layers, 0)
     return idx
 
 
-def sample(model: TokenTransformer, n: int, *, seed: int = 0, device: str = "cpu",
-           temperature: float | None = None, length: int = TEXT_SAMPLE_CHARS,
-           batch_size: int = 1000):
+def sample(
+    model: TokenTransformer,
+    n: int,
+    *,
+    seed: int = 0,
+    device: str = "cpu",
+    temperature: float | None = None,
+    length: int = TEXT_SAMPLE_CHARS,
+    batch_size: int = 1000,
+):
     """Images: (n, C, H, W) in [-1, 1] on the CPU. Text: n strings of `length` characters.
 
     `temperature` defaults to the config's. The same seed gives the same samples on any device.
@@ -202,15 +258,17 @@ def sample(model: TokenTransformer, n: int, *, seed: int = 0, device: str = "cpu
         if meta["kind"] == "text":
             vocab = meta["vocab"]
             first = vocab.index("\n") if "\n" in vocab else 0
-            ids = generate(model, torch.full((n, 1), first, device=dev), length, temperature=temperature,
-                           gen=gen)
+            ids = generate(
+                model, torch.full((n, 1), first, device=dev), length, temperature=temperature, gen=gen
+            )
             return ["".join(vocab[int(i)] for i in row[1:]) for row in ids.cpu()]
         out = []
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
             first = torch.full((b, 1), meta["levels"], device=dev)
-            tokens = generate(model, first, meta["max_len"], temperature=temperature, gen=gen,
-                              allowed=meta["levels"])[:, 1:]
+            tokens = generate(
+                model, first, meta["max_len"], temperature=temperature, gen=gen, allowed=meta["levels"]
+            )[:, 1:]
             out.append(tokens_to_images(tokens, meta).cpu())
         return torch.cat(out) if out else torch.empty(0, *meta["image_shape"])
     finally:

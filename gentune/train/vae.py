@@ -17,8 +17,17 @@ from gentune.data.base import ImageDataset
 from gentune.device import resolve_device
 from gentune.models.vae import VAE, VAEConfig, build
 from gentune.train.callback import Callback
+from gentune.train.loop import (
+    Batches,
+    Loop,
+    TrainResult,
+    check_budget,
+    decode_latents,
+    fixed_subset,
+    run_loop,
+    seeded_build,
+)
 from gentune.train.optim import make_optimizer
-from gentune.train.loop import (Batches, decode_latents, Loop, TrainResult, check_budget, fixed_subset, run_loop, seeded_build)
 
 SIGNALS = ("loss", "recon", "kl")  # loss = recon + kl = -ELBO, nats per image
 CURVE_N = 512  # images in each fixed slice the train / validation curves are measured on
@@ -52,8 +61,9 @@ def neg_elbo(model: VAE, x: torch.Tensor, *, seed: int = MEASURE_SEED, batch: in
 
 
 @torch.no_grad()
-def importance_nll(model: VAE, x: torch.Tensor, k: int, *, seed: int = MEASURE_SEED,
-                   rows: int = 32768) -> float:
+def importance_nll(
+    model: VAE, x: torch.Tensor, k: int, *, seed: int = MEASURE_SEED, rows: int = 32768
+) -> float:
     """Mean importance-sampled NLL in nats per image: -log mean_k p(x, z_k) / q(z_k | x)."""
     was = model.training
     model.eval()
@@ -76,10 +86,18 @@ def importance_nll(model: VAE, x: torch.Tensor, k: int, *, seed: int = MEASURE_S
     return total / max(1, len(x))
 
 
-def train_vae(config: VAEConfig, data: ImageDataset, *, steps: int | None = None,
-              epochs: float | None = None, seed: int = 0, device: str = "cpu",
-              log_every: int | None = None, callback: Callback | None = None,
-              max_seconds: float | None = None) -> TrainResult:
+def train_vae(
+    config: VAEConfig,
+    data: ImageDataset,
+    *,
+    steps: int | None = None,
+    epochs: float | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    log_every: int | None = None,
+    callback: Callback | None = None,
+    max_seconds: float | None = None,
+) -> TrainResult:
     """Train the VAE on `data.train` for `steps` updates or `epochs` passes.
 
     `losses` holds the final means of `loss` (-ELBO), `recon` and `kl`, in nats per image;
@@ -104,25 +122,51 @@ def train_vae(config: VAEConfig, data: ImageDataset, *, steps: int | None = None
         opt.step()
         return torch.stack([rec + kl, rec, kl])
 
-    loop = Loop(step, lambda: (neg_elbo(model, slices[0]), neg_elbo(model, slices[1])), SIGNALS,
-                model, total, log_every, callback, max_seconds, t0)
+    loop = Loop(
+        step,
+        lambda: (neg_elbo(model, slices[0]), neg_elbo(model, slices[1])),
+        SIGNALS,
+        model,
+        total,
+        log_every,
+        callback,
+        max_seconds,
+        t0,
+    )
     losses, history, curves, done, stop = run_loop(loop)
     model.eval()
-    return TrainResult(model=model, config=config, losses=losses, curves=curves, history=history,
-                       steps=done, epochs=batches.consumed / batches.per_epoch,
-                       seconds=time.perf_counter() - t0, device=str(dev), seed=seed,
-                       diverged=stop == "diverged", stop_reason=stop)
+    return TrainResult(
+        model=model,
+        config=config,
+        losses=losses,
+        curves=curves,
+        history=history,
+        steps=done,
+        epochs=batches.consumed / batches.per_epoch,
+        seconds=time.perf_counter() - t0,
+        device=str(dev),
+        seed=seed,
+        diverged=stop == "diverged",
+        stop_reason=stop,
+    )
 
 
-def sample(model: VAE, n: int, *, seed: int = 0, device: str = "cpu",
-           batch_size: int = 4096) -> torch.Tensor:
+def sample(model: VAE, n: int, *, seed: int = 0, device: str = "cpu", batch_size: int = 4096) -> torch.Tensor:
     """n images (n, C, H, W) in [-1, 1] on the CPU: decoder means of z ~ N(0, I) drawn from `seed`."""
-    return decode_latents(model, n, model.latent_dim, lambda z: model.images(model.decode(z)),
-                          seed=seed, device=device, batch_size=batch_size)
+    return decode_latents(
+        model,
+        n,
+        model.latent_dim,
+        lambda z: model.images(model.decode(z)),
+        seed=seed,
+        device=device,
+        batch_size=batch_size,
+    )
 
 
-def evaluate(model: VAE, data: ImageDataset, *, device: str = "cpu", final: bool = True,
-             k: int | None = None) -> dict:
+def evaluate(
+    model: VAE, data: ImageDataset, *, device: str = "cpu", final: bool = True, k: int | None = None
+) -> dict:
     """Validation likelihood in nats per image: `elbo` (a lower bound on log p(x), so negative),
     and with `final` the importance-sampled `nll` (k samples; a tighter bound, positive) and
     its `bits_per_dim`."""

@@ -13,9 +13,10 @@ settings. The defaults and the measurements behind them are in docs/detectors.md
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -84,8 +85,13 @@ class Stagnation:
     only_when_behind: bool = True
 
 
-DETECTORS = {"diverged": Diverged, "d_overpowered": DOverpowered, "mode_collapse": ModeCollapse,
-             "posterior_collapse": PosteriorCollapse, "stagnation": Stagnation}
+DETECTORS = {
+    "diverged": Diverged,
+    "d_overpowered": DOverpowered,
+    "mode_collapse": ModeCollapse,
+    "posterior_collapse": PosteriorCollapse,
+    "stagnation": Stagnation,
+}
 
 
 @dataclass(frozen=True)
@@ -102,43 +108,51 @@ class DetectorConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> "DetectorConfig":
+    def from_dict(cls, d: dict[str, Any] | None) -> DetectorConfig:
         """Parse {name: {key: value}}; unknown names or keys are errors that list the valid ones."""
         config = cls()
         for name, values in (d or {}).items():
             if not isinstance(values, dict):
-                raise GentuneError(f"detector settings for {name!r} must be a mapping of key: value",
-                                   value=values, fix=f"write e.g. {name}: {{enabled: false}}")
+                raise GentuneError(
+                    f"detector settings for {name!r} must be a mapping of key: value",
+                    value=values,
+                    fix=f"write e.g. {name}: {{enabled: false}}",
+                )
             for key, value in values.items():
                 config = config.set(name, key, value)
         return config
 
-    def set(self, name: str, key: str, value: Any) -> "DetectorConfig":
+    def set(self, name: str, key: str, value: Any) -> DetectorConfig:
         """A copy with detector `name`'s `key` set to `value` (strings are parsed as YAML)."""
         if name not in DETECTORS:
-            raise GentuneError(f"unknown detector {name!r}", value=name,
-                               fix="use one of: " + ", ".join(DETECTORS))
+            raise GentuneError(
+                f"unknown detector {name!r}", value=name, fix="use one of: " + ", ".join(DETECTORS)
+            )
         sub = getattr(self, name)
         keys = {f.name: f for f in fields(sub)}
         if key not in keys:
-            raise GentuneError(f"detector {name!r} has no setting {key!r}", value=key,
-                               fix=f"use one of: {', '.join(keys)}")
+            raise GentuneError(
+                f"detector {name!r} has no setting {key!r}", value=key, fix=f"use one of: {', '.join(keys)}"
+            )
         return replace(self, **{name: replace(sub, **{key: _typed(name, key, value, getattr(sub, key))})})
 
-    def with_overrides(self, items: list[str]) -> "DetectorConfig":
+    def with_overrides(self, items: list[str]) -> DetectorConfig:
         """Apply `name.key=value` strings, e.g. `stagnation.patience=6`."""
         config = self
         for item in items:
             target, eq, value = item.partition("=")
             name, dot, key = target.strip().partition(".")
             if not eq or not dot:
-                raise GentuneError("a detector override must read name.key=value", value=item,
-                                   fix="write e.g. --detector stagnation.patience=6 or "
-                                       "--detector mode_collapse.enabled=false")
+                raise GentuneError(
+                    "a detector override must read name.key=value",
+                    value=item,
+                    fix="write e.g. --detector stagnation.patience=6 or "
+                    "--detector mode_collapse.enabled=false",
+                )
             config = config.set(name, key.strip(), value.strip())
         return config
 
-    def only(self, names: list[str]) -> "DetectorConfig":
+    def only(self, names: list[str]) -> DetectorConfig:
         """A copy with exactly the detectors `names` enabled (an empty list turns all off)."""
         for name in names:
             self.set(name, "enabled", True)  # an unknown name is an error that lists the valid ones
@@ -164,14 +178,21 @@ def _typed(name: str, key: str, value: Any, current: Any) -> Any:
         except ValueError:
             pass
     kind = type(current)
-    ok = (isinstance(value, bool) if kind is bool else
-          isinstance(value, int) and not isinstance(value, bool) if kind is int else
-          isinstance(value, (int, float)) and not isinstance(value, bool))
+    ok = (
+        isinstance(value, bool)
+        if kind is bool
+        else isinstance(value, int) and not isinstance(value, bool)
+        if kind is int
+        else isinstance(value, (int, float)) and not isinstance(value, bool)
+    )
     if not ok or (kind is not bool and (not math.isfinite(value) or value < 0)):
-        raise GentuneError(f"detector setting {name}.{key} must be "
-                           f"{'true or false' if kind is bool else 'a number >= 0'}"
-                           + (" (an integer)" if kind is int else ""), value=value,
-                           fix=f"write e.g. {name}.{key}={current}")
+        raise GentuneError(
+            f"detector setting {name}.{key} must be "
+            f"{'true or false' if kind is bool else 'a number >= 0'}"
+            + (" (an integer)" if kind is int else ""),
+            value=value,
+            fix=f"write e.g. {name}.{key}={current}",
+        )
     return float(value) if kind is float else value
 
 
@@ -179,16 +200,23 @@ def load_detector_file(path: str | Path) -> DetectorConfig:
     """A YAML file of {name: {key: value}} over the defaults, e.g. `stagnation: {patience: 6}`."""
     path = Path(path)
     if not path.is_file():
-        raise GentuneError("the detector config file does not exist", value=str(path),
-                           fix="pass the path of a YAML file to --detector-config")
+        raise GentuneError(
+            "the detector config file does not exist",
+            value=str(path),
+            fix="pass the path of a YAML file to --detector-config",
+        )
     try:
         doc = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise GentuneError(f"{path.name} is not valid YAML: {e}",
-                           fix="check the syntax near the reported line") from None
+        raise GentuneError(
+            f"{path.name} is not valid YAML: {e}", fix="check the syntax near the reported line"
+        ) from None
     if doc is not None and not isinstance(doc, dict):
-        raise GentuneError(f"{path.name} must map detector names to settings", value=doc,
-                           fix="write e.g. 'stagnation: {patience: 6}'")
+        raise GentuneError(
+            f"{path.name} must map detector names to settings",
+            value=doc,
+            fix="write e.g. 'stagnation: {patience: 6}'",
+        )
     return DetectorConfig.from_dict(doc)
 
 
@@ -201,8 +229,14 @@ class DetectorSet:
     returns the first reason that fired, or None.
     """
 
-    def __init__(self, config: DetectorConfig, *, floor: dict | None = None,
-                 direction: str = "minimize", incumbent: Callable[[], float | None] | None = None):
+    def __init__(
+        self,
+        config: DetectorConfig,
+        *,
+        floor: dict | None = None,
+        direction: str = "minimize",
+        incumbent: Callable[[], float | None] | None = None,
+    ):
         self.config, self.floor, self.incumbent = config, floor or {}, incumbent
         self.sign = 1.0 if direction == "minimize" else -1.0
         self._overpowered = self._kl_low = self._collapsed = self._stale = self._steep = 0
@@ -220,8 +254,11 @@ class DetectorSet:
         c, d = self.config, self.config.diverged
         norm = signals.get("grad_norm", 0.0)
         self._steep = self._steep + 1 if norm > d.max_grad_norm else 0
-        if d.enabled and (any(not math.isfinite(v) for v in signals.values())
-                          or norm > d.spike_grad_norm or self._steep >= d.window):
+        if d.enabled and (
+            any(not math.isfinite(v) for v in signals.values())
+            or norm > d.spike_grad_norm
+            or self._steep >= d.window
+        ):
             return "diverged"
         o = c.d_overpowered
         if o.enabled and "d_acc" in signals:
@@ -236,8 +273,7 @@ class DetectorSet:
                 return "posterior_collapse"
         return None
 
-    def on_evaluation(self, step: int, total: int, metrics: dict[str, Any],
-                      value: float) -> str | None:
+    def on_evaluation(self, step: int, total: int, metrics: dict[str, Any], value: float) -> str | None:
         """Check the metrics of one evaluation during training; `value` is the objective."""
         c = self.config
         if c.diverged.enabled and not math.isfinite(value):
@@ -269,8 +305,9 @@ class DetectorSet:
         return recall is not None and bool(ref_recall) and recall < m.recall_ratio * ref_recall
 
 
-def detector_config(switch: str | None = None, file: str | Path | None = None,
-                    overrides: list[str] | None = None) -> DetectorConfig | None:
+def detector_config(
+    switch: str | None = None, file: str | Path | None = None, overrides: list[str] | None = None
+) -> DetectorConfig | None:
     """The detectors the command line asks for, or None when it asks for nothing in particular.
 
     `switch` is `on`, `off` or a comma list of detector names to enable; `file` a YAML file

@@ -19,14 +19,15 @@ failed, so samplers still learn from it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 import torch
 
-from gentune.trial.detectors import DetectorSet
 from gentune.images import b64, grid_png
+from gentune.trial.detectors import DetectorSet
 
 PROGRESS_GRID = 64  # samples per grid in samples_progress (the first of the evaluation batch)
 MAX_EVAL_N = 1000  # default N during training: cheap, and above the 64 features FID needs
@@ -61,9 +62,19 @@ class TrainingMonitor:
     them; `metric` names the objective's key in the metrics ("loss" reports the G loss).
     """
 
-    def __init__(self, trial: optuna.Trial, *, schedule: Schedule, detectors: DetectorSet,
-                 sample: Callable[[Any, int, int], torch.Tensor], evaluator, metric: str,
-                 seed: int, progress=None, prune: bool = True):
+    def __init__(
+        self,
+        trial: optuna.Trial,
+        *,
+        schedule: Schedule,
+        detectors: DetectorSet,
+        sample: Callable[[Any, int, int], torch.Tensor],
+        evaluator,
+        metric: str,
+        seed: int,
+        progress=None,
+        prune: bool = True,
+    ):
         self.trial, self.schedule, self.detectors = trial, schedule, detectors
         self.sample, self.evaluator, self.metric = sample, evaluator, metric
         self.seed, self.progress, self.prune = seed, progress, prune
@@ -94,8 +105,9 @@ class TrainingMonitor:
         if self.prune and self.trial.should_prune():
             self.stop("pruned", step)
 
-    def evaluate(self, step: int, model=None, images: torch.Tensor | None = None,
-                 full: bool = False) -> tuple[float, dict]:
+    def evaluate(
+        self, step: int, model=None, images: torch.Tensor | None = None, full: bool = False
+    ) -> tuple[float, dict]:
         """Score `model`'s samples (or the first n of `images`), report, keep the grid.
 
         Only the metrics that the objective and the detectors read are computed, unless `full`.
@@ -106,7 +118,7 @@ class TrainingMonitor:
             return value, {}
         if images is None:
             images = self.sample(model, self.schedule.n, self.seed)
-        images = images[:self.schedule.n]
+        images = images[: self.schedule.n]
         self.frames.append({"step": int(step), "png": b64(grid_png(images[:PROGRESS_GRID]))})
         self.trial.set_user_attr("samples_progress", self.frames)
         if not torch.isfinite(images).all():
@@ -145,10 +157,18 @@ def incumbent(study: optuna.Study) -> float | None:
 DEFAULT_EVALS = 5  # evaluations during training before the final one: 6 points on the curve
 
 
-def compute_settings(strategy: str, *, pruner: str | None = None, patience: int | None = None,
-                     detectors=None, evals: int | None = None, eval_every: int | None = None,
-                     eval_samples: int | None = None, stored: dict | None = None,
-                     default_eval_samples: int | None = None) -> dict:
+def compute_settings(
+    strategy: str,
+    *,
+    pruner: str | None = None,
+    patience: int | None = None,
+    detectors=None,
+    evals: int | None = None,
+    eval_every: int | None = None,
+    eval_samples: int | None = None,
+    stored: dict | None = None,
+    default_eval_samples: int | None = None,
+) -> dict:
     """The StudySettings fields that decide how a trial's compute is spent.
 
     An argument left None takes the value stored in an existing study (`stored`, its settings
@@ -157,9 +177,9 @@ def compute_settings(strategy: str, *, pruner: str | None = None, patience: int 
     `default_eval_samples` samples (the family's; None: min(N, MAX_EVAL_N)), every detector.
     `detectors` is a DetectorConfig, its dict, True/"on" or False/"off".
     """
-    from gentune.trial.detectors import DetectorConfig
-    from gentune.search.pruners import PRUNERS, default_pruner
     from gentune.errors import unknown_choice
+    from gentune.search.pruners import PRUNERS, default_pruner
+    from gentune.trial.detectors import DetectorConfig
 
     old = stored is not None
     stored = stored or {}
@@ -183,6 +203,7 @@ def compute_settings(strategy: str, *, pruner: str | None = None, patience: int 
         "evals": pick("evals", evals, DEFAULT_EVALS) or 0,
         "eval_every": pick("eval_every", eval_every, None),
         "eval_samples": pick("eval_samples", eval_samples, default_eval_samples),
-        "detectors": pick("detectors", detectors.to_dict() if detectors is not None else None,
-                          DetectorConfig().to_dict()),
+        "detectors": pick(
+            "detectors", detectors.to_dict() if detectors is not None else None, DetectorConfig().to_dict()
+        ),
     }

@@ -19,22 +19,24 @@ import optuna
 import torch
 
 from gentune.data.base import ImageDataset
-from gentune.trial.detectors import DetectorConfig, DetectorSet
 from gentune.families import Family, data_kind
 from gentune.images import b64, grid_png
-from gentune.trial.monitor import Schedule, TrainingMonitor, eval_n, incumbent
 from gentune.search.space import SearchSpace
 from gentune.study.store import StudySettings
 from gentune.train.loop import overfit_step, overfitting
+from gentune.trial.detectors import DetectorConfig, DetectorSet
+from gentune.trial.monitor import Schedule, TrainingMonitor, eval_n, incumbent
 
 # Every trial draws its evaluation samples from the same latent seed, so sample grids and
 # metric values are comparable across trials.
 EVAL_SEED = 12345
 GRID_SAMPLES = 64
 TEXT_SAMPLES = 4  # strings kept in a text trial's `text_samples`
-LOSS_WARNING = ("--objective loss ranks trials by the final generator loss, which does not measure "
-                "sample quality: on the tutorial's GAN the lowest-loss configurations are often "
-                "mode-collapsed. Use --objective fid (the default) to tune what the model generates.")
+LOSS_WARNING = (
+    "--objective loss ranks trials by the final generator loss, which does not measure "
+    "sample quality: on the tutorial's GAN the lowest-loss configurations are often "
+    "mode-collapsed. Use --objective fid (the default) to tune what the model generates."
+)
 
 
 def objective_value(settings: StudySettings, metrics: dict[str, Any], loss: float) -> float:
@@ -59,8 +61,18 @@ class GenerativeObjective:
     caller and shared by every trial.
     """
 
-    def __init__(self, family: Family, settings: StudySettings, data: ImageDataset, evaluator,
-                 space: SearchSpace, *, device: torch.device, out_dir: Path, progress=None):
+    def __init__(
+        self,
+        family: Family,
+        settings: StudySettings,
+        data: ImageDataset,
+        evaluator,
+        space: SearchSpace,
+        *,
+        device: torch.device,
+        out_dir: Path,
+        progress=None,
+    ):
         self.family, self.settings, self.data = family, settings, data
         self.evaluator, self.space, self.device = evaluator, space, device
         self.out_dir, self.progress = out_dir, progress
@@ -74,20 +86,32 @@ class GenerativeObjective:
         schedule = Schedule(evals=s.evals, every=s.eval_every, n=eval_n(s.eval_samples, self.n))
         if self.evaluator is None and s.objective != "nll":
             schedule = Schedule(evals=0)  # no metric to watch during training
-        config = DetectorConfig.from_dict(s.detectors) if s.detectors is not None \
-            else DetectorConfig().only([])
-        detectors = DetectorSet(config, floor=self.evaluator.floor if self.evaluator else None,
-                                direction=s.direction, incumbent=lambda: incumbent(trial.study))
+        config = (
+            DetectorConfig.from_dict(s.detectors) if s.detectors is not None else DetectorConfig().only([])
+        )
+        detectors = DetectorSet(
+            config,
+            floor=self.evaluator.floor if self.evaluator else None,
+            direction=s.direction,
+            incumbent=lambda: incumbent(trial.study),
+        )
 
         def sample(model, n: int, seed: int):
             return family.sample(model, n, seed=seed, device=str(self.device))
 
         # With --objective nll the monitor reports the trainer's validation loss: no samples.
         evaluator = None if s.objective == "nll" else self._progress_evaluator(schedule.n)
-        return TrainingMonitor(trial, schedule=schedule, detectors=detectors, sample=sample,
-                               evaluator=evaluator,
-                               metric=s.objective, seed=EVAL_SEED, progress=self.progress,
-                               prune=s.pruner != "none")
+        return TrainingMonitor(
+            trial,
+            schedule=schedule,
+            detectors=detectors,
+            sample=sample,
+            evaluator=evaluator,
+            metric=s.objective,
+            seed=EVAL_SEED,
+            progress=self.progress,
+            prune=s.pruner != "none",
+        )
 
     def _progress_evaluator(self, n: int):
         """The evaluator at N = n for evaluations during training (the main one when n matches)."""
@@ -97,9 +121,14 @@ class GenerativeObjective:
             from gentune.metrics import Evaluator
 
             ev = self.evaluator
-            self._eval_evaluator = Evaluator(ev.dataset, n=n, reference=ev.reference,
-                                             device=ev.device, cache_dir=ev.cache_dir,
-                                             seed=ev.seed).prepare()
+            self._eval_evaluator = Evaluator(
+                ev.dataset,
+                n=n,
+                reference=ev.reference,
+                device=ev.device,
+                cache_dir=ev.cache_dir,
+                seed=ev.seed,
+            ).prepare()
         return self._eval_evaluator
 
     def make_config(self, params: dict[str, Any]):
@@ -124,8 +153,15 @@ class GenerativeObjective:
         budget = family_budget(family, self.settings)
         monitor = self.monitor(trial, family)
         cap = {"max_seconds": self.settings.trial_seconds} if self.settings.trial_seconds else {}
-        result = family.train(config, self.data, **budget, **cap, seed=seed, device=str(self.device),
-                              callback=self._watch(trial, monitor))
+        result = family.train(
+            config,
+            self.data,
+            **budget,
+            **cap,
+            seed=seed,
+            device=str(self.device),
+            callback=self._watch(trial, monitor),
+        )
         trial.set_user_attr("final_loss", {k: _finite(v) for k, v in result.losses.items()})
         trial.set_user_attr("train_seconds", result.seconds)
         trial.set_user_attr("steps", result.steps)
@@ -147,8 +183,7 @@ class GenerativeObjective:
             raise optuna.TrialPruned("diverged: the training loss became non-finite")
         metrics = None
         if monitor.frames:  # the learning curve ends at the final step, at the same N
-            _, at_n = monitor.evaluate(result.steps, images=images,
-                                       full=monitor.evaluator is self.evaluator)
+            _, at_n = monitor.evaluate(result.steps, images=images, full=monitor.evaluator is self.evaluator)
             metrics = at_n if monitor.evaluator is self.evaluator else None
         metrics = metrics or self.evaluator.evaluate(images)
         # Likelihood families add their held-out NLL / ELBO (the --objective nll value).
@@ -169,6 +204,7 @@ class GenerativeObjective:
             if self.settings.prune_overfitting and overfitting(points):
                 trial.set_user_attr("overfitting", True)
                 monitor.stop("overfitting")
+
         return callback
 
     def _score_text(self, trial, family: Family, config, result, seed: int, loss: float) -> float:
@@ -183,8 +219,18 @@ class GenerativeObjective:
         self._save(trial.number, family, config, result, metrics, seed, texts=texts)
         return objective_value(self.settings, metrics, loss)
 
-    def _save(self, number: int, family: Family, config, result, metrics: dict, seed: int, *,
-              png: bytes | None = None, texts: list[str] | None = None) -> None:
+    def _save(
+        self,
+        number: int,
+        family: Family,
+        config,
+        result,
+        metrics: dict,
+        seed: int,
+        *,
+        png: bytes | None = None,
+        texts: list[str] | None = None,
+    ) -> None:
         folder = self.out_dir / "trials" / str(number)
         folder.mkdir(parents=True, exist_ok=True)
         if png is not None:
@@ -192,8 +238,12 @@ class GenerativeObjective:
         if texts is not None:
             (folder / "samples.txt").write_text("\n\n---\n\n".join(texts))
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        family.save(folder / "generator.pt", config, result.model,
-                    extra={"seed": seed, "budget": family_budget(family, self.settings)})
+        family.save(
+            folder / "generator.pt",
+            config,
+            result.model,
+            extra={"seed": seed, "budget": family_budget(family, self.settings)},
+        )
 
 
 def _finite(x: float) -> float | None:

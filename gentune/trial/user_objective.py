@@ -14,7 +14,8 @@ the study seed (`--confirm` re-runs use seed + 1, + 2, ...), so a trial can be r
 from __future__ import annotations
 
 import random
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
@@ -82,8 +83,9 @@ class PhaseTrial:
         spec = self._space.params.get(name)
         return (spec.low, spec.high) if isinstance(spec, spec_type) else (low, high)
 
-    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
-                      log: bool = False) -> float:
+    def suggest_float(
+        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
+    ) -> float:
         low, high = self._range(name, low, high, FloatSpec, float)
         return self._trial.suggest_float(name, low, high, step=step, log=log)
 

@@ -23,10 +23,21 @@ def home(tmp_path_factory):
 
 
 def gentune(*args, home: Path, cwd: Path, timeout: float = 300, env: dict | None = None):
-    env = {"GENTUNE_HOME": str(home), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin",
-           "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "gentune", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    env = {
+        "GENTUNE_HOME": str(home),
+        "OMP_NUM_THREADS": "1",
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(ROOT),
+        **(env or {}),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "gentune", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +64,16 @@ def test_tune_prints_best_with_fid_n_and_floor(tiny_study):
     for t in study.trials:
         if t.state == TrialState.COMPLETE:
             a = t.user_attrs
-            for key in ("config", "metrics", "final_loss", "train_seconds", "device", "seed",
-                        "samples_png", "worker"):
+            for key in (
+                "config",
+                "metrics",
+                "final_loss",
+                "train_seconds",
+                "device",
+                "seed",
+                "samples_png",
+                "worker",
+            ):
                 assert key in a, key
             assert (out / "trials" / str(t.number) / "samples.png").exists()
 
@@ -72,8 +91,19 @@ def test_rerun_resumes_and_best_writes_json(tiny_study, home):
 
 def test_changed_settings_are_refused(tiny_study, home):
     cwd, _ = tiny_study
-    r = gentune("tune", "--dataset", "digits", "--steps", "300", "--n-eval", "200", "--study", "tiny",
-                home=home, cwd=cwd)
+    r = gentune(
+        "tune",
+        "--dataset",
+        "digits",
+        "--steps",
+        "300",
+        "--n-eval",
+        "200",
+        "--study",
+        "tiny",
+        home=home,
+        cwd=cwd,
+    )
     assert r.returncode == 2
     assert "steps=150" in r.stderr and "steps=300" in r.stderr and "--study NAME" in r.stderr
 
@@ -98,37 +128,66 @@ def test_grid_loss_objective_warns_and_records_metrics(home, tmp_path):
     space = tmp_path / "grid.yaml"
     space.write_text("mode: replace\nparams:\n  lr: [1.0e-3, 1.0e-4]\n  batch_size: [32, 64]\n")
     # 150 steps is too short for a healthy GAN: the failure detectors would stop most points.
-    r = gentune("tune", *TINY, "--strategy", "grid", "--space", str(space), "--objective", "loss",
-                "--detectors", "off", "--study", "g", "--no-report", home=home, cwd=tmp_path)
+    r = gentune(
+        "tune",
+        *TINY,
+        "--strategy",
+        "grid",
+        "--space",
+        str(space),
+        "--objective",
+        "loss",
+        "--detectors",
+        "off",
+        "--study",
+        "g",
+        "--no-report",
+        home=home,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     assert "does not measure sample quality" in r.stderr
     study = optuna.load_study(study_name="g", storage=f"sqlite:///{tmp_path / 'runs/g/study.db'}")
     done = [t for t in study.trials if t.state == TrialState.COMPLETE]
-    assert sorted((t.params["lr"], t.params["batch_size"]) for t in done) == \
-        sorted((lr, bs) for lr in (1e-3, 1e-4) for bs in (32, 64))
+    assert sorted((t.params["lr"], t.params["batch_size"]) for t in done) == sorted(
+        (lr, bs) for lr in (1e-3, 1e-4) for bs in (32, 64)
+    )
     for t in done:  # the value is the loss, and the sample metrics are still recorded
         assert t.value == pytest.approx(t.user_attrs["final_loss"]["g"])
         assert t.user_attrs["metrics"]["fid"] >= 0
 
 
 def test_tutorial_optuna_code_runs_unchanged(home, tmp_path):
-    r = gentune("tune", "--objective-fn", str(ROOT / "examples" / "tutorial_optuna.py") + ":objective",
-                "--trials", "2", "--study", "tut", "--no-report", home=home, cwd=tmp_path)
+    r = gentune(
+        "tune",
+        "--objective-fn",
+        str(ROOT / "examples" / "tutorial_optuna.py") + ":objective",
+        "--trials",
+        "2",
+        "--study",
+        "tut",
+        "--no-report",
+        home=home,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     study = optuna.load_study(study_name="tut", storage=f"sqlite:///{tmp_path / 'runs/tut/study.db'}")
     assert [set(t.params) for t in study.trials] == [{"learning_rate", "batch_size"}] * 2
     assert (tmp_path / "runs" / "tut" / "best.json").exists()
 
 
-@pytest.mark.parametrize("args, words", [
-    (["tune", "--model", "vae9"], "unknown model"),
-    (["tune", "--dataset", "cifar"], "unknown dataset"),
-    (["tune", "--strategy", "anneal"], "unknown strategy"),
-    (["tune", "--objective", "is"], "unknown objective"),
-    (["tune", "--steps", "10", "--epochs", "1"], "not both"),
-    (["best", "--study", "nope"], "no study 'nope'"),
-    (["tune", "--device", "tpu"], "device must be"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["tune", "--model", "vae9"], "unknown model"),
+        (["tune", "--dataset", "cifar"], "unknown dataset"),
+        (["tune", "--strategy", "anneal"], "unknown strategy"),
+        (["tune", "--objective", "is"], "unknown objective"),
+        (["tune", "--steps", "10", "--epochs", "1"], "not both"),
+        (["best", "--study", "nope"], "no study 'nope'"),
+        (["tune", "--device", "tpu"], "device must be"),
+    ],
+)
 def test_bad_names_exit_2_with_the_valid_choices(args, words, home, tmp_path):
     r = gentune(*args, home=home, cwd=tmp_path)
     assert r.returncode == 2, (r.stdout, r.stderr)
@@ -153,9 +212,26 @@ def test_unlabelled_user_images_say_which_features_are_used(home, tmp_path):
 
     images = (load_digits().images * (255 / 16)).astype(np.uint8)  # (1797, 8, 8), no labels
     np.save(tmp_path / "mine.npy", images)
-    r = gentune("tune", "--dataset", "files", "--data-dir", str(tmp_path / "mine.npy"), "--steps", "100",
-                "--n-eval", "100", "--trials", "1", "--detectors", "off", "--study", "mine", "--no-report",
-                home=home, cwd=tmp_path)
+    r = gentune(
+        "tune",
+        "--dataset",
+        "files",
+        "--data-dir",
+        str(tmp_path / "mine.npy"),
+        "--steps",
+        "100",
+        "--n-eval",
+        "100",
+        "--trials",
+        "1",
+        "--detectors",
+        "off",
+        "--study",
+        "mine",
+        "--no-report",
+        home=home,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     assert "features: autoencoder" in r.stdout and "note:" in r.stdout
     best = json.loads((tmp_path / "runs" / "mine" / "best.json").read_text())

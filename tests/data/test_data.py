@@ -13,8 +13,8 @@ from PIL import Image
 from gentune.data import DATASETS, load_dataset
 from gentune.errors import DataError, GentuneError
 
-
 # --- dispatch ---------------------------------------------------------------------------------
+
 
 def test_dataset_names():
     assert DATASETS == ("digits", "mnist", "files", "text")
@@ -28,6 +28,7 @@ def test_unknown_dataset_lists_the_valid_names():
 
 
 # --- digits -----------------------------------------------------------------------------------
+
 
 def test_digits_shapes_ranges_and_splits(digits):
     assert digits.name == "digits" and digits.num_classes == 10 and digits.labelled
@@ -57,6 +58,7 @@ def test_digits_rejects_a_data_dir(tmp_path):
 
 
 # --- files: arrays ----------------------------------------------------------------------------
+
 
 def _load(tmp_path, name, array, **npz):
     path = tmp_path / name
@@ -131,14 +133,17 @@ def test_files_same_seed_same_fingerprint(tmp_path):
     assert load_dataset("files", data_dir=path, seed=6).fingerprint != a.fingerprint
 
 
-@pytest.mark.parametrize("array, words", [
-    (np.full((10, 2, 2), -5, np.int16), ["[0, 255]", "min -5"]),
-    (np.full((10, 2, 2), 300, np.int32), ["max 300"]),
-    (np.full((10, 2, 2), 3.0, np.float32), ["[0, 1]", "max 3.0"]),
-    (np.full((10, 2, 2), -2.0, np.float64), ["[-1, 1]", "min -2.0"]),
-    (np.full((10, 2, 2), np.nan, np.float32), ["nan"]),
-    (np.zeros((10, 2, 2), bool), ["dtype bool"]),
-])
+@pytest.mark.parametrize(
+    "array, words",
+    [
+        (np.full((10, 2, 2), -5, np.int16), ["[0, 255]", "min -5"]),
+        (np.full((10, 2, 2), 300, np.int32), ["max 300"]),
+        (np.full((10, 2, 2), 3.0, np.float32), ["[0, 1]", "max 3.0"]),
+        (np.full((10, 2, 2), -2.0, np.float64), ["[-1, 1]", "min -2.0"]),
+        (np.full((10, 2, 2), np.nan, np.float32), ["nan"]),
+        (np.zeros((10, 2, 2), bool), ["dtype bool"]),
+    ],
+)
 def test_bad_values_name_the_rule_and_value(tmp_path, array, words):
     with pytest.raises(DataError) as info:
         _load(tmp_path, "bad.npy", array)
@@ -171,6 +176,7 @@ def test_bad_paths(tmp_path, name):
 
 
 # --- files: PNG folders -----------------------------------------------------------------------
+
 
 def _png(path, value, size=(6, 5), mode="L"):
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,8 @@ OFFICIAL_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5
 
 pytestmark = pytest.mark.skipif(
     not all((MNIST_DIR / name).is_file() for name in FILES),
-    reason=f"the shared MNIST files are not in {MNIST_DIR}")
+    reason=f"the shared MNIST files are not in {MNIST_DIR}",
+)
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
@@ -88,8 +89,10 @@ def folder_with_bad_small_file(folder: Path, how: str) -> tuple[Path, str]:
 
 # --- download ---------------------------------------------------------------------------------
 
-def test_download_skips_failing_mirrors_then_loads(tmp_path, monkeypatch, good_mirror,
-                                                   closed_port_url, caplog):
+
+def test_download_skips_failing_mirrors_then_loads(
+    tmp_path, monkeypatch, good_mirror, closed_port_url, caplog
+):
     monkeypatch.setenv("GENTUNE_HOME", str(tmp_path / "home"))
     missing = good_mirror + "no/such/folder/"  # the same server answers 404 there
     monkeypatch.setenv("GENTUNE_MNIST_MIRRORS", f"{closed_port_url}, {missing},{good_mirror}")
@@ -155,6 +158,7 @@ def test_download_with_no_working_mirror_says_how_to_fix(tmp_path, closed_port_u
 
 # --- loading ----------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def mnist():
     return load_dataset("mnist", data_dir=MNIST_DIR, seed=0)
@@ -208,6 +212,7 @@ def test_missing_file_in_data_dir(tmp_path):
 
 
 # --- IDX parsing ------------------------------------------------------------------------------
+
 
 def _idx(path: Path, magic: int, dims: tuple[int, ...], n_values: int) -> Path:
     header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in dims)

@@ -94,10 +94,13 @@ def test_a_users_file_splits_contiguously_and_round_trips(tmp_path):
     assert dataset_kind("digits") == "image"
 
 
-@pytest.mark.parametrize("content, match", [
-    (b"too short", "at least 1000 characters"),
-    (b"\xff\xfe" + b"a" * 2000, "not UTF-8"),
-])
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (b"too short", "at least 1000 characters"),
+        (b"\xff\xfe" + b"a" * 2000, "not UTF-8"),
+    ],
+)
 def test_bad_text_files_are_named(tmp_path, content, match):
     path = tmp_path / "bad.txt"
     path.write_bytes(content)

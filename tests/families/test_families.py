@@ -26,8 +26,10 @@ CASES = {
     "vae-conv": ("vae", {"arch": "conv", "channels": 8, "decoder": "gaussian", "kl_warmup": 0.5}),
     "transformer": ("transformer", {"n_layer": 1, "d_model": 32, "n_head": 2, "batch_size": 16}),
     "diffusion-mlp": ("diffusion", {"width": 64, "depth": 1, "timesteps": 20}),
-    "diffusion-unet": ("diffusion", {"arch": "unet", "channels": 8, "depth": 1, "timesteps": 20,
-                                     "sample_steps": 5, "batch_size": 16}),
+    "diffusion-unet": (
+        "diffusion",
+        {"arch": "unet", "channels": 8, "depth": 1, "timesteps": 20, "sample_steps": 5, "batch_size": 16},
+    ),
 }
 
 
@@ -43,6 +45,7 @@ def trained(digits):
             config = family.config_cls.from_dict(overrides)
             cache[case] = family, config, family.train(config, digits, steps=STEPS, seed=3)
         return cache[case]
+
     return get
 
 
@@ -198,15 +201,23 @@ OUTSIDE = str(Path(__file__).parents[1] / "objectives" / "pixel_gaussian.py") + 
 def _tune(tmp_path, **kw):
     from gentune.api import tune
 
-    return tune(dataset="digits", runs_dir=tmp_path, report=False, progress=False, detectors="off",
-                evals=0, n_eval=100, strategy="random", **kw)
+    return tune(
+        dataset="digits",
+        runs_dir=tmp_path,
+        report=False,
+        progress=False,
+        detectors="off",
+        evals=0,
+        n_eval=100,
+        strategy="random",
+        **kw,
+    )
 
 
 def test_a_family_defined_outside_the_package_is_tuned_and_flagged(tmp_path):
     from gentune.search.space import SearchSpace
 
-    result = _tune(tmp_path, model=OUTSIDE, trials=1,
-                   space=SearchSpace({"lr": 0.05, "n_train": 5}))
+    result = _tune(tmp_path, model=OUTSIDE, trials=1, space=SearchSpace({"lr": 0.05, "n_train": 5}))
     trial = result.study.trials[0]
     assert result.best["family"] == "pixel-gaussian" and result.study.study_name.startswith("pixel-gaussian-")
     attrs = trial.user_attrs
@@ -217,11 +228,17 @@ def test_a_family_defined_outside_the_package_is_tuned_and_flagged(tmp_path):
 
 
 def test_prune_overfitting_stops_such_a_trial(tmp_path):
-    from gentune.search.space import SearchSpace
     from optuna.trial import TrialState
 
-    result = _tune(tmp_path, model=OUTSIDE, trials=1, prune_overfitting=True,
-                   space=SearchSpace({"lr": 0.05, "n_train": 5}))
+    from gentune.search.space import SearchSpace
+
+    result = _tune(
+        tmp_path,
+        model=OUTSIDE,
+        trials=1,
+        prune_overfitting=True,
+        space=SearchSpace({"lr": 0.05, "n_train": 5}),
+    )
     trial = result.study.trials[0]
     assert trial.state == TrialState.PRUNED and trial.user_attrs["prune_reason"] == "overfitting"
     assert trial.user_attrs["overfitting"] is True
@@ -237,15 +254,25 @@ def test_a_family_that_breaks_the_contract_is_named(tmp_path):
 def test_text_trial_is_scored_by_nll_with_samples(tmp_path):
     from gentune.search.space import SearchSpace
 
-    text = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "text" / "input.txt")
+    text = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "text" / "input.txt"
     small = tmp_path / "small.txt"
     small.write_text(text.read_text()[:20_000])
     space = SearchSpace({"n_layer": 1, "d_model": 32, "n_head": 2, "context": 32, "batch_size": 8})
     from gentune.api import tune
 
-    result = tune(model="transformer", dataset="text", data_dir=small, trials=1, steps=20,
-                  space=space, runs_dir=tmp_path, report=False, progress=False, detectors="off",
-                  strategy="random")
+    result = tune(
+        model="transformer",
+        dataset="text",
+        data_dir=small,
+        trials=1,
+        steps=20,
+        space=space,
+        runs_dir=tmp_path,
+        report=False,
+        progress=False,
+        detectors="off",
+        strategy="random",
+    )
     attrs = result.study.trials[0].user_attrs
     assert result.best["objective"] == "nll" and result.best["settings"]["dataset"] == "text:small.txt"
     metrics = attrs["metrics"]
@@ -269,8 +296,8 @@ def test_text_trial_is_scored_by_nll_with_samples(tmp_path):
 def test_gentune_sample_loads_or_retrains_any_family(tmp_path):
     import numpy as np
 
-    from gentune.study.sampling import sample_trial
     from gentune.search.space import SearchSpace
+    from gentune.study.sampling import sample_trial
 
     result = _tune(tmp_path, model=OUTSIDE, trials=1, steps=50, space=SearchSpace({"lr": 0.02}))
     storage = f"sqlite:///{result.out_dir / 'study.db'}"
@@ -295,8 +322,14 @@ def test_auto_search_names_the_winning_family(tmp_path):
 def test_nll_objective_ranks_by_the_validation_nll(tmp_path):
     from gentune.search.space import SearchSpace
 
-    result = _tune(tmp_path, model="vae", objective="nll", trials=1, steps=50,
-                   space=SearchSpace({"width": 32, "depth": 1, "nll_samples": 10}))
+    result = _tune(
+        tmp_path,
+        model="vae",
+        objective="nll",
+        trials=1,
+        steps=50,
+        space=SearchSpace({"width": 32, "depth": 1, "nll_samples": 10}),
+    )
     trial = result.study.trials[0]
     assert trial.value == pytest.approx(trial.user_attrs["metrics"]["nll"])
     assert 0 < trial.value < -trial.user_attrs["metrics"]["elbo"] + 1

@@ -32,8 +32,9 @@ def digits(labelled: bool = True, seed: int = 0) -> ImageDataset:
     d = load_digits()
     x = to_unit_range(d.images, 16)
     y = torch.from_numpy(d.target).long() if labelled else None
-    return make_splits("digits", x, y, seed=seed, val_fraction=0.2, test_fraction=0.2,
-                       num_classes=10 if labelled else None)
+    return make_splits(
+        "digits", x, y, seed=seed, val_fraction=0.2, test_fraction=0.2, num_classes=10 if labelled else None
+    )
 
 
 def noised(images: torch.Tensor, sd: float, seed: int = 1) -> torch.Tensor:
@@ -66,6 +67,7 @@ def clean(data) -> torch.Tensor:
 
 
 # -- extractor -----------------------------------------------------------------------------------
+
 
 def test_extractor_is_accurate_cached_and_leaves_the_global_rng_alone(data, cache):
     rng_before = torch.get_rng_state()
@@ -104,6 +106,7 @@ def test_unreadable_cache_file_is_ignored(data, tmp_path):
 
 # -- evaluator: sizes, caching, errors --------------------------------------------------------------
 
+
 def test_default_n_floor_info_and_reference_cache(evaluator, data, cache):
     info = evaluator.info
     assert info["n"] == 1000 and info["n_ref"] == len(data.val) and info["reference"] == "val"
@@ -129,11 +132,14 @@ def test_evaluate_returns_plain_values(evaluator, clean):
     json.dumps(result, allow_nan=False)
 
 
-@pytest.mark.parametrize("bad, rule", [
-    (torch.zeros(999, 1, 8, 8), "at least n = 1000"),
-    (torch.zeros(1000, 1, 28, 28), r"\(C, H, W\)"),
-    (torch.full((1000, 1, 8, 8), float("nan")), "NaN"),
-])
+@pytest.mark.parametrize(
+    "bad, rule",
+    [
+        (torch.zeros(999, 1, 8, 8), "at least n = 1000"),
+        (torch.zeros(1000, 1, 28, 28), r"\(C, H, W\)"),
+        (torch.full((1000, 1, 8, 8), float("nan")), "NaN"),
+    ],
+)
 def test_evaluate_rejects_bad_images(evaluator, bad, rule):
     with pytest.raises(GentuneError, match=rule):
         evaluator.evaluate(bad)
@@ -154,6 +160,7 @@ def test_floor_uses_the_whole_train_split_when_it_is_smaller_than_n(data, cache)
 
 
 # -- evaluator: rankings -----------------------------------------------------------------------------
+
 
 def test_held_out_real_images_score_near_the_floor(data, cache):
     ev = Evaluator(data, n=300, cache_dir=cache).prepare()
@@ -199,6 +206,7 @@ def test_collapsed_sets_lose_entropy_coverage_and_recall(evaluator, data, clean,
 
 # -- unlabelled data ---------------------------------------------------------------------------------
 
+
 def test_unlabelled_data_uses_an_autoencoder_and_still_ranks_noise(cache):
     data = digits(labelled=False)
     ev = Evaluator(data, cache_dir=cache).prepare()
@@ -223,7 +231,7 @@ def read_idx(path: Path) -> np.ndarray:
     with gzip.open(path) as f:
         raw = f.read()
     ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
@@ -232,8 +240,15 @@ def read_idx(path: Path) -> np.ndarray:
 def test_mnist_extractor_accuracy_floor_and_speed(tmp_path):
     x = np.concatenate([read_idx(MNIST / f"{p}-images-idx3-ubyte.gz") for p in ("train", "t10k")])
     y = np.concatenate([read_idx(MNIST / f"{p}-labels-idx1-ubyte.gz") for p in ("train", "t10k")])
-    data = make_splits("mnist", to_unit_range(x, 255), torch.from_numpy(y.astype(np.int64)),
-                       seed=0, val_fraction=1 / 7, test_fraction=1 / 7, num_classes=10)
+    data = make_splits(
+        "mnist",
+        to_unit_range(x, 255),
+        torch.from_numpy(y.astype(np.int64)),
+        seed=0,
+        val_fraction=1 / 7,
+        test_fraction=1 / 7,
+        num_classes=10,
+    )
     ev = Evaluator(data, cache_dir=tmp_path).prepare()
     assert ev.info["n"] == 10_000 and ev.info["test_accuracy"] >= 0.985
     start = time.perf_counter()

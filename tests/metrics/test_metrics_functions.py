@@ -10,8 +10,7 @@ import scipy.linalg
 import torch
 
 from gentune.errors import GentuneError
-from gentune.metrics import (frechet_distance, gaussian_stats, kid, label_coverage,
-                             precision_recall)
+from gentune.metrics import frechet_distance, gaussian_stats, kid, label_coverage, precision_recall
 
 
 def random_spd(rng: np.random.Generator, d: int) -> np.ndarray:
@@ -20,6 +19,7 @@ def random_spd(rng: np.random.Generator, d: int) -> np.ndarray:
 
 
 # -- FID -----------------------------------------------------------------------------------------
+
 
 def test_gaussian_stats_is_float64_and_matches_numpy_cov():
     rng = np.random.default_rng(0)
@@ -77,6 +77,7 @@ def test_frechet_distance_rejects_mismatched_dimensions():
 
 # -- KID -----------------------------------------------------------------------------------------
 
+
 def naive_mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
     d = x.shape[1]
     k = lambda a, b: (a @ b.T / d + 1.0) ** 3  # noqa: E731
@@ -107,6 +108,7 @@ def test_kid_is_near_zero_for_halves_of_one_sample_and_grows_with_a_shift():
 
 
 # -- precision / recall ----------------------------------------------------------------------------
+
 
 def test_precision_recall_identical_sets_are_perfect():
     x = torch.randn(800, 10, generator=torch.Generator().manual_seed(0))
@@ -147,6 +149,7 @@ def test_precision_recall_subsampling_is_seeded():
 
 
 # -- label coverage ------------------------------------------------------------------------------
+
 
 def one_hot_logits(labels, k=10):
     return torch.nn.functional.one_hot(torch.as_tensor(labels), k).float()

@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from gentune.families import Family
-from gentune.search.space import FloatSpec, SearchSpace
 from gentune.models.config import ConfigBase
-from gentune.train.loop import (Loop, TrainResult, check_budget, fixed_subset, run_loop)
+from gentune.search.space import FloatSpec, SearchSpace
+from gentune.train.loop import Loop, TrainResult, check_budget, fixed_subset, run_loop
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class PixelGaussianModel(nn.Module):
     def nll(self, x: torch.Tensor) -> torch.Tensor:
         """Mean negative log-likelihood per image, in nats."""
         z = (x - self.mean) / self.log_scale.exp()
-        per_pixel = 0.5 * z ** 2 + self.log_scale + 0.5 * math.log(2 * math.pi)
+        per_pixel = 0.5 * z**2 + self.log_scale + 0.5 * math.log(2 * math.pi)
         return per_pixel.flatten(1).sum(1).mean()
 
 
@@ -57,10 +57,21 @@ class PixelGaussian(Family):
     def default_space(self, kind="image"):
         return SearchSpace({"lr": FloatSpec(low=0.01, high=0.1, log=True)})
 
-    def train(self, config, data, *, steps=None, epochs=None, seed=0, device="cpu", callback=None,
-              max_seconds=None, log_every=None):
+    def train(
+        self,
+        config,
+        data,
+        *,
+        steps=None,
+        epochs=None,
+        seed=0,
+        device="cpu",
+        callback=None,
+        max_seconds=None,
+        log_every=None,
+    ):
         t0 = time.perf_counter()
-        x = data.train.x[:config.n_train or None]
+        x = data.train.x[: config.n_train or None]
         total = check_budget(steps, epochs, 1)
         torch.manual_seed(seed)
         model = PixelGaussianModel(data.shape)
@@ -80,9 +91,18 @@ class PixelGaussian(Family):
 
         loop = Loop(step, measure, ("loss",), model, total, log_every or 10, callback, max_seconds, t0)
         losses, history, curves, done, stop = run_loop(loop)
-        return TrainResult(model=model.eval(), config=config, losses=losses, curves=curves,
-                           history=history, steps=done, seconds=time.perf_counter() - t0,
-                           seed=seed, diverged=stop == "diverged", stop_reason=stop)
+        return TrainResult(
+            model=model.eval(),
+            config=config,
+            losses=losses,
+            curves=curves,
+            history=history,
+            steps=done,
+            seconds=time.perf_counter() - t0,
+            seed=seed,
+            diverged=stop == "diverged",
+            stop_reason=stop,
+        )
 
     def sample(self, model, n, *, seed=0, device="cpu"):
         z = torch.randn(n, *model.image_shape, generator=torch.Generator().manual_seed(seed))

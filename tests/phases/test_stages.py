@@ -13,10 +13,10 @@ import pytest
 from optuna.trial import TrialState
 
 from gentune.errors import GentuneError, SpaceError
+from gentune.phases.stages import parse_stages, split_groups, stage_space, tune_in_phases
 from gentune.search.defaults import gan_mlp_space
 from gentune.search.narrow import describe, narrow_space
 from gentune.search.space import CategoricalSpec, FloatSpec, IntSpec, SearchSpace
-from gentune.phases.stages import parse_stages, split_groups, stage_space, tune_in_phases
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 TINY = ["--steps", "200", "--n-eval", "200", "--no-report", "--strategy", "random"]
@@ -33,8 +33,18 @@ def small(tmp_path):
 
 
 def _cli(tmp_path, *args):
-    cmd = [sys.executable, "-m", "gentune", "tune", "--runs-dir", str(tmp_path), *TINY,
-           "--space", str(tmp_path / "small.yaml"), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "gentune",
+        "tune",
+        "--runs-dir",
+        str(tmp_path),
+        *TINY,
+        "--space",
+        str(tmp_path / "small.yaml"),
+        *args,
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
@@ -56,24 +66,45 @@ def test_stage_lists_parse_and_bad_ones_name_the_fix():
 
 def test_a_stage_space_fixes_winners_and_holds_later_groups_at_defaults():
     base = gan_mlp_space()
-    defaults = {"lr": 2e-4, "batch_size": 64, "optimizer": "adam", "beta1": 0.9, "width": 128,
-                "depth": 2, "weight_decay": 0.0, "d_steps": 1}
+    defaults = {
+        "lr": 2e-4,
+        "batch_size": 64,
+        "optimizer": "adam",
+        "beta1": 0.9,
+        "width": 128,
+        "depth": 2,
+        "weight_decay": 0.0,
+        "d_steps": 1,
+    }
     s = stage_space(base, ["beta1", "d_steps"], {"lr": 1e-3, "batch_size": 50}, defaults)
     assert set(s.tuned()) == {"beta1", "d_steps"}
-    assert s.fixed() == {"lr": 1e-3, "batch_size": 50, "optimizer": "adam", "width": 128, "depth": 2,
-                         "weight_decay": 0.0}
+    assert s.fixed() == {
+        "lr": 1e-3,
+        "batch_size": 50,
+        "optimizer": "adam",
+        "width": 128,
+        "depth": 2,
+        "weight_decay": 0.0,
+    }
     # beta1 exists only for adam/adamw: the optimizer, held at its default, keeps it active.
     trial = optuna.create_study().ask()
     assert "beta1" in s.suggest(trial)
 
 
 def test_narrowing_shrinks_numeric_ranges_around_the_top_trials():
-    space = SearchSpace({"lr": FloatSpec(low=1e-5, high=1e-2, log=True),
-                         "batch_size": IntSpec(low=32, high=128),
-                         "optimizer": CategoricalSpec(choices=["adam", "sgd"]),
-                         "beta1": FloatSpec(low=0.0, high=0.9), "width": 128})
-    top = [{"lr": 1e-4, "batch_size": 60, "optimizer": "adam", "beta1": 0.5},
-           {"lr": 4e-4, "batch_size": 70, "optimizer": "sgd", "beta1": 0.5}]
+    space = SearchSpace(
+        {
+            "lr": FloatSpec(low=1e-5, high=1e-2, log=True),
+            "batch_size": IntSpec(low=32, high=128),
+            "optimizer": CategoricalSpec(choices=["adam", "sgd"]),
+            "beta1": FloatSpec(low=0.0, high=0.9),
+            "width": 128,
+        }
+    )
+    top = [
+        {"lr": 1e-4, "batch_size": 60, "optimizer": "adam", "beta1": 0.5},
+        {"lr": 4e-4, "batch_size": 70, "optimizer": "sgd", "beta1": 0.5},
+    ]
     new = narrow_space(space, top)
     lr = new.params["lr"]
     # On the log scale: span log(4) padded by a quarter on each side, clipped to the old range.
@@ -81,7 +112,9 @@ def test_narrowing_shrinks_numeric_ranges_around_the_top_trials():
     assert lr.low < 1e-4 and lr.high > 4e-4 and lr.log
     assert (new.params["batch_size"].low, new.params["batch_size"].high) == (55, 75)
     # Where the top trials agree, a minimum pad of 5% of the old range remains.
-    assert new.params["beta1"].low == pytest.approx(0.455) and new.params["beta1"].high == pytest.approx(0.545)
+    assert new.params["beta1"].low == pytest.approx(0.455) and new.params["beta1"].high == pytest.approx(
+        0.545
+    )
     assert new.params["optimizer"] == space.params["optimizer"] and new.params["width"] == 128
     edge = narrow_space(space, [{"lr": 1e-5, "batch_size": 128}])
     assert edge.params["lr"].low == 1e-5 and edge.params["batch_size"].high == 128
@@ -91,8 +124,19 @@ def test_narrowing_shrinks_numeric_ranges_around_the_top_trials():
 
 
 def test_stages_end_to_end_on_digits(tmp_path, small):
-    done = _cli(tmp_path, "--study", "st", "--trials", "2", "--detectors", "off", "--pruner", "none",
-                "--stages", "lr,batch_size:beta1,d_steps")
+    done = _cli(
+        tmp_path,
+        "--study",
+        "st",
+        "--trials",
+        "2",
+        "--detectors",
+        "off",
+        "--pruner",
+        "none",
+        "--stages",
+        "lr,batch_size:beta1,d_steps",
+    )
     s1, s2 = _load(tmp_path, "st-stage1"), _load(tmp_path, "st-stage2")
     link1, link2 = s1.user_attrs["stage"], s2.user_attrs["stage"]
     assert link1["tuned"] == ["lr", "batch_size"] and link1["previous"] is None
@@ -109,9 +153,22 @@ def test_stages_end_to_end_on_digits(tmp_path, small):
 
 
 def test_stages_auto_orders_parameters_by_a_screening_run(tmp_path, small):
-    r = tune_in_phases(stages="auto", screen_trials=3, dataset="digits", strategy="random",
-                       trials=1, steps=200, n_eval=200, detectors="off", pruner="none",
-                       runs_dir=tmp_path, progress=False, report=False, study="au", space=small)
+    r = tune_in_phases(
+        stages="auto",
+        screen_trials=3,
+        dataset="digits",
+        strategy="random",
+        trials=1,
+        steps=200,
+        n_eval=200,
+        detectors="off",
+        pruner="none",
+        runs_dir=tmp_path,
+        progress=False,
+        report=False,
+        study="au",
+        space=small,
+    )
     screen = _load(tmp_path, "au-screen")
     assert len(screen.trials) == 3 and screen.user_attrs["gentune"]["strategy"] == "random"
     importance = list(optuna.importance.get_param_importances(screen))
@@ -123,8 +180,22 @@ def test_stages_auto_orders_parameters_by_a_screening_run(tmp_path, small):
 
 
 def test_narrowing_end_to_end_on_digits(tmp_path, small):
-    done = _cli(tmp_path, "--study", "nr", "--trials", "3", "--detectors", "off", "--pruner", "none",
-                "--narrow", "--narrow-top", "2", "--narrow-trials", "2")
+    done = _cli(
+        tmp_path,
+        "--study",
+        "nr",
+        "--trials",
+        "3",
+        "--detectors",
+        "off",
+        "--pruner",
+        "none",
+        "--narrow",
+        "--narrow-top",
+        "2",
+        "--narrow-trials",
+        "2",
+    )
     first, second = _load(tmp_path, "nr"), _load(tmp_path, "nr-narrow")
     stored = SearchSpace.from_dict(second.user_attrs["narrowed_space"])
     assert first.user_attrs["narrowed_space"] == second.user_attrs["narrowed_space"]
@@ -144,8 +215,21 @@ def test_narrowing_end_to_end_on_digits(tmp_path, small):
 
 
 def test_confirm_reruns_the_top_configurations_and_best_shows_mean_and_sd(tmp_path, small):
-    _cli(tmp_path, "--study", "cf", "--trials", "3", "--detectors", "off", "--pruner", "none",
-         "--confirm", "2", "--confirm-seeds", "1")
+    _cli(
+        tmp_path,
+        "--study",
+        "cf",
+        "--trials",
+        "3",
+        "--detectors",
+        "off",
+        "--pruner",
+        "none",
+        "--confirm",
+        "2",
+        "--confirm-seeds",
+        "1",
+    )
     confirm = _load(tmp_path, "cf-confirm")
     assert [t.state for t in confirm.trials] == [TrialState.COMPLETE] * 2
     assert sorted(t.user_attrs["seed"] for t in confirm.trials) == [1, 1]
@@ -155,17 +239,37 @@ def test_confirm_reruns_the_top_configurations_and_best_shows_mean_and_sd(tmp_pa
     assert ranking[0]["mean"] <= ranking[1]["mean"]
     pick = best["confirmed"]["best"]
     assert pick["sd"] == pytest.approx(abs(pick["values"][0] - pick["values"][1]) / math.sqrt(2))
-    shown = subprocess.run([sys.executable, "-m", "gentune", "best", "--study", "cf",
-                            "--runs-dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    shown = subprocess.run(
+        [sys.executable, "-m", "gentune", "best", "--study", "cf", "--runs-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert shown.returncode == 0 and "pick by mean" in shown.stdout and "±" in shown.stdout
 
 
 def test_confirm_after_an_auto_search_reruns_each_family_it_names(tmp_path):
     (tmp_path / "small.yaml").write_text(
         "mode: narrow\nparams:\n  model: [gan-mlp, vae]\n  gan-mlp.width: [64]\n  gan-mlp.depth: [1]\n"
-        "  vae.arch: [mlp]\n  vae.width: [128]\n  vae.depth: [1]\n")
-    _cli(tmp_path, "--model", "auto", "--study", "ac", "--trials", "4", "--detectors", "off",
-         "--pruner", "none", "--confirm", "2", "--confirm-seeds", "1")
+        "  vae.arch: [mlp]\n  vae.width: [128]\n  vae.depth: [1]\n"
+    )
+    _cli(
+        tmp_path,
+        "--model",
+        "auto",
+        "--study",
+        "ac",
+        "--trials",
+        "4",
+        "--detectors",
+        "off",
+        "--pruner",
+        "none",
+        "--confirm",
+        "2",
+        "--confirm-seeds",
+        "1",
+    )
     search, confirm = _load(tmp_path, "ac"), _load(tmp_path, "ac-confirm")
     ranked = sorted((t for t in search.trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)[:2]
     assert [t.state for t in confirm.trials] == [TrialState.COMPLETE] * 2
@@ -180,10 +284,35 @@ def test_a_user_objective_gets_stages_narrowing_and_confirmation(tmp_path):
     """--objective-fn: the screen gives the ranges, stages fix what they do not tune, the
     narrowed phase draws inside the narrowed ranges, and re-runs are seeded."""
     fn = Path(__file__).parents[1] / "objectives" / "noisy_quadratic.py"
-    cmd = [sys.executable, "-m", "gentune", "tune", "--objective-fn", f"{fn}:objective",
-           "--study", "u", "--runs-dir", str(tmp_path), "--strategy", "random", "--trials", "4",
-           "--stages", "lr:width,optimizer", "--screen-trials", "6", "--narrow", "--narrow-top", "2",
-           "--narrow-trials", "3", "--confirm", "2", "--confirm-seeds", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "gentune",
+        "tune",
+        "--objective-fn",
+        f"{fn}:objective",
+        "--study",
+        "u",
+        "--runs-dir",
+        str(tmp_path),
+        "--strategy",
+        "random",
+        "--trials",
+        "4",
+        "--stages",
+        "lr:width,optimizer",
+        "--screen-trials",
+        "6",
+        "--narrow",
+        "--narrow-top",
+        "2",
+        "--narrow-trials",
+        "3",
+        "--confirm",
+        "2",
+        "--confirm-seeds",
+        "1",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     screen, s1, s2 = _load(tmp_path, "u-screen"), _load(tmp_path, "u-stage1"), _load(tmp_path, "u-stage2")

@@ -13,14 +13,20 @@ import numpy as np
 import optuna
 import pytest
 from PIL import Image
+from report_fixtures import HOSTILE, make_study
 
 from gentune.errors import GentuneError, StudyError
 from gentune.report import write_report
-from gentune.report.extract import (best_trials, compute_totals, extract_study, history,
-                                    open_study, state_counts)
+from gentune.report.extract import (
+    best_trials,
+    compute_totals,
+    extract_study,
+    history,
+    open_study,
+    state_counts,
+)
 from gentune.report.html import SECTIONS, script_json
 from gentune.report.plots import PNG_NAMES
-from report_fixtures import HOSTILE, make_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -67,8 +73,16 @@ def test_html_report_has_every_section_and_plot(demo):
     page = out.read_text(encoding="utf-8")
     for heading in SECTIONS:
         assert f"<h2>{heading}</h2>" in page
-    assert _plot_ids(page) == {"history", "importance", "curves", "overfit", "contour", "slice",
-                               "parallel", "timeline"}
+    assert _plot_ids(page) == {
+        "history",
+        "importance",
+        "curves",
+        "overfit",
+        "contour",
+        "slice",
+        "parallel",
+        "timeline",
+    }
     figures = json.loads(re.search(r'id="figures">(.*?)</script>', page, re.S).group(1))
     assert set(figures) == {f"plot-{k}" for k in _plot_ids(page)}
     assert page.count("plotly.js v") == 1  # the library is inlined exactly once
@@ -132,7 +146,7 @@ def test_study_without_completed_trials_still_reports(tmp_path):
     for heading in SECTIONS:
         assert f"<h2>{heading}</h2>" in page
     assert "No completed trial yet." in page
-    assert "<th>running</th><td>1</td>" in page and "<p class=\"big\">4 trials</p>" in page
+    assert "<th>running</th><td>1</td>" in page and '<p class="big">4 trials</p>' in page
     assert "needs at least 2 completed trials (has 0)" in page
     assert _plot_ids(page) == {"curves", "timeline"}  # both are drawn from unfinished trials
     assert len(write_report(storage, name, tmp_path / "png", fmt="png")) == len(PNG_NAMES)
@@ -142,7 +156,7 @@ def test_study_with_no_trials_at_all_reports(tmp_path):
     storage = f"sqlite:///{tmp_path / 'empty.db'}"
     optuna.create_study(storage=storage, study_name="empty")
     page = write_report(storage, "empty", tmp_path / "r.html")[0].read_text(encoding="utf-8")
-    assert "<p class=\"big\">0 trials</p>" in page and _plot_ids(page) == set()
+    assert '<p class="big">0 trials</p>' in page and _plot_ids(page) == set()
     assert len(write_report(storage, "empty", tmp_path / "png", fmt="png")) == len(PNG_NAMES)
 
 
@@ -162,8 +176,7 @@ def test_multi_objective_study_draws_the_pareto_front(tmp_path):
     info = extract_study(open_study(storage, name))
     front = best_trials(info)
     for t in front:  # no front member is beaten on both objectives by any completed trial
-        assert not any(o.values[0] < t.values[0] and o.values[1] > t.values[1]
-                       for o in info.completed)
+        assert not any(o.values[0] < t.values[0] and o.values[1] > t.values[1] for o in info.completed)
 
 
 def test_extracted_counts_totals_and_history(demo):
@@ -178,7 +191,7 @@ def test_extracted_counts_totals_and_history(demo):
     assert totals["wall_seconds"] == pytest.approx(totals["train_seconds"] + 12 * 5)
     assert totals["workers"] == ["node-a:101", "node-b:202"]
     h = history(info)
-    assert h["best"] == [min(h["values"][:i + 1]) for i in range(len(h["values"]))]
+    assert h["best"] == [min(h["values"][: i + 1]) for i in range(len(h["values"]))]
     ranked = best_trials(info)
     assert [t.values[0] for t in ranked] == sorted(t.values[0] for t in info.completed)
 

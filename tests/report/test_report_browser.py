@@ -13,25 +13,35 @@ from pathlib import Path
 
 import optuna
 import pytest
-
-from gentune.report import write_report
 from report_fixtures import HOSTILE, make_study
 
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed "
-                                "(pip install selenium)")
+from gentune.report import write_report
+
+webdriver = pytest.importorskip(
+    "selenium.webdriver", reason="selenium is not installed (pip install selenium)"
+)
 from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--window-size=1400,1000")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,1000",
+)
 
 pytestmark = pytest.mark.skipif(
     not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
-    reason="Chromium is not installed (apt-get install chromium chromium-driver)")
+    reason="Chromium is not installed (apt-get install chromium chromium-driver)",
+)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +75,7 @@ def browser(report, tmp_path_factory):
 
 def _no_alert(driver) -> bool:
     try:
-        driver.switch_to.alert
+        driver.switch_to.alert  # noqa: B018 - raises when there is none
     except NoAlertPresentException:
         return True
     return False
@@ -89,7 +99,8 @@ def test_every_plot_draws(browser):
     marks = browser.execute_script(
         "return Array.from(document.querySelectorAll('div.plot')).map(function (d) {"
         "  return d.querySelectorAll('path.point, path.js-line, g.bars path, g.contourlevel,"
-        "  .parcoords-lines, .trace').length; });")
+        "  .parcoords-lines, .trace').length; });"
+    )
     assert all(n > 0 for n in marks), marks
 
 
@@ -134,20 +145,29 @@ def test_full_page_screenshot(browser):
     browser.find_element(By.CSS_SELECTOR, "#trial-table th").click()
     browser.execute_script("window.scrollTo(0, 0)")
     size = browser.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
-    shot = browser.execute_cdp_cmd("Page.captureScreenshot", {
-        "format": "png", "captureBeyondViewport": True,
-        "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}})
+    shot = browser.execute_cdp_cmd(
+        "Page.captureScreenshot",
+        {
+            "format": "png",
+            "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1},
+        },
+    )
     out = REPO / "test-artifacts" / "report.png"
     out.parent.mkdir(exist_ok=True)
     out.write_bytes(base64.b64decode(shot["data"]))
     assert out.stat().st_size > 50_000
 
 
-@pytest.mark.parametrize("shape", [
-    dict(n_objectives=2, n_trials=10, n_pruned=2, text=True),
-    dict(n_trials=3, n_failed=1, n_pruned=2),
-    dict(n_trials=5, n_pruned=1, params=("lr",), images=False),
-], ids=["two-objectives", "none-completed", "one-param"])
+@pytest.mark.parametrize(
+    "shape",
+    [
+        dict(n_objectives=2, n_trials=10, n_pruned=2, text=True),
+        dict(n_trials=3, n_failed=1, n_pruned=2),
+        dict(n_trials=5, n_pruned=1, params=("lr",), images=False),
+    ],
+    ids=["two-objectives", "none-completed", "one-param"],
+)
 def test_other_study_shapes_render_cleanly(browser, tmp_path, shape):
     """Runs last: it navigates the shared browser away from the main report."""
     storage, name = make_study(tmp_path, **shape)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import optuna
 import pytest
 
+from gentune.api import resolve_space
 from gentune.errors import GentuneError, SpaceError
 from gentune.search import SearchSpace, grid_size, make_sampler
-from gentune.api import resolve_space
 
 TUTORIAL_GRID = """\
 mode: replace
@@ -34,8 +34,9 @@ def test_default_gan_space_has_the_tutorial_parameters():
 
 
 def test_yaml_narrow_keeps_the_rest(tmp_path):
-    p = write(tmp_path, "s.yaml", "params:\n  lr: {type: float, low: 1e-4, high: 1e-3, log: true}\n"
-                                  "  beta1: 0.5\n")
+    p = write(
+        tmp_path, "s.yaml", "params:\n  lr: {type: float, low: 1e-4, high: 1e-3, log: true}\n  beta1: 0.5\n"
+    )
     space = resolve_space("gan-mlp", p)
     assert space.params["lr"].low == 1e-4 and space.params["lr"].high == 1e-3
     assert space.params["beta1"] == 0.5
@@ -43,23 +44,38 @@ def test_yaml_narrow_keeps_the_rest(tmp_path):
 
 
 def test_toml_replace_with_int_step(tmp_path):
-    p = write(tmp_path, "s.toml", 'mode = "replace"\n[params.batch_size]\ntype = "int"\nlow = 32\n'
-                                  'high = 128\nstep = 32\n[params.optimizer]\ntype = "categorical"\n'
-                                  'choices = ["adam", "sgd"]\n')
+    p = write(
+        tmp_path,
+        "s.toml",
+        'mode = "replace"\n[params.batch_size]\ntype = "int"\nlow = 32\n'
+        'high = 128\nstep = 32\n[params.optimizer]\ntype = "categorical"\n'
+        'choices = ["adam", "sgd"]\n',
+    )
     space = resolve_space("gan-mlp", p)
     assert set(space.params) == {"batch_size", "optimizer"}
     assert space.grid() == {"batch_size": [32, 64, 96, 128], "optimizer": ["adam", "sgd"]}
 
 
-@pytest.mark.parametrize("body, field, words", [
-    ("params:\n  lr: {type: float, low: 1e-2, high: 1e-5, log: true}\n", "params.lr", "low must not exceed high"),
-    ("params:\n  lr: {type: float, low: 0, high: 1e-2, log: true}\n", "params.lr", "log range needs low > 0"),
-    ("params:\n  lr: {type: float, low: 1e-4, hgh: 1e-3}\n", "params.lr.hgh", "Extra inputs"),
-    ("params:\n  learning_rate: {type: float, low: 1e-4, high: 1e-3}\n", "params", "learning_rate"),
-    ("params:\n  optimizer: [adam, adamx]\n", "params.optimizer", "adamx"),
-    ("params:\n  batch_size: {type: int, low: 0, high: 64}\n", "params.batch_size", "batch_size"),
-    ("params:\n  lr: {type: gaussian, low: 1, high: 2}\n", "params.lr", "type"),
-])
+@pytest.mark.parametrize(
+    "body, field, words",
+    [
+        (
+            "params:\n  lr: {type: float, low: 1e-2, high: 1e-5, log: true}\n",
+            "params.lr",
+            "low must not exceed high",
+        ),
+        (
+            "params:\n  lr: {type: float, low: 0, high: 1e-2, log: true}\n",
+            "params.lr",
+            "log range needs low > 0",
+        ),
+        ("params:\n  lr: {type: float, low: 1e-4, hgh: 1e-3}\n", "params.lr.hgh", "Extra inputs"),
+        ("params:\n  learning_rate: {type: float, low: 1e-4, high: 1e-3}\n", "params", "learning_rate"),
+        ("params:\n  optimizer: [adam, adamx]\n", "params.optimizer", "adamx"),
+        ("params:\n  batch_size: {type: int, low: 0, high: 64}\n", "params.batch_size", "batch_size"),
+        ("params:\n  lr: {type: gaussian, low: 1, high: 2}\n", "params.lr", "type"),
+    ],
+)
 def test_validation_errors_name_the_field(tmp_path, body, field, words):
     p = write(tmp_path, "s.yaml", body)
     with pytest.raises(SpaceError) as e:
@@ -88,7 +104,9 @@ def test_grid_needs_finite_values():
 
 
 def test_unknown_strategy_lists_choices():
-    with pytest.raises(GentuneError, match=r"unknown strategy \(got .anneal.\). Fix: use one of: gp, grid, qmc, random, tpe"):
+    with pytest.raises(
+        GentuneError, match=r"unknown strategy \(got .anneal.\). Fix: use one of: gp, grid, qmc, random, tpe"
+    ):
         make_sampler("anneal", SearchSpace({}), seed=0)
 
 
@@ -112,8 +130,12 @@ def test_conditional_parameter_only_under_its_parent():
 
 @pytest.mark.parametrize("strategy", ["random", "qmc", "tpe", "gp"])
 def test_strategies_are_seeded(strategy):
-    space = SearchSpace.from_dict({"lr": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True},
-                                   "batch_size": {"type": "int", "low": 32, "high": 128}})
+    space = SearchSpace.from_dict(
+        {
+            "lr": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True},
+            "batch_size": {"type": "int", "low": 32, "high": 128},
+        }
+    )
 
     def params(seed):
         study = optuna.create_study(sampler=make_sampler(strategy, space, seed=seed))

@@ -20,11 +20,11 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
+from pg_fixture import wait_until
 
-from gentune.study.workers import default_threads, parse_gpus, worker_devices
 from gentune.study.storage import journal_path, rdb_url
 from gentune.study.store import make_storage
-from pg_fixture import postgres, wait_until  # noqa: F401 - postgres is a fixture
+from gentune.study.workers import default_threads, parse_gpus, worker_devices
 
 HERE = Path(__file__).resolve().parents[1]
 OBJECTIVE = f"{HERE / 'objectives' / 'logged_quadratic.py'}:objective"
@@ -32,9 +32,14 @@ FAST_HEARTBEAT = {"GENTUNE_HEARTBEAT_INTERVAL": "1", "GENTUNE_HEARTBEAT_GRACE": 
 
 
 def gentune(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "gentune", *args], cwd=cwd,
-                            env={**os.environ, "SLOW_SECONDS": "1.0", **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "gentune", *args],
+        cwd=cwd,
+        env={**os.environ, "SLOW_SECONDS": "1.0", **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finish(proc: subprocess.Popen, timeout: float = 120) -> str:
@@ -43,7 +48,7 @@ def finish(proc: subprocess.Popen, timeout: float = 120) -> str:
     return out + err
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _storage(url: str):
     return make_storage(url)  # one connection pool per URL, however often the tests poll
 
@@ -58,12 +63,20 @@ def by_state(study: optuna.Study, state: TrialState) -> list:
 
 def running_trial_of(storage: str, host: str, min_complete: int = 1):
     """A trial that `host`'s worker is running, once `min_complete` trials are done."""
+
     def find():
         study = load(storage)
         if len(by_state(study, TrialState.COMPLETE)) < min_complete:
             return None
-        return next((t for t in by_state(study, TrialState.RUNNING)
-                     if t.user_attrs.get("worker", "").startswith(host + ":")), None)
+        return next(
+            (
+                t
+                for t in by_state(study, TrialState.RUNNING)
+                if t.user_attrs.get("worker", "").startswith(host + ":")
+            ),
+            None,
+        )
+
     return wait_until(find, 90, f"a running trial of worker {host}")
 
 
@@ -77,6 +90,7 @@ def assert_complete_once(study: optuna.Study, n: int, states=(TrialState.COMPLET
 
 
 # -- settings and URLs ---------------------------------------------------------------------
+
 
 def test_threads_and_gpus_are_split_between_workers():
     assert default_threads(2, cpus=2) == 1 and default_threads(3, cpus=16) == 5
@@ -115,6 +129,7 @@ def _closed_port() -> int:
 
 # -- a killed worker loses nothing ----------------------------------------------------------
 
+
 @pytest.fixture(params=["postgresql", "journal"])
 def shared_storage(request, tmp_path):
     if request.param == "journal":
@@ -132,14 +147,41 @@ def test_sigkilled_worker_trial_is_retried_and_nothing_is_lost(shared_storage, t
     env = {**FAST_HEARTBEAT, "EVAL_LOG": str(log)}
     # create the study (target 9) without running a trial, then start worker b alone, so that
     # it surely holds a trial when it is killed, however slowly the processes start
-    finish(gentune("tune", "--objective-fn", OBJECTIVE, "--study", "s", "--storage", shared_storage,
-                   "--strategy", "random", "--trials", "0", "--runs-dir", str(tmp_path),
-                   "--no-report"))
+    finish(
+        gentune(
+            "tune",
+            "--objective-fn",
+            OBJECTIVE,
+            "--study",
+            "s",
+            "--storage",
+            shared_storage,
+            "--strategy",
+            "random",
+            "--trials",
+            "0",
+            "--runs-dir",
+            str(tmp_path),
+            "--no-report",
+        )
+    )
 
     def worker(host: str, index: int, seconds: str) -> subprocess.Popen:
-        return gentune("worker", "--study", "s", "--storage", shared_storage, "--trials", "9",
-                       "--no-progress", "--runs-dir", str(tmp_path), "--worker-index", str(index),
-                       env={**env, "GENTUNE_HOST": host, "SLOW_SECONDS": seconds})
+        return gentune(
+            "worker",
+            "--study",
+            "s",
+            "--storage",
+            shared_storage,
+            "--trials",
+            "9",
+            "--no-progress",
+            "--runs-dir",
+            str(tmp_path),
+            "--worker-index",
+            str(index),
+            env={**env, "GENTUNE_HOST": host, "SLOW_SECONDS": seconds},
+        )
 
     b = worker("b", 1, "30")  # a long trial: it is killed in the middle of it
     victim = running_trial_of(shared_storage, "b", min_complete=0)
@@ -164,9 +206,23 @@ def test_sigkilled_worker_trial_is_retried_and_nothing_is_lost(shared_storage, t
 def test_supervisor_restarts_a_killed_worker(tmp_path):
     """`gentune tune --workers 2`: a worker killed mid-trial is restarted; its trial re-queued."""
     storage = f"sqlite:///{tmp_path}/s/study.db"
-    proc = gentune("tune", "--objective-fn", OBJECTIVE, "--study", "s", "--workers", "2",
-                   "--strategy", "random", "--trials", "6", "--runs-dir", str(tmp_path), "--no-report",
-                   env={"SLOW_SECONDS": "2"})  # long enough to kill a worker mid-trial
+    proc = gentune(
+        "tune",
+        "--objective-fn",
+        OBJECTIVE,
+        "--study",
+        "s",
+        "--workers",
+        "2",
+        "--strategy",
+        "random",
+        "--trials",
+        "6",
+        "--runs-dir",
+        str(tmp_path),
+        "--no-report",
+        env={"SLOW_SECONDS": "2"},
+    )  # long enough to kill a worker mid-trial
     host = __import__("socket").gethostname()
     victim = running_trial_of(storage, host)
     os.kill(int(victim.user_attrs["worker"].rpartition(":")[2]), signal.SIGKILL)
@@ -181,15 +237,31 @@ def test_supervisor_restarts_a_killed_worker(tmp_path):
 
 # -- grid points are handed out once ------------------------------------------------------
 
+
 def test_grid_over_three_workers_evaluates_each_point_once(postgres, tmp_path):
     storage = postgres.create_database()
     space = tmp_path / "grid.yaml"
     space.write_text("params:\n  x: [-1.0, 0.0, 1.0, 2.0]\n  y: [0, 1, 2]\n")
     log = tmp_path / "evals.txt"
-    proc = gentune("tune", "--objective-fn", OBJECTIVE, "--study", "s", "--storage", storage,
-                   "--strategy", "grid", "--space", str(space), "--workers", "3",
-                   "--runs-dir", str(tmp_path), "--no-report",
-                   env={"EVAL_LOG": str(log), "SLOW_SECONDS": "0.3"})
+    proc = gentune(
+        "tune",
+        "--objective-fn",
+        OBJECTIVE,
+        "--study",
+        "s",
+        "--storage",
+        storage,
+        "--strategy",
+        "grid",
+        "--space",
+        str(space),
+        "--workers",
+        "3",
+        "--runs-dir",
+        str(tmp_path),
+        "--no-report",
+        env={"EVAL_LOG": str(log), "SLOW_SECONDS": "0.3"},
+    )
     finish(proc)
     study = load(storage)
     points = set(itertools.product([-1.0, 0.0, 1.0, 2.0], [0, 1, 2]))
@@ -202,11 +274,27 @@ def test_grid_over_three_workers_evaluates_each_point_once(postgres, tmp_path):
 
 # -- the database restarts mid-run ----------------------------------------------------------
 
+
 def test_study_survives_a_database_restart(postgres, tmp_path):
     storage = postgres.create_database()
-    proc = gentune("tune", "--objective-fn", OBJECTIVE, "--study", "s", "--storage", storage,
-                   "--strategy", "random", "--workers", "2", "--trials", "8",
-                   "--runs-dir", str(tmp_path), "--no-report")
+    proc = gentune(
+        "tune",
+        "--objective-fn",
+        OBJECTIVE,
+        "--study",
+        "s",
+        "--storage",
+        storage,
+        "--strategy",
+        "random",
+        "--workers",
+        "2",
+        "--trials",
+        "8",
+        "--runs-dir",
+        str(tmp_path),
+        "--no-report",
+    )
     wait_until(lambda: len(by_state(load(storage), TrialState.COMPLETE)) >= 2, 90, "2 trials")
     postgres.stop("fast")  # ends every connection, as a server restart does
     time.sleep(3)  # longer than a trial: every worker needs the database meanwhile
@@ -221,11 +309,26 @@ def test_study_survives_a_database_restart(postgres, tmp_path):
 
 # -- the GAN family, two workers on one machine ------------------------------------------------
 
+
 def test_gan_study_with_two_workers(tmp_path):
     """`gentune tune --workers 2` on the digits GAN with a tiny budget: 4 distinct trials,
     both workers used, the floor stored (by the parent, before the workers start)."""
-    proc = gentune("tune", "--dataset", "digits", "--steps", "50", "--n-eval", "200",
-                   "--trials", "4", "--workers", "2", "--runs-dir", str(tmp_path), "--no-report")
+    proc = gentune(
+        "tune",
+        "--dataset",
+        "digits",
+        "--steps",
+        "50",
+        "--n-eval",
+        "200",
+        "--trials",
+        "4",
+        "--workers",
+        "2",
+        "--runs-dir",
+        str(tmp_path),
+        "--no-report",
+    )
     finish(proc, timeout=240)
     study = load(f"sqlite:///{tmp_path}/gan-mlp-digits-tpe-fid/study.db", "gan-mlp-digits-tpe-fid")
     done = assert_complete_once(study, 4, states=(TrialState.COMPLETE, TrialState.PRUNED))
@@ -238,9 +341,25 @@ def test_outage_longer_than_the_heartbeat_grace_loses_nothing(postgres, tmp_path
     """The database is away longer than the heartbeat grace: the running trials look lost, so
     they are failed and re-queued when it is back; their workers notice and go on."""
     storage = postgres.create_database()
-    proc = gentune("tune", "--objective-fn", OBJECTIVE, "--study", "s", "--storage", storage,
-                   "--strategy", "random", "--workers", "2", "--trials", "6",
-                   "--runs-dir", str(tmp_path), "--no-report", env=FAST_HEARTBEAT)
+    proc = gentune(
+        "tune",
+        "--objective-fn",
+        OBJECTIVE,
+        "--study",
+        "s",
+        "--storage",
+        storage,
+        "--strategy",
+        "random",
+        "--workers",
+        "2",
+        "--trials",
+        "6",
+        "--runs-dir",
+        str(tmp_path),
+        "--no-report",
+        env=FAST_HEARTBEAT,
+    )
     wait_until(lambda: len(by_state(load(storage), TrialState.COMPLETE)) >= 2, 90, "2 trials")
     postgres.stop("fast")
     time.sleep(6)  # twice the grace period

@@ -13,9 +13,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from gentune.api import run_objective
 from gentune.errors import StudyError
 from gentune.study.store import StudySettings, open_study
-from gentune.api import run_objective
 
 HERE = Path(__file__).resolve().parents[1]
 SLOW = HERE / "objectives" / "slow_quadratic.py"
@@ -77,9 +77,26 @@ def test_settings_mismatch_on_resume_names_the_field(tmp_path):
 
 def _cli(tmp_path, *args, env_extra=None):
     env = {**os.environ, "SLOW_SECONDS": "1.0", **(env_extra or {})}
-    return subprocess.Popen([sys.executable, "-m", "gentune", "tune", "--objective-fn", f"{SLOW}:objective",
-                             "--study", "slow", "--runs-dir", str(tmp_path), "--no-report", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gentune",
+            "tune",
+            "--objective-fn",
+            f"{SLOW}:objective",
+            "--study",
+            "slow",
+            "--runs-dir",
+            str(tmp_path),
+            "--no-report",
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def _wait_for_running_trial(storage: str, min_complete: int, timeout: float = 60.0):
@@ -133,11 +150,21 @@ def test_interrupted_study_resumes_with_the_same_parameters(tmp_path, how):
 
 
 def test_trial_seconds_caps_training_and_is_stored(tmp_path):
-    from gentune.errors import GentuneError
     from gentune.api import tune
+    from gentune.errors import GentuneError
 
-    r = tune(dataset="digits", trials=2, steps=10**6, trial_seconds=1.0, n_eval=200, evals=0,
-             runs_dir=tmp_path, progress=False, report=False, study="capped")
+    r = tune(
+        dataset="digits",
+        trials=2,
+        steps=10**6,
+        trial_seconds=1.0,
+        n_eval=200,
+        evals=0,
+        runs_dir=tmp_path,
+        progress=False,
+        report=False,
+        study="capped",
+    )
     assert r.study.user_attrs["gentune"]["trial_seconds"] == 1.0
     for t in r.study.trials:
         assert t.state == TrialState.COMPLETE and t.user_attrs["stop_reason"] == "max_seconds"

@@ -37,13 +37,25 @@ def _same_weights(a: nn.Module, b: nn.Module) -> bool:
 
 # The tutorial's section 3.2, verbatim apart from the class wrappers.
 def _tutorial_generator(input_dim, output_dim):
-    return nn.Sequential(nn.Linear(input_dim, 128), nn.ReLU(), nn.Linear(128, 256), nn.ReLU(),
-                         nn.Linear(256, output_dim), nn.Tanh())
+    return nn.Sequential(
+        nn.Linear(input_dim, 128),
+        nn.ReLU(),
+        nn.Linear(128, 256),
+        nn.ReLU(),
+        nn.Linear(256, output_dim),
+        nn.Tanh(),
+    )
 
 
 def _tutorial_discriminator(input_dim):
-    return nn.Sequential(nn.Linear(input_dim, 256), nn.LeakyReLU(0.2), nn.Linear(256, 128),
-                         nn.LeakyReLU(0.2), nn.Linear(128, 1), nn.Sigmoid())
+    return nn.Sequential(
+        nn.Linear(input_dim, 256),
+        nn.LeakyReLU(0.2),
+        nn.Linear(256, 128),
+        nn.LeakyReLU(0.2),
+        nn.Linear(128, 1),
+        nn.Sigmoid(),
+    )
 
 
 def test_default_layers_are_the_tutorials():
@@ -64,18 +76,21 @@ def test_width_and_depth_scale_the_pattern():
     assert widths == [128, 64, 32, 1]
 
 
-@pytest.mark.parametrize("field, value, fix_words", [
-    ("optimizer", "adagrad", ["adam, adamw, rmsprop, sgd"]),
-    ("d_output", "tanh", ["logits, sigmoid"]),
-    ("lr", 0.0, ["learning rate"]),
-    ("lr", float("nan"), ["learning rate"]),
-    ("lr_d", -1e-3, ["None to reuse lr"]),
-    ("batch_size", 0, ["positive integer"]),
-    ("depth", 0, ["positive integer"]),
-    ("d_steps", 1.5, ["positive integer"]),
-    ("beta1", 1.0, ["[0, 1)"]),
-    ("weight_decay", -0.1, ["weight_decay to"]),
-])
+@pytest.mark.parametrize(
+    "field, value, fix_words",
+    [
+        ("optimizer", "adagrad", ["adam, adamw, rmsprop, sgd"]),
+        ("d_output", "tanh", ["logits, sigmoid"]),
+        ("lr", 0.0, ["learning rate"]),
+        ("lr", float("nan"), ["learning rate"]),
+        ("lr_d", -1e-3, ["None to reuse lr"]),
+        ("batch_size", 0, ["positive integer"]),
+        ("depth", 0, ["positive integer"]),
+        ("d_steps", 1.5, ["positive integer"]),
+        ("beta1", 1.0, ["[0, 1)"]),
+        ("weight_decay", -0.1, ["weight_decay to"]),
+    ],
+)
 def test_config_errors_name_field_value_and_fix(field, value, fix_words):
     with pytest.raises(GentuneError) as err:
         GANConfig(**{field: value})

@@ -11,25 +11,40 @@ import pytest
 import torch
 from optuna.trial import TrialState, create_trial
 
-from gentune.trial.detectors import DetectorConfig, DetectorSet, detector_config, load_detector_file
+from gentune.api import tune
 from gentune.errors import GentuneError
 from gentune.metrics import Evaluator
 from gentune.models.gan_mlp import GANConfig
-from gentune.trial.monitor import Schedule, TrainingMonitor, incumbent
-from gentune.trial.objective import EVAL_SEED
 from gentune.search.space import SearchSpace
 from gentune.train.gan import sample, train_gan
-from gentune.api import tune
+from gentune.trial.detectors import DetectorConfig, DetectorSet, detector_config, load_detector_file
+from gentune.trial.monitor import Schedule, TrainingMonitor, incumbent
+from gentune.trial.objective import EVAL_SEED
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # Measured on digits (bench/detector_calibration.py): FID 3.5-5.7 at 3000 steps over seeds 0-2.
-KNOWN_GOOD = {"lr": 1.2e-4, "batch_size": 87, "optimizer": "adamw", "beta1": 0.145, "width": 64,
-              "depth": 1, "weight_decay": 4.3e-7, "d_steps": 1}
+KNOWN_GOOD = {
+    "lr": 1.2e-4,
+    "batch_size": 87,
+    "optimizer": "adamw",
+    "beta1": 0.145,
+    "width": 64,
+    "depth": 1,
+    "weight_decay": 4.3e-7,
+    "d_steps": 1,
+}
 # A draw of the default space that makes one digit class from the first evaluation on.
-COLLAPSING = {"lr": 1.65e-3, "batch_size": 35, "optimizer": "sgd", "width": 128, "depth": 3,
-              "weight_decay": 1.85e-5, "d_steps": 1}
+COLLAPSING = {
+    "lr": 1.65e-3,
+    "batch_size": 35,
+    "optimizer": "sgd",
+    "width": 128,
+    "depth": 3,
+    "weight_decay": 1.85e-5,
+    "d_steps": 1,
+}
 
 
 @pytest.fixture(scope="module")
@@ -37,18 +52,22 @@ def evaluator(digits):
     return Evaluator(digits, n=500, seed=0).prepare()
 
 
-def _watched(digits, evaluator, config: GANConfig, detectors: DetectorConfig, steps: int,
-             evals: int = 5):
+def _watched(digits, evaluator, config: GANConfig, detectors: DetectorConfig, steps: int, evals: int = 5):
     """Train `config` under a TrainingMonitor of a real trial, in a study that already holds a
     complete trial of FID 5 (a good run); (trial, steps seen, the exception)."""
     study = optuna.create_study()
     study.add_trial(create_trial(value=5.0, intermediate_values={steps: 5.0}))
     trial = study.ask()
     monitor = TrainingMonitor(
-        trial, schedule=Schedule(evals=evals, n=500), prune=False,
+        trial,
+        schedule=Schedule(evals=evals, n=500),
+        prune=False,
         detectors=DetectorSet(detectors, floor=evaluator.floor, incumbent=lambda: incumbent(study)),
-        sample=lambda model, n, seed: sample(model, n, seed=seed), evaluator=evaluator,
-        metric="fid", seed=EVAL_SEED)
+        sample=lambda model, n, seed: sample(model, n, seed=seed),
+        evaluator=evaluator,
+        metric="fid",
+        seed=EVAL_SEED,
+    )
     seen = []
 
     def callback(step, total, signals, model):
@@ -67,8 +86,17 @@ def test_lr_1e_1_diverges_and_is_stopped_at_once(digits, evaluator):
 
 
 def test_lr_1e_1_is_a_pruned_trial_with_reason_diverged_in_a_study(tmp_path):
-    r = tune(dataset="digits", strategy="random", trials=1, steps=1500, n_eval=200,
-             space=SearchSpace({"lr": 0.1}), runs_dir=tmp_path, progress=False, report=False)
+    r = tune(
+        dataset="digits",
+        strategy="random",
+        trials=1,
+        steps=1500,
+        n_eval=200,
+        space=SearchSpace({"lr": 0.1}),
+        runs_dir=tmp_path,
+        progress=False,
+        report=False,
+    )
     t = r.study.trials[0]
     assert t.state == TrialState.PRUNED and t.user_attrs["prune_reason"] == "diverged"
     assert "error" not in t.user_attrs and not t.intermediate_values  # stopped before evaluating
@@ -99,7 +127,9 @@ def test_mode_collapse_compares_label_entropy_with_the_real_floor(digits, evalua
     assert [healthy.on_evaluation(s, 3000, varied, varied["fid"]) for s in (1000, 1500, 2000)] == [None] * 3
     # While no complete trial did better, a collapsed run may still be the study's best: kept.
     leading = DetectorSet(DetectorConfig(), floor=evaluator.floor, incumbent=lambda: None)
-    assert [leading.on_evaluation(s, 3000, collapsed, collapsed["fid"]) for s in (1000, 1500, 2000)] == [None] * 3
+    assert [leading.on_evaluation(s, 3000, collapsed, collapsed["fid"]) for s in (1000, 1500, 2000)] == [
+        None
+    ] * 3
 
 
 def test_discriminator_overpowering_is_detected_on_a_real_run(digits, evaluator):
@@ -123,13 +153,22 @@ def test_divergence_reads_non_finite_values_and_the_gradient_norm():
     assert DetectorSet(DetectorConfig()).on_signals(50, 100, {"g_loss": float("nan")}) == "diverged"
     d = DetectorSet(DetectorConfig())
     # A DCGAN's isolated spikes (measured: 123 and 158 between windows near 20) pass ...
-    assert [d.on_signals(s, 1000, {"g_loss": 1.0, "grad_norm": g})
-            for s, g in ((350, 17.0), (400, 123.0), (450, 23.0), (800, 158.0), (850, 22.0))] == [None] * 5
+    assert [
+        d.on_signals(s, 1000, {"g_loss": 1.0, "grad_norm": g})
+        for s, g in ((350, 17.0), (400, 123.0), (450, 23.0), (800, 158.0), (850, 22.0))
+    ] == [None] * 5
     # ... a norm above 100 two windows running, or above 500 once, does not.
-    assert [d.on_signals(s, 1000, {"g_loss": 1.0, "grad_norm": 150.0}) for s in (900, 950)] == [None, "diverged"]
-    assert DetectorSet(DetectorConfig()).on_signals(50, 1000, {"g_loss": 1.0, "grad_norm": 840.0}) == "diverged"
+    assert [d.on_signals(s, 1000, {"g_loss": 1.0, "grad_norm": 150.0}) for s in (900, 950)] == [
+        None,
+        "diverged",
+    ]
+    assert (
+        DetectorSet(DetectorConfig()).on_signals(50, 1000, {"g_loss": 1.0, "grad_norm": 840.0}) == "diverged"
+    )
     loose = DetectorConfig().with_overrides(["diverged.max_grad_norm=1e3"])
-    assert [DetectorSet(loose).on_signals(s, 1000, {"g_loss": 1.0, "grad_norm": 150.0}) for s in (900, 950)] == [None] * 2
+    assert [
+        DetectorSet(loose).on_signals(s, 1000, {"g_loss": 1.0, "grad_norm": 150.0}) for s in (900, 950)
+    ] == [None] * 2
 
 
 def test_posterior_collapse_reads_kl_after_the_warm_up():
@@ -162,11 +201,16 @@ def test_stagnation_fires_only_behind_a_complete_trial():
 
 
 def test_thresholds_are_configurable_and_checked(tmp_path):
-    c = DetectorConfig().with_overrides(["stagnation.patience=6", "mode_collapse.enabled=false",
-                                         "d_overpowered.max_d_loss=0.1"])
+    c = DetectorConfig().with_overrides(
+        ["stagnation.patience=6", "mode_collapse.enabled=false", "d_overpowered.max_d_loss=0.1"]
+    )
     assert c.stagnation.patience == 6 and not c.mode_collapse.enabled
-    assert c.d_overpowered.max_d_loss == 0.1 and c.enabled() == ["diverged", "d_overpowered",
-                                                                 "posterior_collapse", "stagnation"]
+    assert c.d_overpowered.max_d_loss == 0.1 and c.enabled() == [
+        "diverged",
+        "d_overpowered",
+        "posterior_collapse",
+        "stagnation",
+    ]
     assert DetectorConfig.from_dict(c.to_dict()) == c
     f = tmp_path / "d.yaml"
     f.write_text("stagnation: {patience: 8}\ndiverged: {max_grad_norm: 500}\n")
@@ -174,9 +218,13 @@ def test_thresholds_are_configurable_and_checked(tmp_path):
     assert detector_config("off", None, None).enabled() == []
     assert detector_config("diverged,stagnation", f, ["stagnation.patience=9"]).stagnation.patience == 9
     assert detector_config(None, None, None) is None
-    for bad, words in [(["stagnation.patience=two"], "integer"), (["nope.x=1"], "unknown detector"),
-                       (["stagnation.wait=1"], "no setting 'wait'"), (["stagnation"], "name.key=value"),
-                       (["diverged.max_grad_norm=-1"], "number >= 0")]:
+    for bad, words in [
+        (["stagnation.patience=two"], "integer"),
+        (["nope.x=1"], "unknown detector"),
+        (["stagnation.wait=1"], "no setting 'wait'"),
+        (["stagnation"], "name.key=value"),
+        (["diverged.max_grad_norm=-1"], "number >= 0"),
+    ]:
         with pytest.raises(GentuneError, match=words):
             DetectorConfig().with_overrides(bad)
     with pytest.raises(GentuneError, match="unknown detector"):
@@ -186,10 +234,29 @@ def test_thresholds_are_configurable_and_checked(tmp_path):
 def test_cli_stores_detector_thresholds_in_the_study(tmp_path):
     f = tmp_path / "d.yaml"
     f.write_text("stagnation: {patience: 8}\n")
-    cmd = [sys.executable, "-m", "gentune", "tune", "--steps", "100", "--n-eval", "200",
-           "--trials", "1", "--runs-dir", str(tmp_path), "--study", "d", "--no-report",
-           "--detectors", "diverged,stagnation", "--detector-config", str(f),
-           "--detector", "diverged.max_grad_norm=1e9"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "gentune",
+        "tune",
+        "--steps",
+        "100",
+        "--n-eval",
+        "200",
+        "--trials",
+        "1",
+        "--runs-dir",
+        str(tmp_path),
+        "--study",
+        "d",
+        "--no-report",
+        "--detectors",
+        "diverged,stagnation",
+        "--detector-config",
+        str(f),
+        "--detector",
+        "diverged.max_grad_norm=1e9",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     study = optuna.load_study(study_name="d", storage=f"sqlite:///{tmp_path}/d/study.db")
@@ -205,12 +272,21 @@ def test_a_known_good_configuration_is_never_stopped_over_three_seeds(tmp_path):
     and two --confirm re-runs, so stagnation has a complete trial to fall behind)."""
     from gentune.phases.confirm import confirm
 
-    r = tune(dataset="digits", strategy="random", trials=1, space=SearchSpace(dict(KNOWN_GOOD)),
-             runs_dir=tmp_path, progress=False, report=False)
+    r = tune(
+        dataset="digits",
+        strategy="random",
+        trials=1,
+        space=SearchSpace(dict(KNOWN_GOOD)),
+        runs_dir=tmp_path,
+        progress=False,
+        report=False,
+    )
     assert r.best is not None, r.study.trials[0].user_attrs
     ranking = confirm([r.study], top=1, seeds=2, runs_dir=tmp_path, progress=False)
-    runs = optuna.load_study(study_name=f"{r.study.study_name}-confirm",
-                             storage=f"sqlite:///{tmp_path}/{r.study.study_name}-confirm/study.db").trials
+    runs = optuna.load_study(
+        study_name=f"{r.study.study_name}-confirm",
+        storage=f"sqlite:///{tmp_path}/{r.study.study_name}-confirm/study.db",
+    ).trials
     assert [t.state for t in runs] == [TrialState.COMPLETE] * 2, [t.user_attrs for t in runs]
     assert ranking[0]["n"] == 3 and not ranking[0]["stopped"]
     assert max(ranking[0]["values"]) < 10  # measured 3.5-5.7
@@ -226,9 +302,16 @@ def test_a_collapsed_vae_posterior_is_stopped_and_a_healthy_one_is_not(digits):
     def watched(config):
         """(trial's user attrs, steps seen) of a real VAE run under the posterior-collapse detector."""
         trial = optuna.create_study().ask()
-        monitor = TrainingMonitor(trial, schedule=Schedule(evals=0), prune=False,
-                                  detectors=DetectorSet(DetectorConfig().only(["posterior_collapse"])),
-                                  sample=None, evaluator=None, metric="loss", seed=EVAL_SEED)
+        monitor = TrainingMonitor(
+            trial,
+            schedule=Schedule(evals=0),
+            prune=False,
+            detectors=DetectorSet(DetectorConfig().only(["posterior_collapse"])),
+            sample=None,
+            evaluator=None,
+            metric="loss",
+            seed=EVAL_SEED,
+        )
         seen = []
 
         def callback(step, total, signals, model):

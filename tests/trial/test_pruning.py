@@ -4,30 +4,36 @@ from __future__ import annotations
 
 import optuna
 import pytest
-from optuna.trial import TrialState, create_trial
 from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
 
-from gentune.trial.detectors import DetectorConfig, DetectorSet
+from gentune.api import tune
 from gentune.errors import GentuneError, StudyError
 from gentune.metrics import Evaluator
 from gentune.models.gan_mlp import GANConfig
-from gentune.trial.monitor import Schedule, TrainingMonitor
-from gentune.trial.objective import EVAL_SEED
 from gentune.search.pruners import PRUNERS, Startup, default_pruner, make_pruner, study_pruner
 from gentune.search.space import SearchSpace
 from gentune.study.store import StudySettings
 from gentune.train.gan import sample, train_gan
-from gentune.api import tune
+from gentune.trial.detectors import DetectorConfig, DetectorSet
+from gentune.trial.monitor import Schedule, TrainingMonitor
+from gentune.trial.objective import EVAL_SEED
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-@pytest.mark.parametrize("name, kind", [("none", "NopPruner"), ("median", "MedianPruner"),
-                                        ("percentile", "PercentilePruner"),
-                                        ("halving", "SuccessiveHalvingPruner"),
-                                        ("hyperband", "HyperbandPruner")])
+@pytest.mark.parametrize(
+    "name, kind",
+    [
+        ("none", "NopPruner"),
+        ("median", "MedianPruner"),
+        ("percentile", "PercentilePruner"),
+        ("halving", "SuccessiveHalvingPruner"),
+        ("hyperband", "HyperbandPruner"),
+    ],
+)
 def test_every_pruner_is_selectable(name, kind):
     p = make_pruner(name, first_step=500, total_steps=3000)
     inner = p.pruner if isinstance(p, Startup) else p
@@ -60,9 +66,14 @@ def test_study_pruner_puts_the_rungs_on_the_evaluation_steps():
 
 
 def _complete(study, value: float, steps=(100, 200, 300, 400, 500)):
-    study.add_trial(create_trial(value=value, params={"x": 0.0},
-                                 distributions={"x": FloatDistribution(0, 1)},
-                                 intermediate_values={s: value for s in steps}))
+    study.add_trial(
+        create_trial(
+            value=value,
+            params={"x": 0.0},
+            distributions={"x": FloatDistribution(0, 1)},
+            intermediate_values={s: value for s in steps},
+        )
+    )
 
 
 @pytest.mark.parametrize("name", ["halving", "hyperband"])
@@ -94,10 +105,15 @@ def test_a_trial_behind_the_study_is_pruned_with_reason_pruned(digits):
     for _ in range(3):
         _complete(study, evaluator.floor["fid"])
     trial = study.ask()
-    monitor = TrainingMonitor(trial, schedule=Schedule(every=100, n=500),
-                              detectors=DetectorSet(DetectorConfig().only([])),
-                              sample=lambda m, n, seed: sample(m, n, seed=seed),
-                              evaluator=evaluator, metric="fid", seed=EVAL_SEED)
+    monitor = TrainingMonitor(
+        trial,
+        schedule=Schedule(every=100, n=500),
+        detectors=DetectorSet(DetectorConfig().only([])),
+        sample=lambda m, n, seed: sample(m, n, seed=seed),
+        evaluator=evaluator,
+        metric="fid",
+        seed=EVAL_SEED,
+    )
     with pytest.raises(optuna.TrialPruned):
         train_gan(GANConfig(), digits, steps=600, callback=monitor)
     study.tell(trial, state=TrialState.PRUNED)
@@ -109,8 +125,19 @@ def test_a_trial_behind_the_study_is_pruned_with_reason_pruned(digits):
 
 def test_evaluations_use_fixed_latents_so_steps_compare_across_trials(tmp_path):
     space = SearchSpace({"lr": 2e-4, "beta1": 0.5})
-    r = tune(dataset="digits", strategy="random", trials=2, steps=300, n_eval=200, pruner="none",
-             detectors="off", runs_dir=tmp_path, progress=False, report=False, space=space)
+    r = tune(
+        dataset="digits",
+        strategy="random",
+        trials=2,
+        steps=300,
+        n_eval=200,
+        pruner="none",
+        detectors="off",
+        runs_dir=tmp_path,
+        progress=False,
+        report=False,
+        space=space,
+    )
     a, b = r.study.trials
     assert list(a.intermediate_values) == [50, 100, 150, 200, 250, 300]  # 5 evaluations + final
     assert a.intermediate_values == b.intermediate_values  # same config, seed and latents
@@ -123,8 +150,16 @@ def test_evaluations_use_fixed_latents_so_steps_compare_across_trials(tmp_path):
 
 
 def test_pruner_settings_are_stored_and_kept_on_resume(tmp_path):
-    kw = dict(dataset="digits", trials=1, steps=100, n_eval=200, runs_dir=tmp_path, progress=False,
-              report=False, study="p")
+    kw = dict(
+        dataset="digits",
+        trials=1,
+        steps=100,
+        n_eval=200,
+        runs_dir=tmp_path,
+        progress=False,
+        report=False,
+        study="p",
+    )
     r = tune(pruner="percentile", patience=2, evals=3, **kw)
     stored = r.study.user_attrs["gentune"]
     assert (stored["pruner"], stored["patience"], stored["evals"]) == ("percentile", 2, 3)
@@ -139,9 +174,13 @@ def test_pruner_settings_are_stored_and_kept_on_resume(tmp_path):
 
 def test_four_argument_callbacks_receive_the_generator(digits):
     seen = []
-    train_gan(GANConfig(), digits, steps=100, log_every=50,
-              callback=lambda step, total, signals, model: seen.append((step, type(model).__name__,
-                                                                        set(signals))))
+    train_gan(
+        GANConfig(),
+        digits,
+        steps=100,
+        log_every=50,
+        callback=lambda step, total, signals, model: seen.append((step, type(model).__name__, set(signals))),
+    )
     assert [(step, kind) for step, kind, _ in seen] == [(50, "Generator"), (100, "Generator")]
     assert all({"d_acc", "d_loss", "g_loss", "grad_norm"} <= keys for _, _, keys in seen)
 
@@ -149,9 +188,20 @@ def test_four_argument_callbacks_receive_the_generator(digits):
 @pytest.mark.parametrize("model", ["vae", "transformer"])
 def test_the_nll_objective_reports_validation_loss_during_training(tmp_path, model):
     """Likelihood studies are watched too: the trainer's validation loss, at each evaluation."""
-    r = tune(model=model, dataset="digits", objective="nll", strategy="random", trials=1, steps=200,
-             evals=3, pruner="none", detectors="off", runs_dir=tmp_path, progress=False,
-             report=False)
+    r = tune(
+        model=model,
+        dataset="digits",
+        objective="nll",
+        strategy="random",
+        trials=1,
+        steps=200,
+        evals=3,
+        pruner="none",
+        detectors="off",
+        runs_dir=tmp_path,
+        progress=False,
+        report=False,
+    )
     t = r.study.trials[0]
     assert t.state == TrialState.COMPLETE and len(t.intermediate_values) >= 3
     val = {p["step"]: p["val"] for p in t.user_attrs["loss_curves"]}
@@ -168,4 +218,7 @@ def test_a_family_with_slow_sampling_evaluates_on_fewer_samples():
     assert get_family("auto").eval_samples == 250  # one N for every family of the search
     assert compute_settings("tpe", default_eval_samples=250)["eval_samples"] == 250
     # A study stored before keeps its own N when resumed.
-    assert compute_settings("tpe", default_eval_samples=250, stored={"eval_samples": None})["eval_samples"] is None
+    assert (
+        compute_settings("tpe", default_eval_samples=250, stored={"eval_samples": None})["eval_samples"]
+        is None
+    )
