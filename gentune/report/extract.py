@@ -18,6 +18,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from gentune.errors import StudyError
+from gentune.trial import attrs
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 KEY_METRICS = ("fid", "kid", "precision", "recall", "classes_covered")
@@ -113,14 +114,6 @@ def clean_png(b64) -> str | None:
     return b64 if decode_png(b64) is not None else None
 
 
-def _dict(value) -> dict:
-    return dict(value) if isinstance(value, dict) else {}
-
-
-def _text(value) -> str | None:
-    return None if value is None else str(value)
-
-
 def _progress(raw) -> list[tuple[int, str]]:
     if not isinstance(raw, list):
         return []
@@ -143,34 +136,32 @@ def _loss_curves(raw) -> list[dict]:
 
 
 def _trial_info(t: FrozenTrial) -> TrialInfo:
-    a = t.user_attrs
     duration = t.duration.total_seconds() if t.duration is not None else None
     curve = sorted(
         (int(s), float(v)) for s, v in t.intermediate_values.items() if v is not None and math.isfinite(v)
     )
-    texts = a.get("text_samples")
     return TrialInfo(
         number=t.number,
         state=t.state.name,
         values=tuple(t.values) if t.values else None,
         params=dict(t.params),
-        metrics=_dict(a.get("metrics")),
-        config=_dict(a.get("config")),
-        prune_reason=_text(a.get("prune_reason")) if t.state == TrialState.PRUNED else None,
-        error=_text(a.get("error")),
-        interrupted=bool(a.get("interrupted")),
+        metrics=dict(attrs.metrics(t) or {}),
+        config=dict(attrs.config(t) or {}),
+        prune_reason=attrs.prune_reason(t) if t.state == TrialState.PRUNED else None,
+        error=attrs.error(t),
+        interrupted=attrs.interrupted(t),
         duration_s=duration,
-        train_seconds=a.get("train_seconds"),
-        worker=_text(a.get("worker")),
-        device=_text(a.get("device")),
+        train_seconds=attrs.train_seconds(t),
+        worker=attrs.worker(t),
+        device=attrs.device(t),
         start=t.datetime_start,
         end=t.datetime_complete,
         curve=curve,
-        samples_png=clean_png(a.get("samples_png")),
-        samples_progress=_progress(a.get("samples_progress")),
-        text_samples=[str(s) for s in texts] if isinstance(texts, list) else [],
-        loss_curves=_loss_curves(a.get("loss_curves")),
-        overfitting=a.get("overfitting") is True,
+        samples_png=clean_png(attrs.samples_png(t)),
+        samples_progress=_progress(attrs.samples_progress(t)),
+        text_samples=attrs.text_samples(t) or [],
+        loss_curves=_loss_curves(attrs.loss_curves(t)),
+        overfitting=attrs.overfitting(t),
     )
 
 
@@ -188,17 +179,16 @@ def _objective_names(study: optuna.Study, gentune: dict) -> tuple[str, ...]:
 
 def extract_study(study: optuna.Study) -> StudyInfo:
     """Everything the report shows, read once from storage."""
-    attrs = study.user_attrs
-    gentune = _dict(attrs.get("gentune"))
+    gentune = attrs.settings(study)
     return StudyInfo(
         name=study.study_name,
         directions=tuple(d.name.lower() for d in study.directions),
         objective_names=_objective_names(study, gentune),
         gentune=gentune,
-        command=_text(attrs.get("command")),
-        floor=_dict(attrs.get("floor")),
-        extractor=_dict(attrs.get("extractor")),
-        real_png=clean_png(attrs.get("real_png")),
+        command=attrs.command(study),
+        floor=dict(attrs.floor(study) or {}),
+        extractor=dict(attrs.extractor(study) or {}),
+        real_png=clean_png(attrs.real_png(study)),
         trials=tuple(_trial_info(t) for t in study.get_trials(deepcopy=False)),
     )
 

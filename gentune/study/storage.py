@@ -36,10 +36,11 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from gentune.errors import StudyError
+from gentune.trial.attrs import SystemKey
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_KEY = "gentune:heartbeat"  # trial system attribute of journal heartbeats (unix time)
+HEARTBEAT_KEY = SystemKey.HEARTBEAT  # kept: the name other modules and tests import
 STALE_CALLBACK = Callable[[optuna.Study, FrozenTrial], None]
 
 

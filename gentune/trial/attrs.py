@@ -218,7 +218,7 @@ def device(trial: _HasUserAttrs) -> str | None:
 
 
 def interrupted(trial: _HasUserAttrs) -> bool:
-    return trial.user_attrs.get(TrialKey.INTERRUPTED) is True
+    return bool(trial.user_attrs.get(TrialKey.INTERRUPTED))
 
 
 def surplus(trial: _HasUserAttrs) -> bool:

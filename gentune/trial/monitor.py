@@ -27,6 +27,7 @@ import optuna
 import torch
 
 from gentune.images import b64, grid_png
+from gentune.trial.attrs import TrialKey
 from gentune.trial.detectors import DetectorSet
 
 PROGRESS_GRID = 64  # samples per grid in samples_progress (the first of the evaluation batch)
@@ -120,7 +121,7 @@ class TrainingMonitor:
             images = self.sample(model, self.schedule.n, self.seed)
         images = images[: self.schedule.n]
         self.frames.append({"step": int(step), "png": b64(grid_png(images[:PROGRESS_GRID]))})
-        self.trial.set_user_attr("samples_progress", self.frames)
+        self.trial.set_user_attr(TrialKey.SAMPLES_PROGRESS, self.frames)
         if not torch.isfinite(images).all():
             self.stop("diverged", step)
         keys = None if full else {self.metric, *self.detectors.metrics()}
@@ -136,8 +137,8 @@ class TrainingMonitor:
     def stop(self, reason: str, step: int | None = None) -> None:
         """Mark the trial stopped for `reason` at `step` (default: the last step seen) and end
         it as PRUNED."""
-        self.trial.set_user_attr("prune_reason", reason)
-        self.trial.set_user_attr("steps", int(self._step if step is None else step))
+        self.trial.set_user_attr(TrialKey.PRUNE_REASON, reason)
+        self.trial.set_user_attr(TrialKey.STEPS, int(self._step if step is None else step))
         by = "the pruner" if reason == "pruned" else "a failure detector"
         raise optuna.TrialPruned(f"{reason}: stopped by {by}")
 

@@ -22,6 +22,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from gentune.search.space import CategoricalSpec, FloatSpec, IntSpec, SearchSpace
+from gentune.trial import attrs
+from gentune.trial.attrs import TrialKey
 
 
 def observed_space(study: optuna.Study) -> SearchSpace:
@@ -116,13 +118,13 @@ class PhaseTrial:
 def phase_objective(objective, study: optuna.Study):
     """`objective` as a study of a user's objective runs it: seeded, and under the study's
     phase space when it has one."""
-    stored = study.user_attrs.get("phase_space")
+    stored = attrs.phase_space(study)
     space = SearchSpace.from_dict(stored) if stored else None
-    seed = int(study.user_attrs.get("gentune", {}).get("seed", 0))
+    seed = int(attrs.settings(study).get("seed", 0))
 
     def call(trial: optuna.Trial) -> float:
-        run_seed = int(trial.user_attrs.get("train_seed", seed))
-        trial.set_user_attr("seed", run_seed)
+        run_seed = attrs.train_seed(trial, default=seed)
+        trial.set_user_attr(TrialKey.SEED, run_seed)
         seed_everything(run_seed)
         return objective(PhaseTrial(trial, space) if space is not None else trial)
 
