@@ -40,7 +40,7 @@ def grid_png(
     img = Image.fromarray(canvas[..., 0] if c == 1 else canvas)
     scale = max(1, math.ceil(min_cell / max(h, w)))
     if scale > 1:
-        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+        img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=True)
     return buf.getvalue()

@@ -8,9 +8,17 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import NamedTuple
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 
 def _fmt(value: float | None) -> str:
@@ -22,6 +30,14 @@ def _fmt(value: float | None) -> str:
 def _clock(seconds: float) -> str:
     seconds = int(max(0, seconds))
     return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class _Bars(NamedTuple):
+    """The live display, on a terminal only."""
+
+    progress: Progress
+    trials: TaskID
+    steps: TaskID
 
 
 class TrialProgress:
@@ -38,13 +54,12 @@ class TrialProgress:
         self.best_trial: int | None = None
         self._start = time.monotonic()
         self._finished_here = 0
-        self._progress: Progress | None = None
-        self._trial_task = self._step_task = None
+        self._bars: _Bars | None = None
         self._last_quarter = -1
 
     def __enter__(self) -> TrialProgress:
         if self.live:
-            self._progress = Progress(
+            progress = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
@@ -53,16 +68,17 @@ class TrialProgress:
                 console=self.console,
                 transient=False,
             )
-            self._progress.start()
-            self._trial_task = self._progress.add_task(
+            progress.start()
+            trials = progress.add_task(
                 "trials", total=self.total, completed=self.done, info=self._best_info()
             )
-            self._step_task = self._progress.add_task("  steps", total=1, completed=0, info="")
+            steps = progress.add_task("  steps", total=1, completed=0, info="")
+            self._bars = _Bars(progress, trials, steps)
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._progress is not None:
-            self._progress.stop()
+        if self._bars is not None:
+            self._bars.progress.stop()
 
     def _best_info(self) -> str:
         if self.best is None:
@@ -78,16 +94,16 @@ class TrialProgress:
 
     def trial_started(self, number: int, params: dict) -> None:
         self._last_quarter = -1
-        if self._progress is not None:
-            self._progress.update(self._step_task, description=f"  trial {number}", completed=0)
+        if self._bars is not None:
+            self._bars.progress.update(self._bars.steps, description=f"  trial {number}", completed=0)
         else:
             k = self.done + 1
             of = f"/{self.total}" if self.total else ""
             self.console.print(f"trial {number} ({k}{of}) started: {params}", highlight=False)
 
     def step(self, step: int, total: int) -> None:
-        if self._progress is not None:
-            self._progress.update(self._step_task, total=total, completed=step)
+        if self._bars is not None:
+            self._bars.progress.update(self._bars.steps, total=total, completed=step)
             return
         quarter = 4 * step // max(total, 1)
         if quarter != self._last_quarter and 0 < quarter < 4:
@@ -113,8 +129,8 @@ class TrialProgress:
             f"elapsed {_clock(time.monotonic() - self._start)}"
             + (f", eta {_clock(eta)}" if eta is not None else "")
         )
-        if self._progress is not None:
-            self._progress.update(self._trial_task, completed=self.done, info=self._best_info())
-            self._progress.console.print(line, highlight=False)
+        if self._bars is not None:
+            self._bars.progress.update(self._bars.trials, completed=self.done, info=self._best_info())
+            self._bars.progress.console.print(line, highlight=False)
         else:
             self.console.print(line, highlight=False)

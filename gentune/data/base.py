@@ -40,10 +40,16 @@ class ImageDataset:
     num_classes: int | None  # None for unlabelled data
     fingerprint: str
 
+    def __post_init__(self) -> None:
+        # Code narrows on num_classes where it means "has labels"; the two must agree.
+        if (self.num_classes is None) != (self.train.y is None):
+            raise ValueError(f"{self.name}: num_classes must be given exactly when the data has labels")
+
     @property
     def shape(self) -> tuple[int, int, int]:
         """(C, H, W) of one image."""
-        return tuple(self.train.x.shape[1:])  # type: ignore[return-value]
+        c, h, w = self.train.x.shape[1:]
+        return c, h, w
 
     @property
     def labelled(self) -> bool:

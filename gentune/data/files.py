@@ -107,7 +107,7 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 def _png_groups(folder: Path) -> list[tuple[str | None, list[Path]]]:
     """[(class name or None, sorted PNG paths)], from top-level PNGs or one level of subfolders."""
     top = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".png")
-    subs = [
+    subs: list[tuple[str | None, list[Path]]] = [
         (d.name, sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() == ".png"))
         for d in sorted(folder.iterdir())
         if d.is_dir()
@@ -187,16 +187,19 @@ def _to_tensor(images: np.ndarray) -> torch.Tensor:
     if a.size == 0:
         raise DataError("the image array is empty", value=f"shape {images.shape}", fix="add images")
     integer, floating = np.issubdtype(a.dtype, np.integer), np.issubdtype(a.dtype, np.floating)
-    lo, hi = (a.min().item(), a.max().item()) if integer or floating else (None, None)
-    if integer and 0 <= lo and hi <= 255:
-        return to_unit_range(a, 255)
-    if floating and 0 <= lo and hi <= 1:
-        return torch.from_numpy(a.astype(np.float32) * 2 - 1).contiguous()
-    if floating and -1 <= lo < 0 and hi <= 1:
-        return torch.from_numpy(a.astype(np.float32)).contiguous()
+    found = f"dtype {images.dtype}, shape {images.shape}"
+    if integer or floating:
+        lo, hi = a.min().item(), a.max().item()
+        if integer and 0 <= lo and hi <= 255:
+            return to_unit_range(a, 255)
+        if floating and 0 <= lo and hi <= 1:
+            return torch.from_numpy(a.astype(np.float32) * 2 - 1).contiguous()
+        if floating and -1 <= lo < 0 and hi <= 1:
+            return torch.from_numpy(a.astype(np.float32)).contiguous()
+        found += f", min {lo}, max {hi}"
     raise DataError(
         "image values must be integers in [0, 255], floats in [0, 1], or floats in [-1, 1]",
-        value=f"dtype {images.dtype}, shape {images.shape}, min {lo}, max {hi}",
+        value=found,
         fix="rescale your images to one of those ranges (NaN is not allowed)",
     )
 

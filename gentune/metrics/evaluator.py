@@ -178,8 +178,8 @@ class Evaluator:
         if wanted("precision", "recall"):
             result.update(self._manifold.score(features))
         result.update({"label_entropy": None, "classes_covered": None, "n": int(len(features))})
-        if logits is not None:
-            result.update(label_coverage(logits, int(self.dataset.num_classes)))
+        if logits is not None and self.dataset.num_classes is not None:
+            result.update(label_coverage(logits, self.dataset.num_classes))
         return result
 
     def _compute_floor(self) -> tuple[dict, int]:

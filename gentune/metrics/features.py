@@ -11,7 +11,7 @@ be downloaded here, so each dataset gets its own extractor, trained on its own T
 
 The feature dimension is fixed at FEATURE_DIM = 64, so FID needs more than 64 images per set.
 Features are multiplied by one fixed scale, set after training so that the train features have
-mean square 1 per dimension (see _Extractor); FID values are therefore in those units.
+mean square 1 per dimension (see Extractor); FID values are therefore in those units.
 Weights are cached at `<cache>/<name>-<fingerprint>-v<EXTRACTOR_VERSION>.pt`: a change of data
 changes the fingerprint, a change of this file's architecture or training must bump the version.
 """
@@ -78,7 +78,7 @@ def _trunk(channels: int) -> nn.Sequential:
     )
 
 
-class _Extractor(nn.Module):
+class Extractor(nn.Module):
     """Shared part: `features` = raw 64-d layer times a fixed scale set once after training.
 
     The scale makes the train features' mean squared value per dimension 1. It changes FID by a
@@ -86,15 +86,29 @@ class _Extractor(nn.Module):
     weighs first, second and third moments alike instead of being dominated by the cube.
     """
 
-    def __init__(self):
+    kind: str
+    scale: torch.Tensor  # a buffer: saved with the weights, never trained
+
+    def __init__(self) -> None:
         super().__init__()
         self.register_buffer("scale", torch.ones(()))
+
+    def raw_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.raw_features(x) * self.scale
 
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Features, and class logits when the extractor has them, in one pass."""
+        raise NotImplementedError
 
-class Classifier(_Extractor):
+    def loss(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """The training loss on a batch (`y`: labels, None for unlabelled data)."""
+        raise NotImplementedError
+
+
+class Classifier(Extractor):
     """CNN classifier; `features` is the 64-d penultimate layer, `logits` the class scores."""
 
     kind = "classifier"
@@ -116,11 +130,13 @@ class Classifier(_Extractor):
         f = self.raw_features(x)
         return f * self.scale, self.head(F.relu(f))
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def loss(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        if y is None:
+            raise ValueError("a classifier extractor trains on labelled data only")
         return F.cross_entropy(self.logits(x), y)
 
 
-class Autoencoder(_Extractor):
+class Autoencoder(Extractor):
     """Convolutional autoencoder for unlabelled data; `features` is the 64-d bottleneck."""
 
     kind = "autoencoder"
@@ -153,7 +169,7 @@ class Autoencoder(_Extractor):
             fix="use label metrics only on labelled datasets",
         )
 
-    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self.features(x), None
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
@@ -173,7 +189,7 @@ def extractor_path(dataset: ImageDataset, cache_dir: Path | None = None) -> Path
 
 def get_extractor(
     dataset: ImageDataset, device="cpu", cache_dir: Path | None = None
-) -> tuple[nn.Module, dict]:
+) -> tuple[Extractor, dict]:
     """The dataset's extractor in eval mode and its info dict; trained on first use, then loaded.
 
     info holds kind ("classifier" or "autoencoder"), feature_dim, test_accuracy (classifier) or
@@ -182,17 +198,17 @@ def get_extractor(
     """
     device = resolve_device(device) if isinstance(device, str) else torch.device(device)
     path = extractor_path(dataset, cache_dir)
-    model, info = _load(path, dataset, device)
-    loaded = model is not None
+    cached = _load(path, dataset, device)
+    loaded = cached is not None
+    model, info = cached if cached is not None else _train(dataset, device)
     if not loaded:
-        model, info = _train(dataset, device)
         _save_atomic(path, model, info)
     model.eval()
     return model, {**info, "path": str(path), "loaded_from_cache": loaded}
 
 
 def embed(
-    model: nn.Module, images: torch.Tensor, device: torch.device | str = "cpu"
+    model: Extractor, images: torch.Tensor, device: torch.device | str = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Features (N, 64) and logits (N, K) or None, float32 on the CPU, computed in batches."""
     model.eval()
@@ -206,16 +222,16 @@ def embed(
     return torch.cat(feats), (torch.cat(logits) if logits else None)
 
 
-def _build(dataset: ImageDataset) -> nn.Module:
-    if dataset.labelled:
-        return Classifier(dataset.shape, int(dataset.num_classes))
+def _build(dataset: ImageDataset) -> Extractor:
+    if dataset.num_classes is not None:
+        return Classifier(dataset.shape, dataset.num_classes)
     return Autoencoder(dataset.shape)
 
 
-def _train(dataset: ImageDataset, device: torch.device) -> tuple[nn.Module, dict]:
+def _train(dataset: ImageDataset, device: torch.device) -> tuple[Extractor, dict]:
     """Seeded training with Adam and a cosine schedule, indexing tensors (no DataLoader)."""
     x = dataset.train.x.to(device)
-    y = dataset.train.y.to(device) if dataset.labelled else None
+    y = dataset.train.y.to(device) if dataset.train.y is not None else None
     steps_per_epoch = math.ceil(len(x) / _BATCH_SIZE)
     epochs = max(_MIN_EPOCHS, math.ceil(_TRAIN_STEPS / steps_per_epoch))
     start = time.perf_counter()
@@ -249,14 +265,14 @@ def _train(dataset: ImageDataset, device: torch.device) -> tuple[nn.Module, dict
     return model, info
 
 
-def _feature_scale(model: nn.Module, x: torch.Tensor) -> float:
+def _feature_scale(model: Extractor, x: torch.Tensor) -> float:
     """1 / sqrt(mean squared raw feature) over (up to 10k of) the train images."""
     with torch.inference_mode():
         raw = torch.cat([model.raw_features(c) for c in x[:10_000].split(_INFER_BATCH)])
     return float(raw.double().pow(2).mean().rsqrt())
 
 
-def _test_quality(model: nn.Module, dataset: ImageDataset, device: torch.device) -> dict:
+def _test_quality(model: Extractor, dataset: ImageDataset, device: torch.device) -> dict:
     """Test accuracy of a classifier, or reconstruction MSE of an autoencoder, on the TEST split."""
     test = dataset.test
     if len(test) == 0:
@@ -265,25 +281,24 @@ def _test_quality(model: nn.Module, dataset: ImageDataset, device: torch.device)
             if dataset.labelled
             else {"test_accuracy": None, "reconstruction_mse": None, "trust": _AUTOENCODER_TRUST}
         )
-    if dataset.labelled:
+    if isinstance(model, Classifier):
         _, logits = embed(model, test.x, device)
+        assert logits is not None and test.y is not None  # a classifier has both
         acc = (logits.argmax(1) == test.y).float().mean().item()
         return {"test_accuracy": round(acc, 4), "trust": _CLASSIFIER_TRUST}
+    assert isinstance(model, Autoencoder)
     with torch.inference_mode():
-        mse = (
-            sum(
-                F.mse_loss(model.reconstruct(c.to(device)), c.to(device), reduction="sum").item()
-                for c in test.x.split(_INFER_BATCH)
-            )
-            / test.x.numel()
-        )
+        total = 0.0
+        for c in test.x.split(_INFER_BATCH):
+            total += F.mse_loss(model.reconstruct(c.to(device)), c.to(device), reduction="sum").item()
+        mse = total / test.x.numel()
     return {"test_accuracy": None, "reconstruction_mse": round(mse, 5), "trust": _AUTOENCODER_TRUST}
 
 
-def _load(path: Path, dataset: ImageDataset, device: torch.device):
-    """The cached model and info, or (None, None) when absent or unreadable (then it is retrained)."""
+def _load(path: Path, dataset: ImageDataset, device: torch.device) -> tuple[Extractor, dict] | None:
+    """The cached model and info, or None when absent or unreadable (then it is retrained)."""
     if not path.exists():
-        return None, None
+        return None
     try:
         blob = torch.load(path, map_location=device, weights_only=True)
         model = _build(dataset).to(device)
@@ -293,11 +308,11 @@ def _load(path: Path, dataset: ImageDataset, device: torch.device):
             raise ValueError(f"cached info does not match the dataset: {info}")
     except Exception as exc:  # a truncated or foreign file must not block evaluation
         log.warning("ignoring unreadable extractor cache %s (%s); retraining", path, exc)
-        return None, None
+        return None
     return model, info
 
 
-def _save_atomic(path: Path, model: nn.Module, info: dict) -> None:
+def _save_atomic(path: Path, model: Extractor, info: dict) -> None:
     """Write to a temporary file in the same folder, then rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}

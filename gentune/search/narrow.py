@@ -66,7 +66,11 @@ def describe(old: SearchSpace, new: SearchSpace) -> list[str]:
     lines = []
     for name, spec in new.params.items():
         before = old.params.get(name)
-        if isinstance(spec, (FloatSpec, IntSpec)) and before != spec:
+        if (
+            isinstance(spec, (FloatSpec, IntSpec))
+            and isinstance(before, (FloatSpec, IntSpec))
+            and before != spec
+        ):
             lines.append(
                 f"{name}: [{before.low:.4g}, {before.high:.4g}] -> "
                 f"[{spec.low:.4g}, {spec.high:.4g}]" + (" (log)" if spec.log else "")

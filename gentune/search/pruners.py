@@ -58,6 +58,7 @@ def make_pruner(
             fix="pass --patience 2, or leave it out",
         )
     warmup = first_step if isinstance(first_step, int) else 0
+    pruner: optuna.pruners.BasePruner
     if name == "none":
         pruner = optuna.pruners.NopPruner()
     elif name == "median":

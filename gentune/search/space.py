@@ -111,7 +111,7 @@ class SearchSpace:
         """Ask `trial` for every active parameter, in order; return {name: value} incl. fixed values."""
         out: dict[str, Any] = {}
         for name, spec in self.params.items():
-            if not isinstance(spec, _Spec):
+            if not isinstance(spec, (FloatSpec, IntSpec, CategoricalSpec)):
                 out[name] = spec
                 continue
             if spec.when and not all(out.get(p) in vals for p, vals in spec.when.items()):

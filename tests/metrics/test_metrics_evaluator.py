@@ -101,7 +101,7 @@ def test_cache_key_follows_the_data(data, cache):
 def test_unreadable_cache_file_is_ignored(data, tmp_path):
     path = tmp_path / "broken.pt"
     path.write_bytes(b"not a torch file")
-    assert _load(path, data, torch.device("cpu")) == (None, None)
+    assert _load(path, data, torch.device("cpu")) is None
 
 
 # -- evaluator: sizes, caching, errors --------------------------------------------------------------
