@@ -39,7 +39,7 @@ from optuna.trial import TrialState
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gentune.api import tune  # noqa: E402
+from gentune.api import Budget, EarlyStop, RunOptions, SearchOptions, tune  # noqa: E402
 
 MNIST = ROOT / ".." / "shared" / "data" / "mnist"
 SETUPS = {
@@ -59,17 +59,11 @@ def run(setup: str, seed: int, args, root: Path) -> dict:
     result = tune(
         dataset=args.dataset,
         data_dir=args.data_dir,
-        strategy="tpe",
-        trials=None,
-        timeout=args.budget,
-        steps=args.steps,
-        seed=seed,
-        study=f"{setup}-{seed}",
-        runs_dir=root,
-        progress=False,
-        report=False,
-        threads=1,
-        **SETUPS[setup],
+        budget=Budget(steps=args.steps),
+        # The budget is time: as many trials as fit in it.
+        search=SearchOptions(strategy="tpe", trials=10**6, timeout=args.budget, seed=seed),
+        early_stop=EarlyStop(**SETUPS[setup]),
+        run=RunOptions(study=f"{setup}-{seed}", runs_dir=root, progress=False, report=False, threads=1),
     )
     trials = result.study.get_trials(deepcopy=False)
     start = min(t.datetime_start for t in trials if t.datetime_start)

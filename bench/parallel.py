@@ -162,14 +162,15 @@ def overhead(url: str, trials: int) -> float:
     """Milliseconds of bookkeeping per trial with an objective that returns at once."""
     import optuna
 
-    from gentune.study.store import make_storage, run
+    from gentune.study.runner import Runner
+    from gentune.study.store import make_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         storage=make_storage(url), study_name="overhead", sampler=optuna.samplers.RandomSampler(seed=0)
     )
     t0 = time.perf_counter()
-    run(study, lambda t: t.suggest_float("x", 0, 1), n_trials=trials, timeout=None)
+    Runner(study, lambda t: t.suggest_float("x", 0, 1), n_trials=trials, timeout=None).run()
     return (time.perf_counter() - t0) / trials * 1000
 
 

@@ -10,11 +10,23 @@ __version__ = "0.1.0"
 
 def __getattr__(name):
     # The public API, imported on first use so that `import gentune` stays light.
-    if name in ("tune", "run_objective", "best_summary"):
+    if name in _API:
         from gentune import api
 
         return getattr(api, name)
     raise AttributeError(name)
 
 
-__all__ = ["__version__", "tune", "run_objective", "best_summary"]
+_API = (
+    "tune",
+    "run_objective",
+    "best_summary",
+    "Budget",
+    "DatasetRef",
+    "EarlyStop",
+    "Phases",
+    "RunOptions",
+    "SearchOptions",
+    "TuneResult",
+)
+__all__ = ["__version__", *_API]

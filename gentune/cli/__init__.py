@@ -36,14 +36,15 @@ def _storage_option():
 
 @app.command()
 def tune(
-    model: str = typer.Option(
-        "gan-mlp",
-        help="Model family: gan-mlp, dcgan, vae, transformer, diffusion; "
+    model: Optional[str] = typer.Option(
+        None,
+        help="Model family (default: gan-mlp): gan-mlp, dcgan, vae, transformer, diffusion; "
         "auto (search across them); or your own, pkg.module:Class or FILE.py:Class.",
     ),
-    dataset: str = typer.Option(
-        "digits",
-        help="digits (embedded), mnist, files (with --data-dir), or text (tiny-shakespeare, or --data-file).",
+    dataset: Optional[str] = typer.Option(
+        None,
+        help="digits (embedded, default), mnist, files (with --data-dir), or text "
+        "(tiny-shakespeare, or --data-file).",
     ),
     data_dir: Optional[Path] = typer.Option(None, help="Local MNIST folder, or your .npy/.npz/PNG folder."),
     data_file: Optional[Path] = typer.Option(
@@ -51,7 +52,9 @@ def tune(
         "--data-file",
         help="With --dataset text: your own UTF-8 text file (default: tiny-shakespeare, downloaded).",
     ),
-    strategy: str = typer.Option("tpe", help="grid, random, qmc, tpe (Bayesian) or gp (Gaussian process)."),
+    strategy: Optional[str] = typer.Option(
+        None, help="grid, random, qmc, tpe (Bayesian, default) or gp (Gaussian process)."
+    ),
     trials: Optional[int] = typer.Option(
         None, help="Finished trials the study should hold (default: 20; grid: the grid size)."
     ),
@@ -68,7 +71,9 @@ def tune(
     objective_fn: Optional[str] = typer.Option(
         None, "--objective-fn", help="Your own Optuna objective: FILE.py:FUNC or module:func."
     ),
-    direction: str = typer.Option("minimize", help="With --objective-fn: minimize or maximize."),
+    direction: Optional[str] = typer.Option(
+        None, help="With --objective-fn: minimize (default) or maximize."
+    ),
     steps: Optional[int] = typer.Option(None, help="Training budget per trial in generator steps."),
     epochs: Optional[float] = typer.Option(
         None, help="Training budget per trial in epochs (instead of steps)."
@@ -87,11 +92,17 @@ def tune(
     ),
     storage: Optional[str] = _storage_option(),
     study: Optional[str] = typer.Option(None, help="Study name (default: MODEL-DATASET-STRATEGY-OBJECTIVE)."),
-    seed: int = typer.Option(0, help="Seed for the sampler and for training."),
-    device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda or cuda:N."),
-    runs_dir: Path = typer.Option(Path("runs"), help="Folder for study outputs."),
-    report: bool = typer.Option(True, help="Write runs/STUDY/report.html at the end."),
-    workers: int = typer.Option(1, help="Worker processes sharing the study on this machine."),
+    seed: Optional[int] = typer.Option(None, help="Seed for the sampler and for training (default: 0)."),
+    device: Optional[str] = typer.Option(
+        None, help="auto (CUDA when present; default), cpu, cuda or cuda:N."
+    ),
+    runs_dir: Optional[Path] = typer.Option(None, help="Folder for study outputs (default: runs)."),
+    report: Optional[bool] = typer.Option(
+        None, "--report/--no-report", help="Write runs/STUDY/report.html at the end (default: yes)."
+    ),
+    workers: Optional[int] = typer.Option(
+        None, help="Worker processes sharing the study on this machine (default: 1)."
+    ),
     gpus: Optional[str] = typer.Option(
         None,
         help="GPU indices for the workers, one each in turn, "
@@ -122,7 +133,7 @@ def tune(
     detectors: Optional[str] = typer.Option(
         None, help="Failure detectors: on, off, or a list such as diverged,mode_collapse (default: on)."
     ),
-    detector_config: Optional[Path] = typer.Option(
+    detector_config_file: Optional[Path] = typer.Option(
         None, "--detector-config", help="YAML file of detector thresholds."
     ),
     detector: Optional[list[str]] = typer.Option(
@@ -160,23 +171,22 @@ def tune(
     ),
 ):
     """Run (or resume) a tuning study and print the best configuration."""
-    from gentune.phases.stages import tune_in_phases
+    from gentune.api import (
+        Budget,
+        DatasetRef,
+        EarlyStop,
+        Phases,
+        RunOptions,
+        SearchOptions,
+        run_objective,
+    )
+    from gentune.api import tune as tune_family
+    from gentune.loading import load_objective
     from gentune.study.workers import parse_gpus
+    from gentune.trial.detectors import detector_config
 
-    if objective_fn and (steps is not None or epochs is not None or trial_seconds is not None):
-        raise GentuneError(
-            "--steps, --epochs and --trial-seconds set the budget of gentune's own "
-            "trainers; your objective sets its own",
-            value=objective_fn,
-            fix="drop them, and budget the training inside your objective",
-        )
-    if objective_fn:
-        from gentune.loading import load_objective
-
-        fn = load_objective(objective_fn)
-        name = study or f"user-{Path(objective_fn.split(':')[0]).stem}"
-        result = tune_in_phases(
-            objective_fn=fn,
+    phases = Phases(
+        **_given(
             stages=stages,
             screen_trials=screen_trials,
             narrow=narrow,
@@ -184,69 +194,69 @@ def tune(
             narrow_trials=narrow_trials,
             confirm=confirm,
             confirm_seeds=confirm_seeds,
-            study=name,
-            trials=20 if trials is None and strategy != "grid" else trials,
-            timeout=timeout,
-            direction=direction,
-            strategy=strategy,
-            seed=seed,
-            space=space,
+        )
+    )
+    search = SearchOptions(
+        **_given(strategy=strategy, trials=trials, timeout=timeout, space=space, seed=seed)
+    )
+    run = RunOptions(
+        **_given(
+            study=study,
             storage=storage,
             runs_dir=runs_dir,
-            command=_command_line(),
+            device=device,
             workers=workers,
+            gpus=parse_gpus(gpus),
+            threads=threads,
+            report=report,
+            command=_command_line(),
+        )
+    )
+    if objective_fn:
+        if steps is not None or epochs is not None or trial_seconds is not None:
+            raise GentuneError(
+                "--steps, --epochs and --trial-seconds set the budget of gentune's own "
+                "trainers; your objective sets its own",
+                value=objective_fn,
+                fix="drop them, and budget the training inside your objective",
+            )
+        result = run_objective(
+            load_objective(objective_fn),
+            study=study or f"user-{Path(objective_fn.split(':')[0]).stem}",
+            **_given(direction=direction),
+            search=search,
+            run=run,
+            phases=phases,
             objective_spec=_portable_spec(objective_fn),
         )
     else:
         if objective == "loss":
-            warnings.simplefilter("ignore", UserWarning)
             err.print(
                 "[yellow]warning:[/] --objective loss ranks trials by the final generator loss, "
                 "which does not measure sample quality (lowest-loss GANs are often "
                 "mode-collapsed). The sample metrics are still recorded for every trial."
             )
-        from gentune.trial.detectors import detector_config as parse_detectors
-
-        objective = objective or ("nll" if dataset == "text" else "fid")
-
-        result = tune_in_phases(
-            stages=stages,
-            screen_trials=screen_trials,
-            narrow=narrow,
-            narrow_top=narrow_top,
-            narrow_trials=narrow_trials,
-            confirm=confirm,
-            confirm_seeds=confirm_seeds,
-            model=model,
-            dataset=dataset,
-            data_dir=data_file or data_dir,
-            strategy=strategy,
-            objective=objective,
-            trials=20 if trials is None and strategy != "grid" else trials,
-            timeout=timeout,
-            space=space,
-            steps=steps,
-            epochs=epochs,
-            n_eval=n_eval,
-            seed=seed,
-            device=device,
-            storage=storage,
-            study=study,
-            runs_dir=runs_dir,
-            command=_command_line(),
-            report=report,
-            workers=workers,
-            gpus=parse_gpus(gpus),
-            threads=threads,
-            pruner=pruner,
-            patience=patience,
-            detectors=parse_detectors(detectors, detector_config, detector),
-            evals=evals,
-            eval_every=eval_every,
-            eval_samples=eval_samples,
-            prune_overfitting=prune_overfitting,
-            trial_seconds=trial_seconds,
-        )
+        data = data_file or data_dir
+        with warnings.catch_warnings():
+            # The API warns about --objective loss too; the message above already said it.
+            warnings.filterwarnings("ignore", message="--objective loss", category=UserWarning)
+            result = tune_family(
+                **_given(model=model, objective=objective, n_eval=n_eval),
+                dataset=DatasetRef(dataset or "digits", None if data is None else str(data)),
+                budget=Budget(steps=steps, epochs=epochs, trial_seconds=trial_seconds),
+                search=search,
+                early_stop=EarlyStop(
+                    pruner=pruner,
+                    patience=patience,
+                    evals=evals,
+                    eval_every=eval_every,
+                    eval_samples=eval_samples,
+                    detectors=detector_config(detectors, detector_config_file, detector),
+                    prune_overfitting=prune_overfitting,
+                ),
+                run=run,
+                phases=phases,
+            )
     from gentune.cli.show import print_best
 
     print_best(out, result.best)
@@ -279,11 +289,11 @@ def worker(
     progress: bool = typer.Option(True, help="Show this worker's progress."),
 ):
     """Join an existing study and run its trials; it needs no file but the storage URL."""
-    from gentune.api import work
+    from gentune.study.runner import work
 
     work(
         study,
-        storage=storage,
+        storage,
         data_dir=data_dir,
         device=device,
         trials=trials,
@@ -307,11 +317,11 @@ def best(
     """Print the best trial's parameters and metrics, and write best.json."""
     import json
 
-    from gentune.api import best_summary
     from gentune.cli.show import print_best
-    from gentune.study.store import open_study
+    from gentune.study.store import open_or_create
+    from gentune.study.summary import best_summary
 
-    opened = open_study(None, storage=storage or _existing_storage(study, runs_dir), study_name=study)
+    opened = open_or_create(study, storage or _existing_storage(study, runs_dir))
     summary = best_summary(opened)
     if summary is None:
         raise GentuneError(
@@ -372,6 +382,11 @@ def report(
         out.print(f"wrote {p}")
 
 
+def _given(**options: object) -> dict[str, object]:
+    """The options the user gave: None means "not given", so the default comes from gentune.settings."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
 def _portable_spec(spec: str) -> str:
     """FILE.py:FUNC with an absolute path, so workers started elsewhere find the file."""
     target, _, name = spec.rpartition(":")
@@ -395,7 +410,7 @@ def main() -> None:
     """Entry point: run the app, turning GentuneError into a clear message and exit code 2."""
     import optuna
 
-    from gentune.study.store import Interrupted
+    from gentune.study.runner import Interrupted
 
     # gentune prints its own progress; Optuna's per-trial INFO lines would repeat it.
     optuna.logging.set_verbosity(optuna.logging.WARNING)

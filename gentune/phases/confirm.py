@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Callable
-from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
 from gentune.errors import GentuneError
-from gentune.study.store import default_storage, open_study, stored_settings
+from gentune.phases.search import Search
 
 CONFIRM_SEEDS = 2  # extra seeds per configuration: with the original run, 3 values each
 
@@ -59,27 +56,15 @@ def top_configs(studies: list[optuna.Study], k: int) -> list[dict[str, Any]]:
 
 
 def confirm(
-    studies: list[optuna.Study],
-    *,
-    top: int,
-    seeds: int = CONFIRM_SEEDS,
-    storage: str | None = None,
-    runs_dir: str | Path = "runs",
-    data_dir=None,
-    device: str = "auto",
-    progress: bool = True,
-    threads: int | None = None,
-    search: Callable[..., Any] | None = None,
+    studies: list[optuna.Study], search: Search, *, top: int, seeds: int = CONFIRM_SEEDS
 ) -> list[dict]:
     """Re-run the top `top` configurations of `studies` under `seeds` extra seeds each.
 
-    `search(study=, trials=, prepare=)` runs the re-runs of a user's objective (see
-    gentune.phases.stages); built-in studies run them from the searched study's stored settings.
+    The re-runs are queued in the study `<last study>-confirm` of `search`, with the pruner off:
+    every queued trial must run to the end, or a pruner would compare seeds, not configurations.
     Returns the ranking (best mean first): {source, config, params, values, mean, sd, n, seeds,
     stopped}; the same list is stored as user attribute `confirmed`.
     """
-    from gentune.api import work
-
     if top < 1 or seeds < 1:
         raise GentuneError(
             "--confirm K and --confirm-seeds S must be >= 1",
@@ -94,7 +79,6 @@ def confirm(
             value=last.study_name,
             fix="run the search until trials complete, or drop --confirm",
         )
-    name = f"{last.study_name}-confirm"
     base_seed = int(last.user_attrs.get("gentune", {}).get("seed", 0))
 
     def enqueue(study: optuna.Study) -> None:
@@ -102,37 +86,24 @@ def confirm(
             return  # resumed: the queue is there
         for c in candidates:
             for s in range(1, seeds + 1):
-                attrs = {"confirm_of": c["source"], "train_seed": base_seed + s}
-                if search is None:  # gentune's trainer takes the whole config
-                    study.enqueue_trial(
-                        {}, user_attrs={**attrs, "fixed_config": c["config"], "fixed_family": c["family"]}
-                    )
-                else:  # a user's objective gets the parameters back from its suggest calls
-                    study.enqueue_trial(c["params"], user_attrs=attrs)
+                params, attrs = search.rerun(c, base_seed + s)
+                attrs = {**attrs, "confirm_of": c["source"], "train_seed": base_seed + s}
+                study.enqueue_trial(params, user_attrs=attrs)
         study.set_user_attr("confirm_queue", {"candidates": candidates, "seeds": seeds})
         # Workers then run only the queued re-runs and never sample a fresh configuration.
         study.set_user_attr("grid_queue", len(candidates) * seeds)
 
-    n = len(candidates) * seeds
-    if search is not None:
-        study = search(study=name, trials=n, prepare=enqueue).study
-    else:
-        url = storage or default_storage(name, Path(runs_dir))
-        # Every queued trial must run to the end: a pruner would compare seeds, not configurations.
-        settings = replace(stored_settings(last), pruner="none", patience=None)
-        study = open_study(settings, storage=url, study_name=name)
-        enqueue(study)
-        queue = study.user_attrs["confirm_queue"]
-        work(
-            study,
-            data_dir=data_dir,
-            device=device,
-            runs_dir=runs_dir,
-            progress=progress,
-            threads=threads,
-            trials=len(queue["candidates"]) * queue["seeds"],
-        )
-    ranking = summarize(study, study.user_attrs["confirm_queue"]["candidates"])
+    # The searched space of the last study, so that the confirmation study stores its settings.
+    result = search.run(
+        study=f"{last.study_name}-confirm",
+        space=search.space_of(last) if search.known_space() is not None else None,
+        trials=len(candidates) * seeds,
+        prepare=enqueue,
+        pruner="none",
+    )
+    study = result.study
+    queue = study.user_attrs["confirm_queue"]
+    ranking = summarize(study, queue["candidates"])
     study.set_user_attr("confirmed", ranking)
     last.set_user_attr("confirmed", ranking)
     return ranking

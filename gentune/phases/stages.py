@@ -1,6 +1,6 @@
-"""Tuning in phases: stepwise stages (--stages), range narrowing (--narrow), confirmation (--confirm).
+"""--stages: tune the parameters in groups, most important first.
 
-Each phase is its own gentune study in the same storage, named after the base study:
+Each stage is its own gentune study in the same storage, named after the base study:
 
 - `<study>-screen`: with `--stages auto` (or a number), a short random search over the whole
   space whose parameter importances (optuna.importance) order the parameters;
@@ -8,12 +8,7 @@ Each phase is its own gentune study in the same storage, named after the base st
   the earlier stages fixed and the later groups at the config defaults. The winner after a
   stage is the better of that stage's best trial and the previous winner, so a stage never
   makes the result worse. Each stage study stores user attribute `stage`: its index, the
-  parameters it tunes, the values it fixed and the previous stage's name;
-- `<study>-narrow`: a second study over the space narrowed around the first phase's top-k
-  trials (gentune.search.narrow); its first trial re-runs the first phase's best
-  configuration, so the second phase starts from it. Both studies store the narrowed space
-  (user attribute `narrowed_space`); the new one also `narrowed_from`;
-- `<study>-confirm`: see gentune.phases.confirm.
+  parameters it tunes, the values it fixed and the previous stage's name.
 
 Re-running the same command resumes every phase: finished phases run no new trial.
 
@@ -31,14 +26,11 @@ import optuna
 from optuna.trial import TrialState
 
 from gentune.errors import GentuneError
-from gentune.search.narrow import describe, narrow_space
+from gentune.phases.search import Search, TuneResult
 from gentune.search.space import SearchSpace
-from gentune.study.store import StudySettings, default_study_name, stored_settings
-from gentune.trial.user_objective import observed_space
 
 SCREEN_TRIALS = 10
 AUTO_STAGES = 2
-NARROW_TOP = 5
 
 
 def parse_stages(text: str) -> list[list[str]] | int:
@@ -125,15 +117,13 @@ def _better(a: float, b: float | None, direction: str) -> bool:
 
 def run_stages(
     groups: list[list[str]],
-    search: Callable[..., Any],
+    search: Search,
     *,
-    base: str,
     base_space: SearchSpace,
     defaults: dict[str, Any],
     say: Callable[[str], None],
-) -> tuple[Any, list[optuna.Study]]:
-    """Run the stages; `search(study=..., space=..., prepare=...)` runs one study (gentune's
-    trainer or a user's objective) and returns its TuneResult.
+) -> tuple[TuneResult, list[optuna.Study]]:
+    """Run the stages, each a study of `search` named `<search.name>-stageN`.
 
     Returns (the last stage's TuneResult, every stage study); the winner over all stages is in
     the last study's user attribute `stage`.
@@ -147,13 +137,16 @@ def run_stages(
         )
     fixed: dict[str, Any] = {}
     winner: dict[str, Any] = {"value": None, "study": None, "config": None}
-    studies, result, previous = [], None, None
+    studies: list[optuna.Study] = []
+    previous: str | None = None
     for i, group in enumerate(groups, 1):
         space = stage_space(base_space, group, fixed, defaults)
         link = {"index": i, "of": len(groups), "tuned": group, "fixed": dict(fixed), "previous": previous}
         say(f"stage {i}/{len(groups)}: tuning {group}, fixed {fixed or '-'}")
-        result = search(
-            study=f"{base}-stage{i}", space=space, prepare=lambda s, link=link: s.set_user_attr("stage", link)
+        result = search.run(
+            study=f"{search.name}-stage{i}",
+            space=space,
+            prepare=lambda s, link=link: s.set_user_attr("stage", link),
         )
         direction = result.study.direction.name.lower()
         best = result.best
@@ -175,177 +168,4 @@ def run_stages(
         result.study.set_user_attr("stage", {**link, "winner": winner})
         studies.append(result.study)
         previous = result.study.study_name
-    return result, studies
-
-
-def run_narrow(
-    first: Any,
-    search: Callable[..., Any],
-    space: SearchSpace,
-    *,
-    top_k: int | None = None,
-    say: Callable[[str], None],
-) -> Any:
-    """A second study over `space` narrowed around `first`'s top-k complete trials."""
-    study = first.study
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    top = sorted(complete, key=lambda t: t.value, reverse=reverse)[: top_k or NARROW_TOP]
-    narrowed = narrow_space(space, [t.params for t in top])
-    say(f"narrowed the space around the top {len(top)} trials of {study.study_name}:")
-    for line in describe(space, narrowed) or ["(no numeric range to narrow)"]:
-        say(f"  {line}")
-    study.set_user_attr("narrowed_space", narrowed.to_dict())
-    origin = {"study": study.study_name, "top_k": len(top), "trials": [t.number for t in top]}
-
-    def prepare(new: optuna.Study) -> None:
-        new.set_user_attr("narrowed_from", origin)
-        new.set_user_attr("narrowed_space", narrowed.to_dict())
-        if not new.get_trials(deepcopy=False):  # start from the first phase's best
-            new.enqueue_trial(
-                top[0].params, user_attrs={"carried_from": f"{study.study_name}#{top[0].number}"}
-            )
-
-    return search(study=f"{study.study_name}-narrow", space=narrowed, prepare=prepare)
-
-
-def _settings_for_name(kw: dict) -> StudySettings:
-    dataset = kw.get("dataset", "digits")
-    if dataset == "files":
-        from pathlib import Path
-
-        dataset = f"files:{Path(str(kw.get('data_dir'))).name}"
-    return StudySettings(
-        model=kw.get("model", "gan-mlp"),
-        dataset=dataset,
-        strategy=kw.get("strategy", "tpe"),
-        objective=kw.get("objective", "fid"),
-    )
-
-
-def _printer(kw: dict) -> Callable[[str], None]:
-    """Where phase messages go: stderr, beside the progress display (printed even without it)."""
-    from rich.console import Console
-
-    return Console(stderr=True, soft_wrap=True, highlight=False).print
-
-
-def tune_in_phases(
-    *,
-    stages: str | None = None,
-    screen_trials: int | None = None,
-    narrow: bool = False,
-    narrow_top: int | None = None,
-    narrow_trials: int | None = None,
-    confirm: int | None = None,
-    confirm_seeds: int | None = None,
-    objective_fn: Callable | None = None,
-    **kw,
-) -> Any:
-    """gentune.api.tune, then the phases asked for, in order: stages, narrowing, confirmation.
-
-    With `objective_fn` (a user's Optuna objective) each study runs it through
-    gentune.api.run_objective instead, `kw` being run_objective's arguments; the phases then
-    work on the ranges its trials recorded (gentune.trial.user_objective).
-
-    Returns the TuneResult of the last searched study; with `confirm`, its `best` also holds
-    the ranking by mean over seeds (key `confirmed`).
-    """
-    import json
-
-    from gentune.api import TuneResult, best_summary
-    from gentune.phases.confirm import CONFIRM_SEEDS
-
-    say = _printer(kw)
-    search = _search(objective_fn, kw)
-    if stages:
-        groups = parse_stages(stages)
-        if objective_fn is None:
-            base = kw.get("study") or default_study_name(_settings_for_name(kw))
-            base_space, defaults = _builtin_space(kw)
-        else:
-            base, base_space, defaults = kw["study"], None, None
-        screen = None
-        if isinstance(groups, int) or objective_fn is not None:
-            # A user's objective shows its ranges and a starting point only by running.
-            screen = search(
-                study=f"{base}-screen",
-                strategy="random",
-                pruner="none",
-                space=base_space,
-                trials=screen_trials or SCREEN_TRIALS,
-            )
-        if objective_fn is not None:
-            base_space = observed_space(screen.study)
-            defaults = screen.best["params"] if screen.best else {}
-        if isinstance(groups, int):
-            order = importance_order(screen.study, base_space)
-            groups = split_groups(order, groups)
-            say(f"screening {screen.study.study_name}: importance order {order}")
-        result, studies = run_stages(
-            groups, search, base=base, base_space=base_space, defaults=defaults, say=say
-        )
-    else:
-        result = search()
-        studies = [result.study]
-    if narrow:
-        trials = narrow_trials if narrow_trials is not None else kw.get("trials")
-        space = (
-            SearchSpace.from_dict(stored_settings(result.study).space)
-            if objective_fn is None
-            else observed_space(result.study)
-        )
-        result = run_narrow(result, lambda **o: search(**o, trials=trials), space, top_k=narrow_top, say=say)
-        studies.append(result.study)
-    if confirm:
-        from gentune.phases.confirm import confirm as run_confirm
-
-        run_confirm(
-            studies,
-            top=confirm,
-            seeds=confirm_seeds or CONFIRM_SEEDS,
-            search=None if objective_fn is None else search,
-            storage=kw.get("storage"),
-            runs_dir=kw.get("runs_dir", "runs"),
-            data_dir=kw.get("data_dir"),
-            device=kw.get("device", "auto"),
-            progress=kw.get("progress", True),
-            threads=kw.get("threads"),
-        )
-        best = best_summary(result.study)
-        if best is not None:
-            (result.out_dir / "best.json").write_text(json.dumps(best, indent=2))
-        result = TuneResult(result.study, result.out_dir, best)
-    return result
-
-
-def _builtin_space(kw: dict) -> tuple[SearchSpace, dict[str, Any]]:
-    """The space a built-in study searches, and its family's config defaults."""
-    from gentune.api import resolve_space
-    from gentune.data import dataset_kind
-    from gentune.families import get_family
-
-    model, kind = kw.get("model", "gan-mlp"), dataset_kind(kw.get("dataset", "digits"))
-    return resolve_space(model, kw.get("space"), kind), get_family(model, kind).config_cls().to_dict()
-
-
-def _search(objective_fn: Callable | None, kw: dict) -> Callable[..., Any]:
-    """search(**overrides) -> TuneResult: one study, with `kw` overridden (study, space,
-    prepare, strategy, trials, pruner)."""
-    from gentune.api import run_objective, tune
-
-    if objective_fn is None:
-        return lambda **o: tune(**{**kw, **o})
-
-    def search(*, space: SearchSpace | None = None, prepare=None, pruner=None, **o):
-        del pruner  # a user's objective does its own pruning, if any
-
-        def phase(study: optuna.Study) -> None:
-            if space is not None:
-                study.set_user_attr("phase_space", space.to_dict())
-            if prepare is not None:
-                prepare(study)
-
-        return run_objective(objective_fn, **{**kw, **o}, prepare=phase)
-
-    return search
+    return result, studies  # groups is never empty (parse_stages)

@@ -46,7 +46,9 @@ def make_pruner(
     `patience` P wraps it in Optuna's PatientPruner: a trial is pruned only after P reports in a
     row without improvement, so a slow start or one bad evaluation is forgiven.
 
-    >>> type(make_pruner("hyperband", first_step=500, total_steps=3000)).__name__
+    >>> type(make_pruner("median", first_step=500, total_steps=3000)).__name__
+    'MedianPruner'
+    >>> type(make_pruner("hyperband", first_step=500, total_steps=3000).pruner).__name__  # in Startup
     'HyperbandPruner'
     """
     if name not in PRUNERS:
@@ -132,16 +134,3 @@ def _record_rungs(
     while step >= sh._min_resource * sh._reduction_factor ** (sh._min_early_stopping_rate + rung):
         study._storage.set_trial_system_attr(trial._trial_id, f"completed_rung_{rung}", value)
         rung += 1
-
-
-def study_pruner(settings, budget: dict | None = None) -> optuna.pruners.BasePruner:
-    """The pruner of a study, from its stored StudySettings, with its rungs on the evaluation
-    steps; `budget` is the trial budget ({"steps": N} or {"epochs": E}; default: the settings')."""
-    from gentune.trial.monitor import Schedule
-
-    total = (budget or settings.budget()).get("steps")
-    schedule = Schedule(evals=settings.evals, every=settings.eval_every)
-    first = schedule.interval(total) if total else settings.eval_every
-    return make_pruner(
-        settings.pruner, first_step=first or "auto", total_steps=total or "auto", patience=settings.patience
-    )

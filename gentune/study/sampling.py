@@ -8,7 +8,8 @@ import numpy as np
 from optuna.trial import TrialState
 
 from gentune.errors import GentuneError
-from gentune.study.store import open_study, stored_settings
+from gentune.settings import DATA_SEED
+from gentune.study.store import builtin_settings, open_or_create
 
 
 def sample_trial(
@@ -27,16 +28,14 @@ def sample_trial(
 
     Returns the output path and where the generator came from ("checkpoint" or "retrained").
     """
-    from gentune.api import DATA_SEED
     from gentune.data import dataset_kind, load_dataset
     from gentune.device import resolve_device
     from gentune.families import get_family
-    from gentune.trial.objective import family_budget
 
     if n < 1:
         raise GentuneError("--n must be at least 1", value=n, fix="pass --n 10000")
-    study = open_study(None, storage=storage, study_name=study_name)
-    settings = stored_settings(study)
+    study = open_or_create(study_name, storage)
+    settings = builtin_settings(study)
     chosen = _choose_trial(study, trial)
     family = get_family(settings.model, dataset_kind(settings.dataset))
     family, _ = (
@@ -58,7 +57,7 @@ def sample_trial(
             )
         data = load_dataset(settings.dataset.partition(":")[0], seed=DATA_SEED)
         config = family.config_cls.from_dict(chosen.user_attrs["config"])
-        result = family.train(config, data, **family_budget(family, settings), seed=settings.seed, device=dev)
+        result = family.train(config, data, **settings.budget_for(family), seed=settings.seed, device=dev)
         family.save(ckpt, config, result.model, extra={"seed": settings.seed})
         generator = result.model
         source = f"retrained trial {chosen.number}; checkpoint kept at {ckpt}"

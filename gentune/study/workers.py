@@ -1,8 +1,4 @@
-"""Many workers on one study: the rules each worker follows, and N workers on this machine.
-
-The rules (used by gentune.study.store.run): a worker starts a trial only while the study's
-finished, running and queued trials fall short of its target, else it waits and takes over
-the re-queued trials of workers that died; a grid study hands out only its queued points.
+"""N worker processes on one study, on this machine (the rules each follows: gentune.study.runner).
 
 The supervisor (`run_workers`) runs N worker processes sharing the study's storage. Each
 worker is `gentune worker --study NAME --storage URL`, the same command a worker on another
@@ -19,68 +15,16 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
 from gentune.errors import GentuneError, StudyError
-from gentune.study.store import FINISHED, Interrupted, count_finished, open_study, sigterm_as_interrupt
+from gentune.study.runner import POLL_SECONDS, Interrupted, sigterm_as_interrupt
+from gentune.study.store import FINISHED, count_finished, open_or_create
 
-POLL_SECONDS = 1.0  # how often an idle worker, or the supervisor, looks at the study
 STOP_GRACE_SECONDS = 60.0  # how long a stopped worker may take to release its trial
-
-
-class Surplus(Exception):
-    """A fresh trial that another worker's trial already covers; it is failed unrun."""
-
-
-def next_move(study: optuna.Study, n_trials: int | None, grid_queue: bool) -> str:
-    """'run' a trial, 'wait' for other workers' running trials, or 'done'.
-
-    A grid study hands out only its queued points; other studies start a trial while the
-    finished, running and queued trials fall short of the target.
-    """
-    trials = study.get_trials(deepcopy=False)
-    count = {s: 0 for s in TrialState}
-    for t in trials:
-        count[t.state] += 1
-    finished = count[TrialState.COMPLETE] + count[TrialState.PRUNED]
-    if n_trials is not None and finished >= n_trials:
-        return "done"
-    if count[TrialState.WAITING]:
-        return "run"
-    if grid_queue:
-        return "wait" if count[TrialState.RUNNING] else "done"
-    if n_trials is None or finished + count[TrialState.RUNNING] < n_trials:
-        return "run"
-    return "wait"
-
-
-def is_surplus(study: optuna.Study, trial: optuna.Trial, n_trials: int | None, grid_queue: bool) -> bool:
-    """Whether a freshly sampled trial lost a race: others started enough trials just before it."""
-    if n_trials is None and not grid_queue:
-        return False
-    trials = study.get_trials(deepcopy=False)
-    if "fixed_params" in trials[trial.number].system_attrs:
-        return False  # popped from the queue: it is owed
-    if grid_queue:
-        return True
-    ahead = [t for t in trials[: trial.number] if t.state != TrialState.FAIL]
-    return len(ahead) >= n_trials
-
-
-def recover_stale(study: optuna.Study) -> None:
-    """Re-queue trials whose heartbeat lapsed (their worker on another machine is gone).
-
-    Optuna does this before each trial a worker starts; an idle worker does it as it waits.
-    """
-    from optuna.storages import fail_stale_trials
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        fail_stale_trials(study)
 
 
 def default_threads(workers: int, cpus: int | None = None) -> int:
@@ -115,16 +59,6 @@ def worker_devices(
     if not gpus:
         return [device] * workers
     return [f"cuda:{gpus[i % len(gpus)]}" for i in range(workers)]
-
-
-def auto_worker_index() -> int:
-    """A worker index for a worker started without one: from its host and pid, so that two
-    such workers almost surely draw from different seeds (1000 and up, clear of 0..N-1)."""
-    import zlib
-
-    from gentune.study.store import worker_id
-
-    return 1000 + zlib.crc32(worker_id().encode()) % 1_000_000
 
 
 def parse_gpus(text: str | None) -> list[int] | None:
@@ -236,7 +170,7 @@ def run_workers(
         )
         for i in range(workers)
     ]
-    opened = open_study(None, storage=storage, study_name=study)
+    opened = open_or_create(study, storage)
     restarts_left = workers if max_restarts is None else max_restarts
     procs = {i: _spawn(cmd, threads) for i, cmd in enumerate(commands)}
     failed: dict[int, int] = {}

@@ -11,9 +11,8 @@ to the pruner and runs the failure detectors; a trial they stop is PRUNED with a
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import torch
@@ -22,8 +21,10 @@ from gentune.data.base import ImageDataset
 from gentune.families import Family, data_kind
 from gentune.images import b64, grid_png
 from gentune.search.space import SearchSpace
-from gentune.study.store import StudySettings
 from gentune.train.loop import overfit_step, overfitting
+
+if TYPE_CHECKING:  # settings sits above trial/; only its type is needed here
+    from gentune.settings import StudySettings
 from gentune.trial.detectors import DetectorConfig, DetectorSet
 from gentune.trial.monitor import Schedule, TrainingMonitor, eval_n, incumbent
 
@@ -32,11 +33,6 @@ from gentune.trial.monitor import Schedule, TrainingMonitor, eval_n, incumbent
 EVAL_SEED = 12345
 GRID_SAMPLES = 64
 TEXT_SAMPLES = 4  # strings kept in a text trial's `text_samples`
-LOSS_WARNING = (
-    "--objective loss ranks trials by the final generator loss, which does not measure "
-    "sample quality: on the tutorial's GAN the lowest-loss configurations are often "
-    "mode-collapsed. Use --objective fid (the default) to tune what the model generates."
-)
 
 
 def objective_value(settings: StudySettings, metrics: dict[str, Any], loss: float) -> float:
@@ -44,14 +40,6 @@ def objective_value(settings: StudySettings, metrics: dict[str, Any], loss: floa
     if settings.objective == "loss":
         return float(loss)
     return float(metrics[settings.objective])
-
-
-def family_budget(family: Family, settings: StudySettings) -> dict[str, Any]:
-    """The study's budget, or, when the user gave none, the family's default for the dataset."""
-    if settings.steps is not None or settings.epochs is not None:
-        return settings.budget()
-    steps = family.default_steps.get(settings.dataset.partition(":")[0])
-    return {"steps": steps} if steps else settings.budget()
 
 
 class GenerativeObjective:
@@ -150,7 +138,7 @@ class GenerativeObjective:
         trial.set_user_attr("family", family.name)
         if self.progress is not None:
             self.progress.trial_started(trial.number, trial.params)
-        budget = family_budget(family, self.settings)
+        budget = self.settings.budget_for(family)
         monitor = self.monitor(trial, family)
         cap = {"max_seconds": self.settings.trial_seconds} if self.settings.trial_seconds else {}
         result = family.train(
@@ -242,15 +230,10 @@ class GenerativeObjective:
             folder / "generator.pt",
             config,
             result.model,
-            extra={"seed": seed, "budget": family_budget(family, self.settings)},
+            extra={"seed": seed, "budget": self.settings.budget_for(family)},
         )
 
 
 def _finite(x: float) -> float | None:
     x = float(x)
     return x if x == x and abs(x) != float("inf") else None
-
-
-def warn_if_loss(settings: StudySettings) -> None:
-    if settings.objective == "loss":
-        warnings.warn(LOSS_WARNING, UserWarning, stacklevel=2)

@@ -12,8 +12,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from gentune.api import Budget, EarlyStop, Phases, RunOptions, SearchOptions, tune
 from gentune.errors import GentuneError, SpaceError
-from gentune.phases.stages import parse_stages, split_groups, stage_space, tune_in_phases
+from gentune.phases.stages import parse_stages, split_groups, stage_space
 from gentune.search.defaults import gan_mlp_space
 from gentune.search.narrow import describe, narrow_space
 from gentune.search.space import CategoricalSpec, FloatSpec, IntSpec, SearchSpace
@@ -153,21 +154,14 @@ def test_stages_end_to_end_on_digits(tmp_path, small):
 
 
 def test_stages_auto_orders_parameters_by_a_screening_run(tmp_path, small):
-    r = tune_in_phases(
-        stages="auto",
-        screen_trials=3,
+    r = tune(
         dataset="digits",
-        strategy="random",
-        trials=1,
-        steps=200,
         n_eval=200,
-        detectors="off",
-        pruner="none",
-        runs_dir=tmp_path,
-        progress=False,
-        report=False,
-        study="au",
-        space=small,
+        budget=Budget(steps=200),
+        search=SearchOptions(strategy="random", trials=1, space=small),
+        early_stop=EarlyStop(pruner="none", detectors="off"),
+        run=RunOptions(runs_dir=tmp_path, progress=False, report=False, study="au"),
+        phases=Phases(stages="auto", screen_trials=3),
     )
     screen = _load(tmp_path, "au-screen")
     assert len(screen.trials) == 3 and screen.user_attrs["gentune"]["strategy"] == "random"

@@ -5,9 +5,12 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from gentune.api import resolve_space
 from gentune.errors import GentuneError, SpaceError
+from gentune.families import get_family
+from gentune.phases.search import resolve_space
 from gentune.search import SearchSpace, grid_size, make_sampler
+
+GAN = get_family("gan-mlp")
 
 TUTORIAL_GRID = """\
 mode: replace
@@ -24,7 +27,7 @@ def write(tmp_path, name, text):
 
 
 def test_default_gan_space_has_the_tutorial_parameters():
-    space = resolve_space("gan-mlp", None)
+    space = resolve_space(GAN, None)
     for name in ("lr", "batch_size", "beta1", "optimizer", "width", "depth", "weight_decay", "d_steps"):
         assert name in space.params
     lr = space.params["lr"]
@@ -37,7 +40,7 @@ def test_yaml_narrow_keeps_the_rest(tmp_path):
     p = write(
         tmp_path, "s.yaml", "params:\n  lr: {type: float, low: 1e-4, high: 1e-3, log: true}\n  beta1: 0.5\n"
     )
-    space = resolve_space("gan-mlp", p)
+    space = resolve_space(GAN, p)
     assert space.params["lr"].low == 1e-4 and space.params["lr"].high == 1e-3
     assert space.params["beta1"] == 0.5
     assert "d_steps" in space.params  # untouched default
@@ -51,7 +54,7 @@ def test_toml_replace_with_int_step(tmp_path):
         'high = 128\nstep = 32\n[params.optimizer]\ntype = "categorical"\n'
         'choices = ["adam", "sgd"]\n',
     )
-    space = resolve_space("gan-mlp", p)
+    space = resolve_space(GAN, p)
     assert set(space.params) == {"batch_size", "optimizer"}
     assert space.grid() == {"batch_size": [32, 64, 96, 128], "optimizer": ["adam", "sgd"]}
 
@@ -79,26 +82,26 @@ def test_toml_replace_with_int_step(tmp_path):
 def test_validation_errors_name_the_field(tmp_path, body, field, words):
     p = write(tmp_path, "s.yaml", body)
     with pytest.raises(SpaceError) as e:
-        resolve_space("gan-mlp", p)
+        resolve_space(GAN, p)
     msg = str(e.value)
     assert field in msg and words in msg and "Fix:" in msg
 
 
 def test_bad_files(tmp_path):
     with pytest.raises(SpaceError, match="does not exist"):
-        resolve_space("gan-mlp", tmp_path / "nope.yaml")
+        resolve_space(GAN, tmp_path / "nope.yaml")
     with pytest.raises(SpaceError, match="'params'"):
-        resolve_space("gan-mlp", write(tmp_path, "a.yaml", "lr: 1\n"))
+        resolve_space(GAN, write(tmp_path, "a.yaml", "lr: 1\n"))
     with pytest.raises(SpaceError, match="mode must be"):
-        resolve_space("gan-mlp", write(tmp_path, "b.yaml", "mode: widen\nparams: {lr: 0.1}\n"))
+        resolve_space(GAN, write(tmp_path, "b.yaml", "mode: widen\nparams: {lr: 0.1}\n"))
     with pytest.raises(SpaceError, match="not valid YAML"):
-        resolve_space("gan-mlp", write(tmp_path, "c.yaml", "params: [\n"))
+        resolve_space(GAN, write(tmp_path, "c.yaml", "params: [\n"))
     with pytest.raises(SpaceError, match=r"\.yaml, \.yml or \.toml"):
-        resolve_space("gan-mlp", write(tmp_path, "d.json", "{}"))
+        resolve_space(GAN, write(tmp_path, "d.json", "{}"))
 
 
 def test_grid_needs_finite_values():
-    space = resolve_space("gan-mlp", None)
+    space = resolve_space(GAN, None)
     with pytest.raises(SpaceError, match="continuous range"):
         make_sampler("grid", SearchSpace({"lr": space.params["lr"]}), seed=0)
 
@@ -111,7 +114,7 @@ def test_unknown_strategy_lists_choices():
 
 
 def test_grid_search_is_exhaustive_and_visits_each_point_once(tmp_path):
-    space = resolve_space("gan-mlp", write(tmp_path, "g.yaml", TUTORIAL_GRID))
+    space = resolve_space(GAN, write(tmp_path, "g.yaml", TUTORIAL_GRID))
     assert grid_size(space) == 9
     study = optuna.create_study(sampler=make_sampler("grid", space, seed=0))
     study.optimize(lambda t: sum(hash(str(v)) % 7 for v in space.suggest(t).values()), n_trials=20)
@@ -121,7 +124,7 @@ def test_grid_search_is_exhaustive_and_visits_each_point_once(tmp_path):
 
 
 def test_conditional_parameter_only_under_its_parent():
-    space = resolve_space("gan-mlp", None)
+    space = resolve_space(GAN, None)
     study = optuna.create_study(sampler=make_sampler("random", space, seed=3))
     study.optimize(lambda t: (space.suggest(t), 0.0)[1], n_trials=30)
     for t in study.trials:
@@ -147,6 +150,6 @@ def test_strategies_are_seeded(strategy):
 
 
 def test_space_round_trips_through_json():
-    space = resolve_space("gan-mlp", None)
+    space = resolve_space(GAN, None)
     again = SearchSpace.from_dict(space.to_dict())
     assert again.to_dict() == space.to_dict()

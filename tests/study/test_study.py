@@ -13,9 +13,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from gentune.api import run_objective
+from gentune.api import Budget, EarlyStop, RunOptions, SearchOptions, run_objective, tune
 from gentune.errors import StudyError
-from gentune.study.store import StudySettings, open_study
+from gentune.settings import StudySettings
+from gentune.study.store import open_or_create
 
 HERE = Path(__file__).resolve().parents[1]
 SLOW = HERE / "objectives" / "slow_quadratic.py"
@@ -34,9 +35,13 @@ def states(storage: str, name: str) -> dict[str, int]:
 
 
 def test_rerun_resumes_to_the_requested_count(tmp_path):
-    r = run_objective(quad, study="q", trials=3, runs_dir=tmp_path, progress=False)
+    r = run_objective(
+        quad, study="q", search=SearchOptions(trials=3), run=RunOptions(runs_dir=tmp_path, progress=False)
+    )
     assert len(r.study.trials) == 3
-    r = run_objective(quad, study="q", trials=5, runs_dir=tmp_path, progress=False)
+    r = run_objective(
+        quad, study="q", search=SearchOptions(trials=5), run=RunOptions(runs_dir=tmp_path, progress=False)
+    )
     assert len(r.study.trials) == 5  # 2 more, not 5 more
     assert (tmp_path / "q" / "study.db").exists() and (tmp_path / "q" / "best.json").exists()
 
@@ -51,7 +56,9 @@ def test_failing_trials_do_not_count_and_stop_after_a_streak(tmp_path):
             raise RuntimeError("out of memory (simulated)")
         return x
 
-    r = run_objective(flaky, study="f", trials=4, runs_dir=tmp_path, progress=False)
+    r = run_objective(
+        flaky, study="f", search=SearchOptions(trials=4), run=RunOptions(runs_dir=tmp_path, progress=False)
+    )
     done = [t for t in r.study.trials if t.state == TrialState.COMPLETE]
     failed = [t for t in r.study.trials if t.state == TrialState.FAIL]
     assert len(done) == 4 and len(failed) == 3
@@ -62,17 +69,22 @@ def test_failing_trials_do_not_count_and_stop_after_a_streak(tmp_path):
         raise ValueError("bug")
 
     with pytest.raises(StudyError, match="5 trials in a row failed.*bug"):
-        run_objective(broken, study="b", trials=4, runs_dir=tmp_path, progress=False)
+        run_objective(
+            broken,
+            study="b",
+            search=SearchOptions(trials=4),
+            run=RunOptions(runs_dir=tmp_path, progress=False),
+        )
 
 
 def test_settings_mismatch_on_resume_names_the_field(tmp_path):
     url = f"sqlite:///{tmp_path}/s.db"
-    open_study(StudySettings(steps=100), storage=url, study_name="s")
-    open_study(StudySettings(steps=100), storage=url, study_name="s")  # same settings: fine
+    open_or_create("s", url, settings=StudySettings(steps=100))
+    open_or_create("s", url, settings=StudySettings(steps=100))  # same settings: fine
     with pytest.raises(StudyError, match=r"steps=100.*steps=200.*--study NAME"):
-        open_study(StudySettings(steps=200), storage=url, study_name="s")
+        open_or_create("s", url, settings=StudySettings(steps=200))
     with pytest.raises(StudyError, match="no study named 'other'"):
-        open_study(None, storage=url, study_name="other")
+        open_or_create("other", url)
 
 
 def _cli(tmp_path, *args, env_extra=None):
@@ -150,24 +162,23 @@ def test_interrupted_study_resumes_with_the_same_parameters(tmp_path, how):
 
 
 def test_trial_seconds_caps_training_and_is_stored(tmp_path):
-    from gentune.api import tune
     from gentune.errors import GentuneError
 
     r = tune(
         dataset="digits",
-        trials=2,
-        steps=10**6,
-        trial_seconds=1.0,
         n_eval=200,
-        evals=0,
-        runs_dir=tmp_path,
-        progress=False,
-        report=False,
-        study="capped",
+        budget=Budget(steps=10**6, trial_seconds=1.0),
+        search=SearchOptions(trials=2),
+        early_stop=EarlyStop(evals=0),
+        run=RunOptions(runs_dir=tmp_path, progress=False, report=False, study="capped"),
     )
     assert r.study.user_attrs["gentune"]["trial_seconds"] == 1.0
     for t in r.study.trials:
         assert t.state == TrialState.COMPLETE and t.user_attrs["stop_reason"] == "max_seconds"
         assert 0 < t.user_attrs["steps"] < 10**6
     with pytest.raises(GentuneError, match="--trial-seconds must be a positive"):
-        tune(dataset="digits", trials=1, trial_seconds=0, runs_dir=tmp_path, progress=False)
+        tune(
+            dataset="digits",
+            budget=Budget(trial_seconds=0),
+            run=RunOptions(runs_dir=tmp_path, progress=False),
+        )

@@ -11,7 +11,7 @@ import pytest
 import torch
 from optuna.trial import TrialState, create_trial
 
-from gentune.api import tune
+from gentune.api import Budget, Phases, RunOptions, SearchOptions, tune
 from gentune.errors import GentuneError
 from gentune.metrics import Evaluator
 from gentune.models.gan_mlp import GANConfig
@@ -88,14 +88,10 @@ def test_lr_1e_1_diverges_and_is_stopped_at_once(digits, evaluator):
 def test_lr_1e_1_is_a_pruned_trial_with_reason_diverged_in_a_study(tmp_path):
     r = tune(
         dataset="digits",
-        strategy="random",
-        trials=1,
-        steps=1500,
         n_eval=200,
-        space=SearchSpace({"lr": 0.1}),
-        runs_dir=tmp_path,
-        progress=False,
-        report=False,
+        search=SearchOptions(strategy="random", trials=1, space=SearchSpace({"lr": 0.1})),
+        budget=Budget(steps=1500),
+        run=RunOptions(runs_dir=tmp_path, progress=False, report=False),
     )
     t = r.study.trials[0]
     assert t.state == TrialState.PRUNED and t.user_attrs["prune_reason"] == "diverged"
@@ -270,19 +266,14 @@ def test_cli_stores_detector_thresholds_in_the_study(tmp_path):
 def test_a_known_good_configuration_is_never_stopped_over_three_seeds(tmp_path):
     """Default budget (3000 steps), default detectors, three seeds in one study (the first run
     and two --confirm re-runs, so stagnation has a complete trial to fall behind)."""
-    from gentune.phases.confirm import confirm
-
     r = tune(
         dataset="digits",
-        strategy="random",
-        trials=1,
-        space=SearchSpace(dict(KNOWN_GOOD)),
-        runs_dir=tmp_path,
-        progress=False,
-        report=False,
+        search=SearchOptions(strategy="random", trials=1, space=SearchSpace(dict(KNOWN_GOOD))),
+        run=RunOptions(runs_dir=tmp_path, progress=False, report=False),
+        phases=Phases(confirm=1, confirm_seeds=2),
     )
     assert r.best is not None, r.study.trials[0].user_attrs
-    ranking = confirm([r.study], top=1, seeds=2, runs_dir=tmp_path, progress=False)
+    ranking = r.study.user_attrs["confirmed"]
     runs = optuna.load_study(
         study_name=f"{r.study.study_name}-confirm",
         storage=f"sqlite:///{tmp_path}/{r.study.study_name}-confirm/study.db",

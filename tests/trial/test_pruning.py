@@ -7,13 +7,14 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from gentune.api import tune
+from gentune.api import Budget, EarlyStop, RunOptions, SearchOptions, tune
 from gentune.errors import GentuneError, StudyError
 from gentune.metrics import Evaluator
 from gentune.models.gan_mlp import GANConfig
-from gentune.search.pruners import PRUNERS, Startup, default_pruner, make_pruner, study_pruner
+from gentune.search.pruners import PRUNERS, Startup, default_pruner, make_pruner
 from gentune.search.space import SearchSpace
-from gentune.study.store import StudySettings
+from gentune.settings import EarlyStop as Given
+from gentune.settings import StudySettings, resolve_early_stop
 from gentune.train.gan import sample, train_gan
 from gentune.trial.detectors import DetectorConfig, DetectorSet
 from gentune.trial.monitor import Schedule, TrainingMonitor
@@ -57,11 +58,11 @@ def test_each_strategy_has_a_default_pruner():
 
 
 def test_study_pruner_puts_the_rungs_on_the_evaluation_steps():
-    p = study_pruner(StudySettings(steps=3000, evals=5, pruner="hyperband"))
+    p = StudySettings(steps=3000, evals=5, pruner="hyperband").pruner_for()
     assert p.pruner._min_resource == 500 and p.pruner._max_resource == 3000
-    p = study_pruner(StudySettings(steps=3000, eval_every=250, pruner="median"))
+    p = StudySettings(steps=3000, eval_every=250, pruner="median").pruner_for()
     assert p._n_warmup_steps == 250
-    p = study_pruner(StudySettings(epochs=2.0, evals=5, pruner="hyperband"))  # steps unknown yet
+    p = StudySettings(epochs=2.0, evals=5, pruner="hyperband").pruner_for()  # steps unknown yet
     assert p.pruner._max_resource == "auto"
 
 
@@ -127,16 +128,11 @@ def test_evaluations_use_fixed_latents_so_steps_compare_across_trials(tmp_path):
     space = SearchSpace({"lr": 2e-4, "beta1": 0.5})
     r = tune(
         dataset="digits",
-        strategy="random",
-        trials=2,
-        steps=300,
         n_eval=200,
-        pruner="none",
-        detectors="off",
-        runs_dir=tmp_path,
-        progress=False,
-        report=False,
-        space=space,
+        search=SearchOptions(strategy="random", trials=2, space=space),
+        budget=Budget(steps=300),
+        early_stop=EarlyStop(pruner="none", detectors="off"),
+        run=RunOptions(runs_dir=tmp_path, progress=False, report=False),
     )
     a, b = r.study.trials
     assert list(a.intermediate_values) == [50, 100, 150, 200, 250, 300]  # 5 evaluations + final
@@ -150,24 +146,21 @@ def test_evaluations_use_fixed_latents_so_steps_compare_across_trials(tmp_path):
 
 
 def test_pruner_settings_are_stored_and_kept_on_resume(tmp_path):
-    kw = dict(
-        dataset="digits",
-        trials=1,
-        steps=100,
-        n_eval=200,
-        runs_dir=tmp_path,
-        progress=False,
-        report=False,
-        study="p",
+    run = RunOptions(runs_dir=tmp_path, progress=False, report=False, study="p")
+    kw = dict(dataset="digits", n_eval=200, budget=Budget(steps=100))
+    r = tune(
+        **kw, search=SearchOptions(trials=1), early_stop=EarlyStop("percentile", patience=2, evals=3), run=run
     )
-    r = tune(pruner="percentile", patience=2, evals=3, **kw)
     stored = r.study.user_attrs["gentune"]
     assert (stored["pruner"], stored["patience"], stored["evals"]) == ("percentile", 2, 3)
-    r = tune(**{**kw, "trials": 2})  # no pruner given: the stored one, not the default
+    r = tune(
+        **kw, search=SearchOptions(trials=2), run=run
+    )  # no pruner given: the stored one, not the default
     assert r.study.user_attrs["gentune"]["pruner"] == "percentile"
     with pytest.raises(StudyError, match="pruner='percentile'.*pruner='median'"):
-        tune(pruner="median", **kw)
-    new = tune(**{**kw, "study": "q"})  # a new study gets the strategy's default
+        tune(**kw, early_stop=EarlyStop(pruner="median"), run=run)
+    new = tune(**kw, run=RunOptions(runs_dir=tmp_path, progress=False, report=False, study="q"))
+    # a new study gets the strategy's default
     assert new.study.user_attrs["gentune"]["pruner"] == "median"
     assert StudySettings.from_dict({"model": "gan-mlp"}).pruner == "none"  # old studies: no pruning
 
@@ -192,15 +185,10 @@ def test_the_nll_objective_reports_validation_loss_during_training(tmp_path, mod
         model=model,
         dataset="digits",
         objective="nll",
-        strategy="random",
-        trials=1,
-        steps=200,
-        evals=3,
-        pruner="none",
-        detectors="off",
-        runs_dir=tmp_path,
-        progress=False,
-        report=False,
+        search=SearchOptions(strategy="random", trials=1),
+        budget=Budget(steps=200),
+        early_stop=EarlyStop(evals=3, pruner="none", detectors="off"),
+        run=RunOptions(runs_dir=tmp_path, progress=False, report=False),
     )
     t = r.study.trials[0]
     assert t.state == TrialState.COMPLETE and len(t.intermediate_values) >= 3
@@ -212,13 +200,9 @@ def test_the_nll_objective_reports_validation_loss_during_training(tmp_path, mod
 
 def test_a_family_with_slow_sampling_evaluates_on_fewer_samples():
     from gentune.families import get_family
-    from gentune.trial.monitor import compute_settings
 
     assert get_family("diffusion").eval_samples == 250 and get_family("gan-mlp").eval_samples is None
     assert get_family("auto").eval_samples == 250  # one N for every family of the search
-    assert compute_settings("tpe", default_eval_samples=250)["eval_samples"] == 250
+    assert resolve_early_stop("tpe", Given(), None, 250)["eval_samples"] == 250
     # A study stored before keeps its own N when resumed.
-    assert (
-        compute_settings("tpe", default_eval_samples=250, stored={"eval_samples": None})["eval_samples"]
-        is None
-    )
+    assert resolve_early_stop("tpe", Given(), {"eval_samples": None}, 250)["eval_samples"] is None

@@ -1,0 +1,334 @@
+"""One search = one study run to its target; the `Search` protocol every phase drives.
+
+A phase (stages, narrowing, confirmation) hands candidates to a `Search`, as scikit-learn's
+`BaseSearchCV._run_search(evaluate_candidates)` does, and never asks whether it runs a built-in
+family (`BuiltinSearch`) or a user's own objective (`UserSearch`).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import optuna
+
+from gentune.errors import GentuneError
+from gentune.families import Family, default_space, get_family, portable_model
+from gentune.search.space import SearchSpace, check_field, load_space_file
+from gentune.search.strategies import make_sampler
+from gentune.settings import (
+    DIRECTIONS,
+    LOSS_WARNING,
+    RunOptions,
+    SearchOptions,
+    TuneRequest,
+    UserSettings,
+    check_objective,
+    default_study_name,
+    resolve_settings,
+    target_trials,
+)
+from gentune.study.runner import work
+from gentune.study.store import (
+    builtin_settings,
+    default_storage,
+    enqueue_grid,
+    existing_settings,
+    open_or_create,
+)
+from gentune.study.summary import best_summary
+from gentune.study.targets import BuiltinTarget
+from gentune.study.workers import run_workers
+from gentune.trial.user_objective import observed_space
+
+Prepare = Callable[[optuna.Study], None]
+
+
+@dataclass
+class TuneResult:
+    """A finished (or interrupted and resumable) study, where its outputs are, and its best trial."""
+
+    study: optuna.Study
+    out_dir: Path
+    best: dict[str, Any] | None  # best_summary(study): parameters, metrics, provenance
+
+
+class Search(Protocol):
+    """What a phase needs of a search: run one study, and know its space and defaults."""
+
+    name: str  # the base study's name; phases name theirs after it
+
+    def run(
+        self,
+        *,
+        study: str | None = None,
+        space: SearchSpace | None = None,
+        prepare: Prepare | None = None,
+        strategy: str | None = None,
+        trials: int | None = None,
+        pruner: str | None = None,
+    ) -> TuneResult:
+        """Run (or resume) one study; None: the base search's own value."""
+        ...
+
+    def known_space(self) -> SearchSpace | None:
+        """The space searched, or None when only running the objective shows it (a user's)."""
+        ...
+
+    def space_of(self, study: optuna.Study) -> SearchSpace:
+        """The space a finished study of this search searched."""
+        ...
+
+    def defaults(self, screen: TuneResult | None) -> dict[str, Any]:
+        """Values for the parameters a stage does not tune."""
+        ...
+
+    def rerun(self, candidate: dict[str, Any], seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(params, user attributes) of a queued trial that re-runs `candidate` under `seed`."""
+        ...
+
+
+def resolve_space(family: Family, space: str | Path | SearchSpace | None, kind: str = "image") -> SearchSpace:
+    """The family's default space for `kind` data, narrowed or replaced by a user's file or
+    SearchSpace. With --model auto the file names parameters as in the default ("vae.lr")."""
+    default = default_space(family, kind)
+    if space is None:
+        return default
+    if isinstance(space, SearchSpace):
+        return space
+    if family.name == "auto":
+        return load_space_file(space, default, validate_value=check_field(set(default.params), dict))
+    valid = set(family.config_cls.__dataclass_fields__)
+    return load_space_file(space, default, validate_value=check_field(valid, family.config_cls.from_dict))
+
+
+class BuiltinSearch:
+    """Studies of a built-in (or a user's) model family, trained and scored by gentune."""
+
+    def __init__(self, request: TuneRequest, run: RunOptions):
+        self.request = replace(request, model=portable_model(request.model))
+        self.options = run
+        self.family = get_family(self.request.model, self.request.dataset.kind)
+        self.objective = check_objective(
+            self.family, self.request.dataset.kind, request.objective, self.request.dataset.name
+        )
+        s = self.request.search
+        self.name = run.study or default_study_name(
+            self.family.name, self.request.dataset.label, s.strategy, self.objective
+        )
+
+    def known_space(self) -> SearchSpace:
+        return resolve_space(self.family, self.request.search.space, self.request.dataset.kind)
+
+    def space_of(self, study: optuna.Study) -> SearchSpace:
+        return SearchSpace.from_dict(builtin_settings(study).space)
+
+    def defaults(self, screen: TuneResult | None) -> dict[str, Any]:
+        return self.family.config_cls().to_dict()
+
+    def rerun(self, candidate: dict[str, Any], seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        # gentune's trainer takes the whole config, so the re-run samples nothing.
+        return {}, {"fixed_config": candidate["config"], "fixed_family": candidate["family"]}
+
+    def run(
+        self,
+        *,
+        study: str | None = None,
+        space: SearchSpace | None = None,
+        prepare: Prepare | None = None,
+        strategy: str | None = None,
+        trials: int | None = None,
+        pruner: str | None = None,
+    ) -> TuneResult:
+        req, run = self.request, self.options
+        search = replace(
+            req.search,
+            strategy=strategy or req.search.strategy,
+            trials=req.search.trials if trials is None else trials,
+            space=space if space is not None else req.search.space,
+        )
+        early = req.early_stop if pruner is None else replace(req.early_stop, pruner=pruner, patience=None)
+        req = replace(req, search=search, early_stop=early)
+        name = study or self.name
+        resolved_space = resolve_space(self.family, search.space, req.dataset.kind)
+        storage = run.storage or default_storage(name, Path(run.runs_dir))
+        settings = resolve_settings(req, existing_settings(storage, name), self.family, resolved_space)
+        if settings.objective == "loss":
+            warnings.warn(LOSS_WARNING, UserWarning, stacklevel=3)
+        trials_target = target_trials(search.strategy, search.trials, resolved_space)
+        opened = open_or_create(
+            name,
+            storage,
+            settings=settings,
+            sampler=make_sampler(search.strategy, resolved_space, search.seed),
+            command=run.command,
+        )
+        opened.set_user_attr("target_trials", trials_target)
+        if search.strategy == "grid":
+            enqueue_grid(opened, resolved_space.grid())
+        if prepare is not None:
+            prepare(opened)
+        data_dir = req.dataset.path
+        if run.workers > 1:
+            # The parent trains the feature extractor (cached) and stores the floor once, so
+            # the workers do not all do it at the same time.
+            BuiltinTarget(settings).prepare(opened, data_dir, run.device)
+        _execute(name, storage, trials_target, search.timeout, run, settings.objective, data_dir=data_dir)
+        return finish(opened, Path(run.runs_dir) / name, run.report, storage)
+
+
+class UserSearch:
+    """Studies of a user's own Optuna objective, run under gentune's runner."""
+
+    def __init__(
+        self,
+        objective: Callable[[optuna.Trial], float],
+        *,
+        study: str,
+        direction: str,
+        search: SearchOptions,
+        run: RunOptions,
+        objective_spec: str | None = None,
+    ):
+        if direction not in DIRECTIONS:
+            raise GentuneError(
+                "direction must be minimize or maximize", value=direction, fix="pass --direction minimize"
+            )
+        self.objective, self.name, self.direction = objective, study, direction
+        self.search, self.options, self.spec = search, run, objective_spec
+
+    def known_space(self) -> None:
+        return None
+
+    def space_of(self, study: optuna.Study) -> SearchSpace:
+        return observed_space(study)
+
+    def defaults(self, screen: TuneResult | None) -> dict[str, Any]:
+        return screen.best["params"] if screen is not None and screen.best else {}
+
+    def rerun(self, candidate: dict[str, Any], seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        # The objective gets the parameters back from its own suggest calls.
+        return candidate["params"], {}
+
+    def run(
+        self,
+        *,
+        study: str | None = None,
+        space: SearchSpace | None = None,
+        prepare: Prepare | None = None,
+        strategy: str | None = None,
+        trials: int | None = None,
+        pruner: str | None = None,
+    ) -> TuneResult:
+        del pruner  # a user's objective does its own pruning, if any
+        s, run = self.search, self.options
+        name = study or self.name
+        strategy = strategy or s.strategy
+        file_space = s.space
+        base_space = (
+            file_space
+            if isinstance(file_space, SearchSpace)
+            else load_space_file(file_space, SearchSpace())
+            if file_space
+            else SearchSpace()
+        )
+        settings = UserSettings(
+            strategy=strategy,
+            direction=self.direction,
+            seed=s.seed,
+            space=base_space.to_dict(),
+            objective_fn=self.spec,
+        )
+        storage = run.storage or default_storage(name, Path(run.runs_dir))
+        opened = open_or_create(
+            name,
+            storage,
+            settings=settings,
+            sampler=make_sampler(strategy, base_space, s.seed),
+            command=run.command,
+        )
+        trials_target = target_trials(strategy, s.trials if trials is None else trials, base_space)
+        opened.set_user_attr("target_trials", trials_target)
+        if strategy == "grid":
+            enqueue_grid(opened, base_space.grid())
+        if space is not None:  # a phase's space, applied to the objective's suggest calls
+            opened.set_user_attr("phase_space", space.to_dict())
+        if prepare is not None:
+            prepare(opened)
+        if run.workers > 1 and not self.spec:
+            raise GentuneError(
+                "several workers need the objective as FILE.py:FUNC, to load it in each process",
+                value=run.workers,
+                fix="pass objective_spec, or workers=1",
+            )
+        _execute(name, storage, trials_target, s.timeout, run, "value", objective=self.objective)
+        return finish(opened, Path(run.runs_dir) / name, run.report, storage)
+
+
+def _execute(
+    name: str,
+    storage: str,
+    trials: int | None,
+    timeout: float | None,
+    run: RunOptions,
+    metric: str,
+    *,
+    data_dir: Any = None,
+    objective: Callable[[optuna.Trial], float] | None = None,
+) -> None:
+    """Run the study's trials here, or in `run.workers` processes that share its storage."""
+    if run.workers > 1:
+        run_workers(
+            name,
+            storage,
+            run.workers,
+            trials=trials,
+            timeout=timeout,
+            data_dir=data_dir,
+            device=run.device,
+            gpus=run.gpus,
+            threads=run.threads,
+            runs_dir=run.runs_dir,
+            progress=run.progress,
+            metric=metric,
+        )
+    else:
+        work(
+            name,
+            storage,
+            objective=objective,
+            data_dir=data_dir,
+            device=run.device,
+            trials=trials,
+            timeout=timeout,
+            runs_dir=run.runs_dir,
+            progress=run.progress,
+            threads=run.threads,
+        )
+
+
+def finish(study: optuna.Study, out_dir: Path, report: bool, storage: str) -> TuneResult:
+    """best.json and (with `report`) report.html beside the study; the result."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    best = best_summary(study)
+    if best is not None:
+        (out_dir / "best.json").write_text(json.dumps(best, indent=2))
+    if report:
+        write_study_report(storage, study.study_name, out_dir / "report.html")
+    return TuneResult(study, out_dir, best)
+
+
+def write_study_report(storage: str, study_name: str, path: Path) -> Path | None:
+    """Write the HTML report beside the study's outputs; a report failure never loses a study."""
+    from gentune.report import write_report  # plotting is an optional extra: imported when used
+
+    try:
+        write_report(storage, study_name, path)
+    except Exception as e:  # noqa: BLE001 - the study is safe; say what went wrong and go on
+        warnings.warn(f"the report could not be written: {e!r}", stacklevel=2)
+        return None
+    return path

@@ -1,0 +1,406 @@
+"""Every default and every resolution of a study's settings, in one place.
+
+A request (what the user asked: the API's option objects, or the CLI's flags, with None for
+"not given") and the settings an existing study stored go in; the `StudySettings` the study
+runs with come out (`resolve_settings`). Nothing else in gentune picks a default for these
+fields, fills in a budget or checks an objective, so a value travels down the layers once:
+drawn here, stored in the study, read by the trial.
+
+>>> req = TuneRequest(model="gan-mlp", dataset=DatasetRef("digits"))
+>>> from gentune.families import get_family
+>>> s = resolve_settings(req, None, get_family("gan-mlp"))
+>>> (s.objective, s.strategy, s.pruner, s.evals, s.budget_for(get_family("gan-mlp")))
+('fid', 'tpe', 'median', 5, {'steps': 3000})
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gentune import __version__
+from gentune.data import dataset_kind
+from gentune.errors import GentuneError, StudyError, unknown_choice
+from gentune.search.pruners import PRUNERS, default_pruner, make_pruner
+from gentune.search.space import SearchSpace
+from gentune.search.strategies import DEFAULT_STRATEGY, STRATEGIES, grid_size
+from gentune.trial.detectors import DetectorConfig
+from gentune.trial.monitor import Schedule
+
+if TYPE_CHECKING:
+    import optuna
+
+    from gentune.families import Family
+
+# Every built-in objective is minimised; a user's objective names its direction.
+OBJECTIVES = {"fid": "minimize", "kid": "minimize", "loss": "minimize", "nll": "minimize"}
+DIRECTIONS = ("minimize", "maximize")
+LOSS_WARNING = (
+    "--objective loss ranks trials by the final generator loss, which does not measure "
+    "sample quality: on the tutorial's GAN the lowest-loss configurations are often "
+    "mode-collapsed. Use --objective fid (the default) to tune what the model generates."
+)
+# Training budget per trial (generator steps) of a family that declares none for the dataset;
+# measured on 2 CPU cores so that the default jobs fit their time (see README).
+DEFAULT_STEPS = {"digits": 3000, "mnist": 8000}
+FALLBACK_STEPS = 3000
+DEFAULT_TRIALS = 20  # finished trials a study should hold when the user names no number
+DEFAULT_EVALS = 5  # evaluations during training before the final one: 6 points on the curve
+DATA_SEED = 0  # splits are fixed by this seed, so every study of a dataset shares them
+
+
+def default_objective(kind: str) -> str:
+    """The objective of a study that names none: validation NLL on text, FID on images."""
+    return "nll" if kind == "text" else "fid"
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """A dataset by name, with the user's own file or folder for `files` and `text`.
+
+    Its `label` is what a study stores ("digits", "files:<folder>", "text:<file>"), so two
+    studies of different folders never share a default name.
+
+    >>> DatasetRef("files", "/data/faces").label
+    'files:faces'
+    >>> DatasetRef.parse("files:faces").name
+    'files'
+    """
+
+    name: str = "digits"
+    path: str | None = None  # the user's folder (files, mnist) or text file (text)
+
+    @property
+    def label(self) -> str:
+        if self.name in ("files", "text") and self.path is not None:
+            return f"{self.name}:{Path(str(self.path)).name}"
+        return self.name
+
+    @property
+    def kind(self) -> str:
+        return dataset_kind(self.name)
+
+    @classmethod
+    def parse(cls, label: str) -> DatasetRef:
+        """The reference a stored label names; the path itself is not stored (only its name)."""
+        name, _, _ = label.partition(":")
+        return cls(name)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Training per trial: `steps` or `epochs` (None for both: the family's default for the
+    dataset), and at most `trial_seconds` of training time."""
+
+    steps: int | None = None  # optimiser updates (G updates for the GANs)
+    epochs: float | None = None  # or passes over the training data
+    trial_seconds: float | None = None  # stop training after this long and score what it has
+
+    def __post_init__(self) -> None:
+        if self.steps is not None and self.epochs is not None:
+            raise GentuneError(
+                "give the training budget as steps or as epochs, not both",
+                value={"steps": self.steps, "epochs": self.epochs},
+                fix="drop one of them",
+            )
+        if self.steps is not None and (not _is_int(self.steps) or self.steps < 1):
+            raise GentuneError(
+                "--steps must be an integer >= 1", value=self.steps, fix="pass e.g. --steps 3000"
+            )
+        if self.epochs is not None and not _positive(self.epochs):
+            raise GentuneError(
+                "--epochs must be a finite number > 0", value=self.epochs, fix="pass e.g. --epochs 5"
+            )
+        if self.trial_seconds is not None and not _positive(self.trial_seconds):
+            raise GentuneError(
+                "--trial-seconds must be a positive number of seconds",
+                value=self.trial_seconds,
+                fix="pass e.g. --trial-seconds 300, or leave it out for no time cap",
+            )
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """How configurations are drawn, and how many."""
+
+    strategy: str = DEFAULT_STRATEGY  # grid, random, qmc, tpe or gp
+    trials: int | None = None  # finished trials the study should hold (None: 20; grid: its size)
+    timeout: float | None = None  # wall-clock limit of this run, seconds
+    space: str | Path | SearchSpace | None = None  # a YAML/TOML file or a SearchSpace
+    seed: int = 0  # the sampler's and training's seed
+
+
+@dataclass(frozen=True)
+class EarlyStop:
+    """How trials are watched and stopped early; None: the strategy's default, or what an
+    existing study stored."""
+
+    pruner: str | None = None  # none, median, percentile, halving or hyperband
+    patience: int | None = None  # prune only after this many flat evaluations
+    evals: int | None = None  # evaluations during training before the final one
+    eval_every: int | None = None  # or every this many steps
+    eval_samples: int | None = None  # N of those evaluations
+    detectors: Any = None  # DetectorConfig, its dict, True/"on", False/"off"
+    prune_overfitting: bool = False  # prune a trial whose validation loss rises while training falls
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Where a study lives and how this run executes it."""
+
+    study: str | None = None  # name (default: from model, dataset, strategy, objective)
+    storage: str | None = None  # Optuna storage URL (default: sqlite:///RUNS/STUDY/study.db)
+    runs_dir: str | Path = "runs"
+    device: str = "auto"
+    workers: int = 1  # processes sharing the study on this machine
+    gpus: list[int] | None = None
+    threads: int | None = None  # torch threads per process
+    report: bool = True  # write runs/STUDY/report.html at the end
+    progress: bool = True
+    command: str | None = None  # the command line, kept with a new study
+
+
+@dataclass(frozen=True)
+class Phases:
+    """Tuning in phases after (or instead of) one search: see gentune.phases."""
+
+    stages: str | None = None  # auto, a number of stages, or groups "lr,batch_size:beta1"
+    screen_trials: int | None = None
+    narrow: bool = False
+    narrow_top: int | None = None
+    narrow_trials: int | None = None
+    confirm: int | None = None  # re-run the top K under extra seeds
+    confirm_seeds: int | None = None
+
+
+@dataclass(frozen=True)
+class TuneRequest:
+    """What a user asked of a built-in family; None: not given."""
+
+    model: str = "gan-mlp"
+    dataset: DatasetRef = field(default_factory=DatasetRef)
+    objective: str | None = None
+    n_eval: int | None = None  # N of the sample metric (None: the evaluator's default)
+    budget: Budget = field(default_factory=Budget)
+    search: SearchOptions = field(default_factory=SearchOptions)
+    early_stop: EarlyStop = field(default_factory=EarlyStop)
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """What defines a study of a built-in family; stored in it and checked when it is resumed."""
+
+    model: str = "gan-mlp"
+    dataset: str = "digits"  # DatasetRef.label
+    strategy: str = DEFAULT_STRATEGY
+    objective: str = "fid"
+    steps: int | None = None  # per trial; None with epochs None: budget_for's default
+    epochs: float | None = None
+    trial_seconds: float | None = None  # and at most this much training time per trial
+    n_eval: int | None = None  # N of the sample metric; None: the evaluator's default
+    seed: int = 0
+    space: dict = field(default_factory=dict)  # SearchSpace.to_dict()
+    # These defaults are "off", which is how studies created before these fields ran;
+    # resolve_settings turns them on for a new study.
+    pruner: str = "none"
+    patience: int | None = None
+    evals: int = 0
+    eval_every: int | None = None
+    eval_samples: int | None = None  # None: min(N of the metric, 1000)
+    detectors: dict | None = None  # DetectorConfig.to_dict(); None: no detector
+    prune_overfitting: bool = False
+
+    @property
+    def direction(self) -> str:
+        return OBJECTIVES.get(self.objective, "minimize")
+
+    @property
+    def dataset_ref(self) -> DatasetRef:
+        return DatasetRef.parse(self.dataset)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": __version__, **asdict(self), "direction": self.direction}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StudySettings:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def budget_for(self, family: Family | None = None) -> dict[str, Any]:
+        """The training budget of one trial of `family`: the study's steps or epochs, else the
+        family's default for the dataset, else DEFAULT_STEPS."""
+        if self.epochs is not None:
+            return {"epochs": self.epochs}
+        if self.steps is not None:
+            return {"steps": self.steps}
+        name = self.dataset_ref.name
+        own = family.default_steps.get(name) if family is not None else None
+        return {"steps": own or DEFAULT_STEPS.get(name, FALLBACK_STEPS)}
+
+    def pruner_for(self, family: Family | None = None) -> optuna.pruners.BasePruner:
+        """The study's pruner, its rungs on the evaluation steps of `family`'s budget."""
+        total = self.budget_for(family).get("steps")
+        first = (
+            Schedule(evals=self.evals, every=self.eval_every).interval(total) if total else self.eval_every
+        )
+        return make_pruner(
+            self.pruner, first_step=first or "auto", total_steps=total or "auto", patience=self.patience
+        )
+
+
+@dataclass(frozen=True)
+class UserSettings:
+    """What defines a study of a user's own objective (`objective_fn`, FILE.py:FUNC)."""
+
+    strategy: str = DEFAULT_STRATEGY
+    direction: str = "minimize"
+    seed: int = 0
+    space: dict = field(default_factory=dict)
+    # Stored so that workers load the same objective. Not compared on resume: a checkout that
+    # moved gives the same file another path.
+    objective_fn: str | None = field(default=None, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        # "model": "user" marks these studies in storage (docs/storage.md), as it always has.
+        return {"model": "user", "objective": "user", **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> UserSettings:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def is_user_study(stored: dict | None) -> bool:
+    """Whether stored settings are those of a user's objective."""
+    return bool(stored) and stored.get("model") == "user"  # type: ignore[union-attr]
+
+
+def check_objective(family: Family, kind: str, objective: str | None, dataset: str = "") -> str:
+    """The objective of a study of `family` on `kind` data, checked; None: the default."""
+    family.check_data(kind, dataset)
+    objective = objective or default_objective(kind)
+    if objective not in OBJECTIVES:
+        raise unknown_choice("objective", objective, OBJECTIVES)
+    if objective not in family.objectives():
+        raise GentuneError(
+            f"--objective {objective} does not apply to --model {family.name} on {kind} data",
+            value=objective,
+            fix=f"use one of: {', '.join(family.objectives())}",
+        )
+    return objective
+
+
+def target_trials(strategy: str, trials: int | None, space: SearchSpace) -> int | None:
+    """Finished trials a study should hold: the given number (a grid: at most its size), else
+    DEFAULT_TRIALS (a grid: its size)."""
+    if trials is not None and (not _is_int(trials) or trials < 1):
+        raise GentuneError("--trials must be an integer >= 1", value=trials, fix="pass e.g. --trials 20")
+    if strategy == "grid":
+        size = grid_size(space)
+        return size if trials is None else min(trials, size)
+    return DEFAULT_TRIALS if trials is None else trials
+
+
+def resolve_early_stop(
+    strategy: str, given: EarlyStop, stored: dict | None, family_eval_samples: int | None
+) -> dict:
+    """The StudySettings fields that decide how a trial's compute is spent.
+
+    A field left None takes the value an existing study stored (`stored`, its settings dict),
+    so that rerunning a command resumes the study whatever the defaults; for a new study it
+    takes the default: the strategy's pruner, DEFAULT_EVALS evaluations of the family's
+    `eval_samples` (None: min(N, 1000)), every detector.
+    """
+    if given.pruner is not None and given.pruner not in PRUNERS:
+        raise unknown_choice("pruner", given.pruner, PRUNERS)
+    detectors = given.detectors
+    if detectors in (True, "on"):
+        detectors = DetectorConfig()
+    elif detectors in (False, "off"):
+        detectors = DetectorConfig().only([])
+    elif isinstance(detectors, dict):
+        detectors = DetectorConfig.from_dict(detectors)
+    old = stored is not None
+    prior = stored or {}
+
+    def pick(name: str, value: Any, new_default: Any) -> Any:
+        if value is not None:
+            return value
+        return prior.get(name) if old else new_default
+
+    return {
+        "pruner": pick("pruner", given.pruner, default_pruner(strategy)) or "none",
+        "patience": pick("patience", given.patience, None),
+        "evals": pick("evals", given.evals, DEFAULT_EVALS) or 0,
+        "eval_every": pick("eval_every", given.eval_every, None),
+        "eval_samples": pick("eval_samples", given.eval_samples, family_eval_samples),
+        "detectors": pick(
+            "detectors", detectors.to_dict() if detectors is not None else None, DetectorConfig().to_dict()
+        ),
+    }
+
+
+def resolve_settings(
+    request: TuneRequest, stored: dict | None, family: Family, space: SearchSpace
+) -> StudySettings:
+    """The settings a study of `request` runs with. Pure: no file, storage or network.
+
+    `stored` is the settings dict of the existing study of that name (None: a new study),
+    `family` the family `request.model` names, `space` the resolved search space.
+    """
+    kind = request.dataset.kind
+    objective = check_objective(family, kind, request.objective, request.dataset.name)
+    strategy = request.search.strategy
+    if strategy not in STRATEGIES:
+        raise unknown_choice("strategy", strategy, STRATEGIES)
+    budget = request.budget
+    steps = budget.steps
+    if steps is None and budget.epochs is None:
+        steps = family.default_steps.get(request.dataset.name)  # None: budget_for's default
+    settings = StudySettings(
+        model=request.model,
+        dataset=request.dataset.label,
+        strategy=strategy,
+        objective=objective,
+        steps=steps,
+        epochs=budget.epochs,
+        trial_seconds=budget.trial_seconds,
+        n_eval=request.n_eval,
+        seed=request.search.seed,
+        space=space.to_dict(),
+        prune_overfitting=request.early_stop.prune_overfitting,
+    )
+    early = resolve_early_stop(strategy, request.early_stop, stored, family.eval_samples)
+    return replace(settings, **early)
+
+
+def default_study_name(model: str, dataset: str, strategy: str, objective: str) -> str:
+    """MODEL-DATASET-STRATEGY-OBJECTIVE, safe as a folder name."""
+    dataset = dataset.replace("/", "_").replace(":", "-")
+    return f"{model}-{dataset}-{strategy}-{objective}"
+
+
+def check_same_settings(study_name: str, stored: Any, asked: Any) -> None:
+    """Refuse to resume `study_name` under other settings than it stored."""
+    for f in fields(type(asked)):
+        if not f.compare:
+            continue
+        a, b = getattr(stored, f.name), getattr(asked, f.name)
+        if a != b:
+            raise StudyError(
+                f"study {study_name!r} exists with {f.name}={a!r}, but this command asks for "
+                f"{f.name}={b!r}; a study keeps one setting so its trials stay comparable",
+                fix=f"rerun with the original {f.name}, or start a new study with --study NAME",
+            )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    )

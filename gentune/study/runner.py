@@ -1,0 +1,281 @@
+"""Run a study's trials until it holds its target: one runner for every kind of objective.
+
+Many workers may run a `Runner` on one study at once. A worker starts a trial only while the
+study's finished, running and queued trials fall short of its target, else it waits and takes
+over the re-queued trials of workers that died; a grid study hands out only its queued points.
+Ctrl-C (or SIGTERM) marks the running trial, queues its parameters again and raises
+`Interrupted`, so rerunning the same command continues where this one stopped.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+from gentune.errors import GentuneError, StudyError
+from gentune.progress import TrialProgress
+from gentune.study.store import (
+    auto_worker_index,
+    count_finished,
+    open_or_create,
+    recover_orphans,
+    requeue,
+    worker_id,
+)
+from gentune.study.targets import target_of
+
+POLL_SECONDS = 1.0  # how often an idle worker looks at the study
+
+
+class Interrupted(Exception):
+    """The run was stopped by Ctrl-C or SIGTERM; the running trial was re-queued."""
+
+    def __init__(self, trial_number: int | None):
+        self.trial_number = trial_number
+        super().__init__(trial_number)
+
+
+class Surplus(Exception):
+    """A fresh trial that another worker's trial already covers; it is failed unrun."""
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C, so a stopped worker releases its trial the same way."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def next_move(study: optuna.Study, n_trials: int | None, grid_queue: bool) -> str:
+    """'run' a trial, 'wait' for other workers' running trials, or 'done'.
+
+    A grid study hands out only its queued points; other studies start a trial while the
+    finished, running and queued trials fall short of the target.
+    """
+    count = {s: 0 for s in TrialState}
+    for t in study.get_trials(deepcopy=False):
+        count[t.state] += 1
+    finished = count[TrialState.COMPLETE] + count[TrialState.PRUNED]
+    if n_trials is not None and finished >= n_trials:
+        return "done"
+    if count[TrialState.WAITING]:
+        return "run"
+    if grid_queue:
+        return "wait" if count[TrialState.RUNNING] else "done"
+    if n_trials is None or finished + count[TrialState.RUNNING] < n_trials:
+        return "run"
+    return "wait"
+
+
+def is_surplus(study: optuna.Study, trial: optuna.Trial, n_trials: int | None, grid_queue: bool) -> bool:
+    """Whether a freshly sampled trial lost a race: others started enough trials just before it."""
+    if n_trials is None and not grid_queue:
+        return False
+    trials = study.get_trials(deepcopy=False)
+    if "fixed_params" in trials[trial.number].system_attrs:
+        return False  # popped from the queue: it is owed
+    if grid_queue or n_trials is None:
+        return grid_queue
+    ahead = [t for t in trials[: trial.number] if t.state != TrialState.FAIL]
+    return len(ahead) >= n_trials
+
+
+def recover_stale(study: optuna.Study) -> None:
+    """Re-queue trials whose heartbeat lapsed (their worker on another machine is gone).
+
+    Optuna does this before each trial a worker starts; an idle worker does it as it waits.
+    """
+    from optuna.storages import fail_stale_trials
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        fail_stale_trials(study)
+
+
+class Runner:
+    """Runs `objective` on `study` until it holds `n_trials` finished trials or `timeout` passes.
+
+    Failed trials (an exception in training) do not count; after `max_failures` failures in a
+    row the run stops with a StudyError naming the last error. A GentuneError in a trial is a
+    user's mistake: it stops the run at once rather than fail every trial. `progress` (a
+    gentune.progress.TrialProgress or None) is told of every finished trial.
+    """
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        objective: Callable[[optuna.Trial], float],
+        *,
+        n_trials: int | None,
+        timeout: float | None,
+        progress: Any = None,
+        max_failures: int = 5,
+    ):
+        self.study, self.objective = study, objective
+        self.n_trials, self.timeout, self.progress, self.max_failures = (
+            n_trials,
+            timeout,
+            progress,
+            max_failures,
+        )
+        self.grid_queue = study.user_attrs.get("grid_queue") is not None
+        self.current: int | None = None
+        self.failures = 0
+        self.fatal: GentuneError | None = None
+
+    def run(self) -> None:
+        recovered = recover_orphans(self.study)
+        if recovered and self.progress is not None:
+            self.progress.console.print(f"re-queued trials {recovered}: their process ended mid-trial")
+        with sigterm_as_interrupt():
+            try:
+                self._loop()
+            except KeyboardInterrupt:
+                if self.current is not None:
+                    requeue(self.study, self.study.get_trials(deepcopy=False)[self.current])
+                raise Interrupted(self.current) from None
+        if self.fatal is not None:
+            raise self.fatal
+        if self.failures >= self.max_failures:
+            last = self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))[-1]
+            error = last.user_attrs.get("error")
+            raise StudyError(
+                f"{self.max_failures} trials in a row failed; the last error was: {error}",
+                fix="fix the cause above and rerun the same command to continue",
+            )
+
+    def _loop(self) -> None:
+        """Start trials while the study needs them; wait while other workers' trials may fail."""
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        while self.fatal is None and self.failures < self.max_failures:
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            recover_orphans(self.study)  # a worker of this host that died: its trial, at once
+            move = next_move(self.study, self.n_trials, self.grid_queue)
+            if move == "done":
+                return
+            if move == "wait":
+                time.sleep(POLL_SECONDS)
+                recover_stale(self.study)
+            else:
+                self._one_trial()
+
+    def _one_trial(self) -> None:
+        try:
+            self.study.optimize(
+                self._tracked, n_trials=1, callbacks=[self._after], catch=(Exception,), gc_after_trial=False
+            )
+        except Exception:
+            # Telling a trial that another worker already failed (its heartbeat lapsed while the
+            # database was away) raises; the trial was re-queued there, so this worker goes on.
+            number = self.current
+            if number is None or self.study.get_trials(deepcopy=False)[number].state != TrialState.FAIL:
+                raise
+
+    def _tracked(self, trial: optuna.Trial) -> float:
+        self.current = trial.number
+        if is_surplus(self.study, trial, self.n_trials, self.grid_queue):
+            trial.set_user_attr("surplus", True)
+            raise Surplus("another worker's trial already covers this one; not run")
+        trial.set_user_attr("worker", worker_id())
+        try:
+            return self.objective(trial)
+        except optuna.TrialPruned:  # stopped early on purpose (pruner, detector): no error
+            raise
+        except GentuneError as e:
+            self.fatal = e
+            trial.set_user_attr("error", str(e))
+            raise
+        except Exception as e:
+            trial.set_user_attr("error", f"{type(e).__name__}: {e}")
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", True)
+            raise
+
+    def _after(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.current = None
+        if trial.user_attrs.get("surplus"):
+            return
+        self.failures = self.failures + 1 if trial.state == TrialState.FAIL else 0
+        if self.progress is not None:
+            _report_progress(self.progress, study, trial)
+
+
+def _report_progress(progress: Any, study: optuna.Study, trial: FrozenTrial) -> None:
+    best, best_number = None, None
+    try:
+        best_trial = study.best_trial
+        best, best_number = best_trial.value, best_trial.number
+    except ValueError:  # no completed trial yet
+        pass
+    note = ""
+    if trial.state == TrialState.PRUNED:
+        note = f" ({trial.user_attrs.get('prune_reason', 'pruned')})"
+    elif trial.state == TrialState.FAIL:
+        note = f" ({trial.user_attrs.get('error', 'failed')})"
+    progress.trial_finished(trial.number, trial.state.name.lower(), trial.value, best, best_number, note)
+
+
+def progress_display(enabled: bool, trials: int | None, study: optuna.Study, metric: str) -> Any:
+    """The live display of a run (a context manager yielding it), or one yielding None."""
+    if not enabled:
+        return nullcontext(None)
+    return TrialProgress(trials, count_finished(study), metric=metric)
+
+
+def work(
+    study: str,
+    storage: str,
+    *,
+    objective: Callable[[optuna.Trial], float] | None = None,
+    data_dir: Any = None,
+    device: str = "auto",
+    trials: int | None = None,
+    timeout: float | None = None,
+    runs_dir: str | Path = "runs",
+    progress: bool = True,
+    worker_index: int | None = 0,
+    threads: int | None = None,
+) -> optuna.Study:
+    """Run trials of the existing study `study` until it holds `trials` finished trials.
+
+    Everything else (model, data, space, budget, metric; or the user's objective) comes from
+    the settings stored in the study, so this is what a worker on another machine runs.
+    `objective` is a user's objective function already loaded in this process. `trials`
+    defaults to the target stored by `gentune tune`. Each worker seeds its sampler with the
+    study seed + `worker_index` (None: an index drawn from this worker's host and pid);
+    `threads` caps torch's threads, so that workers sharing a machine do not oversubscribe it.
+    """
+    if worker_index is None:
+        worker_index = auto_worker_index()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    target = target_of(open_or_create(study, storage), objective)
+    opened = open_or_create(study, storage, sampler=target.sampler(worker_index), pruner=target.pruner())
+    if trials is None:
+        trials = opened.user_attrs.get("target_trials")
+    with progress_display(progress, trials, opened, target.metric) as bar:
+        fn = target.objective(opened, runs_dir=Path(runs_dir), data_dir=data_dir, device=device, progress=bar)
+        Runner(opened, fn, n_trials=trials, timeout=timeout, progress=bar).run()
+    return opened

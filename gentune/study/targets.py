@@ -1,0 +1,146 @@
+"""What a study's trials run: a built-in family scored by its samples, or a user's own objective.
+
+Both are built from the settings stored in the study alone, so a worker on another machine
+runs the same trials as the process that created the study. The runner asks a target for a
+sampler, a pruner and the objective of one trial, and never which kind of target it has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import optuna
+import torch
+
+from gentune.data import load_dataset
+from gentune.device import resolve_device
+from gentune.errors import StudyError
+from gentune.families import Family, get_family
+from gentune.images import b64, grid_png
+from gentune.loading import load_objective
+from gentune.metrics import Evaluator
+from gentune.search.space import SearchSpace
+from gentune.search.strategies import make_sampler
+from gentune.settings import DATA_SEED, StudySettings, UserSettings
+from gentune.study.store import stored_settings
+from gentune.trial.objective import GenerativeObjective
+from gentune.trial.user_objective import phase_objective
+
+
+class Target(Protocol):
+    """The contract between a study and what its trials run."""
+
+    metric: str  # the name progress displays show for a trial's value
+
+    def sampler(self, worker: int) -> optuna.samplers.BaseSampler:
+        """The study's sampler, seeded for worker `worker` (0 for a single process)."""
+        ...
+
+    def pruner(self) -> optuna.pruners.BasePruner | None:
+        """The study's pruner (None: Optuna's default)."""
+        ...
+
+    def objective(
+        self, study: optuna.Study, *, runs_dir: Path, data_dir: Any, device: str, progress: Any
+    ) -> Callable[[optuna.Trial], float]:
+        """The objective one process runs for `study`'s trials."""
+        ...
+
+
+class BuiltinTarget:
+    """A built-in (or a user's) model family, trained and scored by what it generates."""
+
+    def __init__(self, settings: StudySettings):
+        self.settings = settings
+        self.family: Family = get_family(settings.model, settings.dataset_ref.kind)
+        self.space = SearchSpace.from_dict(settings.space)
+        self.metric = settings.objective
+
+    def sampler(self, worker: int) -> optuna.samplers.BaseSampler:
+        return make_sampler(self.settings.strategy, self.space, self.settings.seed, worker=worker)
+
+    def pruner(self) -> optuna.pruners.BasePruner:
+        return self.settings.pruner_for(self.family)
+
+    def prepare(self, study: optuna.Study, data_dir: Any, device: str) -> tuple[torch.device, Any, Any]:
+        """(device, data, evaluator); stores the floor and a grid of real images in the study once.
+
+        Text has no sample metric: its evaluator is None (text models are scored by their NLL).
+        """
+        dev = resolve_device(device)
+        ref = self.settings.dataset_ref
+        data = load_dataset(ref.name, data_dir=data_dir, seed=DATA_SEED)
+        if ref.kind == "text":
+            return dev, data, None
+        evaluator = Evaluator(data, n=self.settings.n_eval, device=dev, seed=self.settings.seed).prepare()
+        if "floor" not in study.user_attrs:
+            study.set_user_attr("floor", evaluator.floor)
+            study.set_user_attr("extractor", evaluator.info)
+            real = data.split(evaluator.info.get("reference", "val")).x
+            study.set_user_attr("real_png", b64(grid_png(real[:64])))
+        return dev, data, evaluator
+
+    def objective(
+        self, study: optuna.Study, *, runs_dir: Path, data_dir: Any, device: str, progress: Any
+    ) -> Callable[[optuna.Trial], float]:
+        dev, data, evaluator = self.prepare(study, data_dir, device)
+        return GenerativeObjective(
+            self.family,
+            self.settings,
+            data,
+            evaluator,
+            self.space,
+            device=dev,
+            out_dir=Path(runs_dir) / study.study_name,
+            progress=progress,
+        )
+
+
+class UserTarget:
+    """A user's own Optuna objective, called unchanged (seeded, and under a phase's space)."""
+
+    metric = "value"
+
+    def __init__(self, settings: UserSettings, fn: Callable[[optuna.Trial], float] | None = None):
+        self.settings = settings
+        self.fn = fn
+
+    def sampler(self, worker: int) -> optuna.samplers.BaseSampler:
+        space = SearchSpace.from_dict(self.settings.space)
+        return make_sampler(self.settings.strategy, space, self.settings.seed, worker=worker)
+
+    def pruner(self) -> None:
+        return None
+
+    def objective(
+        self, study: optuna.Study, *, runs_dir: Path, data_dir: Any, device: str, progress: Any
+    ) -> Callable[[optuna.Trial], float]:
+        fn = self.fn
+        if fn is None:
+            if not self.settings.objective_fn:
+                raise StudyError(
+                    f"study {study.study_name!r} runs a Python objective that was not stored with it, "
+                    "so a worker cannot load it",
+                    fix="run it with gentune tune --objective-fn FILE.py:FUNC",
+                )
+            fn = load_objective(self.settings.objective_fn)
+        seeded = phase_objective(fn, study)
+
+        def call(trial: optuna.Trial) -> float:
+            if progress is not None:
+                progress.trial_started(trial.number, {})
+            return seeded(trial)
+
+        return call
+
+
+def target_of(
+    study: optuna.Study, fn: Callable[[optuna.Trial], float] | None = None
+) -> BuiltinTarget | UserTarget:
+    """The target a study's stored settings describe; `fn` is a user's objective in this process."""
+    settings = stored_settings(study)
+    if isinstance(settings, UserSettings):
+        return UserTarget(settings, fn)
+    return BuiltinTarget(settings)
