@@ -1,3 +1,4 @@
 from gentune.cli import main
 
-main()
+if __name__ == "__main__":  # not when imported, e.g. by pytest collecting doctests
+    main()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Set up gentune in ./.venv (idempotent). With --test, also what the tests need:
-# pytest and selenium, Debian's chromium + chromium-driver for the browser test, and
-# Debian's postgresql for the parallel-worker tests.
+# Set up gentune in ./.venv (idempotent), with the report extra (tune writes report.html).
+# With --test, also what the tests and .ci/run need: every extra, pytest, selenium, ruff and
+# mypy, Debian's chromium + chromium-driver for the browser test, and Debian's postgresql for
+# the parallel-worker tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +15,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # torch is pinned to 2.13.0 in pyproject.toml: the CPU build on this kind of machine
 # (an unpinned torch would pull a multi-GB CUDA build).
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+extras=report
+[ "$want_test" = 1 ] && extras=all,test
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extras]"
 
 if [ "$want_test" = 1 ]; then
   need=()
