@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 
 from gentune.errors import GentuneError
 from gentune.phases.search import Search
+from gentune.trial.attrs import StudyKey, TrialKey
 
 CONFIRM_SEEDS = 2  # extra seeds per configuration: with the original run, 3 values each
 
@@ -31,23 +32,23 @@ def top_configs(studies: list[optuna.Study], k: int) -> list[dict[str, Any]]:
         (s, t)
         for s in studies
         for t in s.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.user_attrs.get("confirm_of") is None
+        if t.user_attrs.get(TrialKey.CONFIRM_OF) is None
     ]
     trials.sort(key=lambda st: st[1].value, reverse=reverse)
     out, seen = [], set()
     for s, t in trials:
-        key = json.dumps(t.user_attrs.get("config", t.params), sort_keys=True)
+        key = json.dumps(t.user_attrs.get(TrialKey.CONFIG, t.params), sort_keys=True)
         if key in seen:
             continue
         seen.add(key)
         out.append(
             {
                 "source": f"{s.study_name}#{t.number}",
-                "config": t.user_attrs.get("config"),
+                "config": t.user_attrs.get(TrialKey.CONFIG),
                 "params": t.params,
                 "value": t.value,
-                "seed": t.user_attrs.get("seed"),
-                "family": t.user_attrs.get("family"),
+                "seed": t.user_attrs.get(TrialKey.SEED),
+                "family": t.user_attrs.get(TrialKey.FAMILY),
             }
         )
         if len(out) == k:
@@ -79,19 +80,19 @@ def confirm(
             value=last.study_name,
             fix="run the search until trials complete, or drop --confirm",
         )
-    base_seed = int(last.user_attrs.get("gentune", {}).get("seed", 0))
+    base_seed = int(last.user_attrs.get(StudyKey.SETTINGS, {}).get("seed", 0))
 
     def enqueue(study: optuna.Study) -> None:
-        if study.user_attrs.get("confirm_queue") is not None:
+        if study.user_attrs.get(StudyKey.CONFIRM_QUEUE) is not None:
             return  # resumed: the queue is there
         for c in candidates:
             for s in range(1, seeds + 1):
                 params, attrs = search.rerun(c, base_seed + s)
-                attrs = {**attrs, "confirm_of": c["source"], "train_seed": base_seed + s}
+                attrs = {**attrs, TrialKey.CONFIRM_OF: c["source"], TrialKey.TRAIN_SEED: base_seed + s}
                 study.enqueue_trial(params, user_attrs=attrs)
-        study.set_user_attr("confirm_queue", {"candidates": candidates, "seeds": seeds})
+        study.set_user_attr(StudyKey.CONFIRM_QUEUE, {"candidates": candidates, "seeds": seeds})
         # Workers then run only the queued re-runs and never sample a fresh configuration.
-        study.set_user_attr("grid_queue", len(candidates) * seeds)
+        study.set_user_attr(StudyKey.GRID_QUEUE, len(candidates) * seeds)
 
     # The searched space of the last study, so that the confirmation study stores its settings.
     result = search.run(
@@ -102,10 +103,10 @@ def confirm(
         pruner="none",
     )
     study = result.study
-    queue = study.user_attrs["confirm_queue"]
+    queue = study.user_attrs[StudyKey.CONFIRM_QUEUE]
     ranking = summarize(study, queue["candidates"])
-    study.set_user_attr("confirmed", ranking)
-    last.set_user_attr("confirmed", ranking)
+    study.set_user_attr(StudyKey.CONFIRMED, ranking)
+    last.set_user_attr(StudyKey.CONFIRMED, ranking)
     return ranking
 
 
@@ -116,13 +117,13 @@ def summarize(study: optuna.Study, candidates: list[dict]) -> list[dict]:
         runs = [
             t
             for t in study.get_trials(deepcopy=False)
-            if t.user_attrs.get("confirm_of") == c["source"]
+            if t.user_attrs.get(TrialKey.CONFIRM_OF) == c["source"]
             and t.state in (TrialState.COMPLETE, TrialState.PRUNED)
         ]
         done = [t for t in runs if t.state == TrialState.COMPLETE]
         values = [c["value"]] + [t.value for t in done]
         stopped = {
-            t.user_attrs.get("train_seed"): t.user_attrs.get("prune_reason", "pruned")
+            t.user_attrs.get(TrialKey.TRAIN_SEED): t.user_attrs.get(TrialKey.PRUNE_REASON, "pruned")
             for t in runs
             if t.state == TrialState.PRUNED
         }
@@ -132,7 +133,7 @@ def summarize(study: optuna.Study, candidates: list[dict]) -> list[dict]:
                 "params": c["params"],
                 "config": c["config"],
                 "values": values,
-                "seeds": [c.get("seed")] + [t.user_attrs.get("train_seed") for t in done],
+                "seeds": [c.get("seed")] + [t.user_attrs.get(TrialKey.TRAIN_SEED) for t in done],
                 "mean": statistics.fmean(values),
                 "sd": statistics.stdev(values) if len(values) > 1 else None,
                 "n": len(values),

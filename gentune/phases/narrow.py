@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 
 from gentune.phases.search import Search, TuneResult
 from gentune.search.narrow import describe, narrow_space
+from gentune.trial.attrs import StudyKey, TrialKey
 
 NARROW_TOP = 5
 
@@ -37,15 +38,15 @@ def run_narrow(
     say(f"narrowed the space around the top {len(top)} trials of {study.study_name}:")
     for line in describe(space, narrowed) or ["(no numeric range to narrow)"]:
         say(f"  {line}")
-    study.set_user_attr("narrowed_space", narrowed.to_dict())
+    study.set_user_attr(StudyKey.NARROWED_SPACE, narrowed.to_dict())
     origin = {"study": study.study_name, "top_k": len(top), "trials": [t.number for t in top]}
 
     def prepare(new: optuna.Study) -> None:
-        new.set_user_attr("narrowed_from", origin)
-        new.set_user_attr("narrowed_space", narrowed.to_dict())
+        new.set_user_attr(StudyKey.NARROWED_FROM, origin)
+        new.set_user_attr(StudyKey.NARROWED_SPACE, narrowed.to_dict())
         if not new.get_trials(deepcopy=False):  # start from the first phase's best
             new.enqueue_trial(
-                top[0].params, user_attrs={"carried_from": f"{study.study_name}#{top[0].number}"}
+                top[0].params, user_attrs={TrialKey.CARRIED_FROM: f"{study.study_name}#{top[0].number}"}
             )
 
     return search.run(study=f"{study.study_name}-narrow", space=narrowed, prepare=prepare, trials=trials)

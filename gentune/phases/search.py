@@ -43,6 +43,7 @@ from gentune.study.store import (
 from gentune.study.summary import best_summary
 from gentune.study.targets import BuiltinTarget
 from gentune.study.workers import run_workers
+from gentune.trial.attrs import StudyKey, TrialKey
 from gentune.trial.user_objective import observed_space
 
 Prepare = Callable[[optuna.Study], None]
@@ -132,7 +133,7 @@ class BuiltinSearch:
 
     def rerun(self, candidate: dict[str, Any], seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
         # gentune's trainer takes the whole config, so the re-run samples nothing.
-        return {}, {"fixed_config": candidate["config"], "fixed_family": candidate["family"]}
+        return {}, {TrialKey.FIXED_CONFIG: candidate["config"], TrialKey.FIXED_FAMILY: candidate["family"]}
 
     def run(
         self,
@@ -167,7 +168,7 @@ class BuiltinSearch:
             sampler=make_sampler(search.strategy, resolved_space, search.seed),
             command=run.command,
         )
-        opened.set_user_attr("target_trials", trials_target)
+        opened.set_user_attr(StudyKey.TARGET_TRIALS, trials_target)
         if search.strategy == "grid":
             enqueue_grid(opened, resolved_space.grid())
         if prepare is not None:
@@ -252,11 +253,11 @@ class UserSearch:
             command=run.command,
         )
         trials_target = target_trials(strategy, s.trials if trials is None else trials, base_space)
-        opened.set_user_attr("target_trials", trials_target)
+        opened.set_user_attr(StudyKey.TARGET_TRIALS, trials_target)
         if strategy == "grid":
             enqueue_grid(opened, base_space.grid())
         if space is not None:  # a phase's space, applied to the objective's suggest calls
-            opened.set_user_attr("phase_space", space.to_dict())
+            opened.set_user_attr(StudyKey.PHASE_SPACE, space.to_dict())
         if prepare is not None:
             prepare(opened)
         if run.workers > 1 and not self.spec:

@@ -28,6 +28,7 @@ from optuna.trial import TrialState
 from gentune.errors import GentuneError
 from gentune.phases.search import Search, TuneResult
 from gentune.search.space import SearchSpace
+from gentune.trial.attrs import StudyKey
 
 SCREEN_TRIALS = 10
 AUTO_STAGES = 2
@@ -146,7 +147,7 @@ def run_stages(
         result = search.run(
             study=f"{search.name}-stage{i}",
             space=space,
-            prepare=lambda s, link=link: s.set_user_attr("stage", link),
+            prepare=lambda s, link=link: s.set_user_attr(StudyKey.STAGE, link),
         )
         direction = result.study.direction.name.lower()
         best = result.best
@@ -165,7 +166,7 @@ def run_stages(
                 fix="raise --trials, or check the pruned trials' reasons with gentune best",
             )
         fixed.update({name: winner["config"][name] for name in group if name in winner["config"]})
-        result.study.set_user_attr("stage", {**link, "winner": winner})
+        result.study.set_user_attr(StudyKey.STAGE, {**link, "winner": winner})
         studies.append(result.study)
         previous = result.study.study_name
     return result, studies  # groups is never empty (parse_stages)

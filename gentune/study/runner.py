@@ -32,6 +32,7 @@ from gentune.study.store import (
     worker_id,
 )
 from gentune.study.targets import target_of
+from gentune.trial.attrs import OptunaKey, StudyKey, TrialKey
 
 POLL_SECONDS = 1.0  # how often an idle worker looks at the study
 
@@ -92,7 +93,7 @@ def is_surplus(study: optuna.Study, trial: optuna.Trial, n_trials: int | None, g
     if n_trials is None and not grid_queue:
         return False
     trials = study.get_trials(deepcopy=False)
-    if "fixed_params" in trials[trial.number].system_attrs:
+    if OptunaKey.FIXED_PARAMS in trials[trial.number].system_attrs:
         return False  # popped from the queue: it is owed
     if grid_queue or n_trials is None:
         return grid_queue
@@ -138,7 +139,7 @@ class Runner:
             progress,
             max_failures,
         )
-        self.grid_queue = study.user_attrs.get("grid_queue") is not None
+        self.grid_queue = study.user_attrs.get(StudyKey.GRID_QUEUE) is not None
         self.current: int | None = None
         self.failures = 0
         self.fatal: GentuneError | None = None
@@ -158,7 +159,7 @@ class Runner:
             raise self.fatal
         if self.failures >= self.max_failures:
             last = self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))[-1]
-            error = last.user_attrs.get("error")
+            error = last.user_attrs.get(TrialKey.ERROR)
             raise StudyError(
                 f"{self.max_failures} trials in a row failed; the last error was: {error}",
                 fix="fix the cause above and rerun the same command to continue",
@@ -195,27 +196,27 @@ class Runner:
     def _tracked(self, trial: optuna.Trial) -> float:
         self.current = trial.number
         if is_surplus(self.study, trial, self.n_trials, self.grid_queue):
-            trial.set_user_attr("surplus", True)
+            trial.set_user_attr(TrialKey.SURPLUS, True)
             raise Surplus("another worker's trial already covers this one; not run")
-        trial.set_user_attr("worker", worker_id())
+        trial.set_user_attr(TrialKey.WORKER, worker_id())
         try:
             return self.objective(trial)
         except optuna.TrialPruned:  # stopped early on purpose (pruner, detector): no error
             raise
         except GentuneError as e:
             self.fatal = e
-            trial.set_user_attr("error", str(e))
+            trial.set_user_attr(TrialKey.ERROR, str(e))
             raise
         except Exception as e:
-            trial.set_user_attr("error", f"{type(e).__name__}: {e}")
+            trial.set_user_attr(TrialKey.ERROR, f"{type(e).__name__}: {e}")
             raise
         except KeyboardInterrupt:
-            trial.set_user_attr("interrupted", True)
+            trial.set_user_attr(TrialKey.INTERRUPTED, True)
             raise
 
     def _after(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.current = None
-        if trial.user_attrs.get("surplus"):
+        if trial.user_attrs.get(TrialKey.SURPLUS):
             return
         self.failures = self.failures + 1 if trial.state == TrialState.FAIL else 0
         if self.progress is not None:
@@ -274,7 +275,7 @@ def work(
     target = target_of(open_or_create(study, storage), objective)
     opened = open_or_create(study, storage, sampler=target.sampler(worker_index), pruner=target.pruner())
     if trials is None:
-        trials = opened.user_attrs.get("target_trials")
+        trials = opened.user_attrs.get(StudyKey.TARGET_TRIALS)
     with progress_display(progress, trials, opened, target.metric) as bar:
         fn = target.objective(opened, runs_dir=Path(runs_dir), data_dir=data_dir, device=device, progress=bar)
         Runner(opened, fn, n_trials=trials, timeout=timeout, progress=bar).run()

@@ -21,6 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 from gentune.errors import GentuneError, StudyError
 from gentune.settings import StudySettings, UserSettings, check_same_settings, is_user_study
 from gentune.study.storage import make_storage as open_storage
+from gentune.trial.attrs import REQUEUE_KEYS, OptunaKey, StudyKey, TrialKey
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 Settings = StudySettings | UserSettings
@@ -42,24 +43,23 @@ def worker_id() -> str:
     return f"{host_name()}:{os.getpid()}"
 
 
-REQUEUE_USER_ATTRS = ("fixed_config", "fixed_family", "train_seed", "confirm_of")
-
-
 def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
     """Queue a failed trial's parameters again (same grid point, same values)."""
     system_attrs = {
-        k: v for k, v in trial.system_attrs.items() if k in ("grid_id", "search_space", "fixed_params")
+        k: v
+        for k, v in trial.system_attrs.items()
+        if k in (OptunaKey.GRID_ID, OptunaKey.SEARCH_SPACE, OptunaKey.FIXED_PARAMS)
     }
-    if trial.params and "fixed_params" not in system_attrs:
-        system_attrs["fixed_params"] = trial.params
+    if trial.params and OptunaKey.FIXED_PARAMS not in system_attrs:
+        system_attrs[OptunaKey.FIXED_PARAMS] = trial.params
     # What a queued trial was given to run (a --confirm re-run's config and seed) goes along.
-    kept = {k: trial.user_attrs[k] for k in REQUEUE_USER_ATTRS if k in trial.user_attrs}
+    kept = {k: trial.user_attrs[k] for k in REQUEUE_KEYS if k in trial.user_attrs}
     study.add_trial(
         optuna.trial.create_trial(
             state=TrialState.WAITING,
             params=trial.params,
             distributions=trial.distributions,
-            user_attrs={**kept, "retry_of": trial.number},
+            user_attrs={**kept, TrialKey.RETRY_OF: trial.number},
             system_attrs=system_attrs,
         )
     )
@@ -80,7 +80,7 @@ def enqueue_grid(study: optuna.Study, grid: dict[str, list]) -> int:
     Workers pop waiting trials atomically, so each point is handed out exactly once however
     many workers run; the points carry GridSampler's grid_id, so `requeue` keeps them.
     """
-    if study.user_attrs.get("grid_queue") is not None or study.get_trials(deepcopy=False):
+    if study.user_attrs.get(StudyKey.GRID_QUEUE) is not None or study.get_trials(deepcopy=False):
         return 0
     names = sorted(grid)  # GridSampler's order: grid_id i is the i-th point of this product
     space = {name: list(grid[name]) for name in names}
@@ -90,13 +90,13 @@ def enqueue_grid(study: optuna.Study, grid: dict[str, list]) -> int:
             optuna.trial.create_trial(
                 state=TrialState.WAITING,
                 system_attrs={
-                    "fixed_params": dict(zip(names, values)),
-                    "grid_id": grid_id,
-                    "search_space": space,
+                    OptunaKey.FIXED_PARAMS: dict(zip(names, values)),
+                    OptunaKey.GRID_ID: grid_id,
+                    OptunaKey.SEARCH_SPACE: space,
                 },
             )
         )
-    study.set_user_attr("grid_queue", len(points))
+    study.set_user_attr(StudyKey.GRID_QUEUE, len(points))
     return len(points)
 
 
@@ -108,7 +108,7 @@ def existing_settings(storage: str, name: str) -> dict | None:
     """The settings dict stored in study `name`, or None when there is no such study yet."""
     if not study_exists(storage, name):
         return None
-    return optuna.load_study(study_name=name, storage=make_storage(storage)).user_attrs.get("gentune")
+    return optuna.load_study(study_name=name, storage=make_storage(storage)).user_attrs.get(StudyKey.SETTINGS)
 
 
 def open_or_create(
@@ -145,11 +145,11 @@ def open_or_create(
     )
     if settings is None:
         return study
-    stored = study.user_attrs.get("gentune")
+    stored = study.user_attrs.get(StudyKey.SETTINGS)
     if stored is None:
-        study.set_user_attr("gentune", settings.to_dict())
+        study.set_user_attr(StudyKey.SETTINGS, settings.to_dict())
         if command:
-            study.set_user_attr("command", command)
+            study.set_user_attr(StudyKey.COMMAND, command)
     else:
         check_same_settings(name, type(settings).from_dict(stored), settings)
     return study
@@ -157,7 +157,7 @@ def open_or_create(
 
 def stored_settings(study: optuna.Study) -> Settings:
     """The settings a study was created with: StudySettings, or UserSettings for a user's objective."""
-    stored = study.user_attrs.get("gentune")
+    stored = study.user_attrs.get(StudyKey.SETTINGS)
     if stored is None:
         raise StudyError(
             f"study {study.study_name!r} was not created by gentune tune",
@@ -192,12 +192,12 @@ def recover_orphans(study: optuna.Study) -> list[int]:
     host = host_name()
     recovered = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        who = t.user_attrs.get("worker", "")
+        who = t.user_attrs.get(TrialKey.WORKER, "")
         name, _, pid = who.rpartition(":")
         if name != host or not pid.isdigit() or _alive(int(pid)):
             continue
         try:
-            study._storage.set_trial_user_attr(t._trial_id, "error", "its process ended mid-trial")
+            study._storage.set_trial_user_attr(t._trial_id, TrialKey.ERROR, "its process ended mid-trial")
             study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another worker of this host recovered it first

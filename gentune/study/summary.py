@@ -7,6 +7,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from gentune.trial.attrs import StudyKey, TrialKey
+
 
 def best_summary(study: optuna.Study) -> dict[str, Any] | None:
     """The best trial's parameters, metrics (with N and the floor) and provenance, as JSON."""
@@ -15,11 +17,11 @@ def best_summary(study: optuna.Study) -> dict[str, Any] | None:
         return None
     best = study.best_trial
     attrs = best.user_attrs
-    settings = study.user_attrs.get("gentune", {})
+    settings = study.user_attrs.get(StudyKey.SETTINGS, {})
     pruned = study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
     reasons: dict[str, int] = {}
     for t in pruned:
-        r = t.user_attrs.get("prune_reason", "pruned")
+        r = t.user_attrs.get(TrialKey.PRUNE_REASON, "pruned")
         reasons[r] = reasons.get(r, 0) + 1
     return {
         "study": study.study_name,
@@ -27,17 +29,17 @@ def best_summary(study: optuna.Study) -> dict[str, Any] | None:
         "objective": settings.get("objective"),
         "value": best.value,
         "params": best.params,
-        "config": attrs.get("config"),
-        "metrics": attrs.get("metrics"),
-        "floor": study.user_attrs.get("floor"),
-        "extractor": study.user_attrs.get("extractor"),
-        "family": attrs.get("family"),
-        "final_loss": attrs.get("final_loss"),
-        "overfitting": attrs.get("overfitting"),
-        "train_seconds": attrs.get("train_seconds"),
-        "device": attrs.get("device"),
-        "seed": attrs.get("seed"),
-        "text_samples": attrs.get("text_samples"),
+        "config": attrs.get(TrialKey.CONFIG),
+        "metrics": attrs.get(TrialKey.METRICS),
+        "floor": study.user_attrs.get(StudyKey.FLOOR),
+        "extractor": study.user_attrs.get(StudyKey.EXTRACTOR),
+        "family": attrs.get(TrialKey.FAMILY),
+        "final_loss": attrs.get(TrialKey.FINAL_LOSS),
+        "overfitting": attrs.get(TrialKey.OVERFITTING),
+        "train_seconds": attrs.get(TrialKey.TRAIN_SECONDS),
+        "device": attrs.get(TrialKey.DEVICE),
+        "seed": attrs.get(TrialKey.SEED),
+        "text_samples": attrs.get(TrialKey.TEXT_SAMPLES),
         "settings": settings,
         "trials": {
             "complete": len(completed),
@@ -51,7 +53,7 @@ def best_summary(study: optuna.Study) -> dict[str, Any] | None:
 
 def _confirmed(study: optuna.Study) -> dict[str, Any] | None:
     """The --confirm result (gentune.phases.confirm): the pick by mean over seeds, and the ranking."""
-    ranking = study.user_attrs.get("confirmed")
+    ranking = study.user_attrs.get(StudyKey.CONFIRMED)
     if not ranking:
         return None
     keys = ("source", "params", "mean", "sd", "n", "values", "seeds", "stopped")

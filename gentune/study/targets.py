@@ -25,6 +25,7 @@ from gentune.search.space import SearchSpace
 from gentune.search.strategies import make_sampler
 from gentune.settings import DATA_SEED, StudySettings, UserSettings
 from gentune.study.store import stored_settings
+from gentune.trial.attrs import StudyKey
 from gentune.trial.objective import GenerativeObjective
 from gentune.trial.user_objective import phase_objective
 
@@ -75,11 +76,11 @@ class BuiltinTarget:
         if ref.kind == "text":
             return dev, data, None
         evaluator = Evaluator(data, n=self.settings.n_eval, device=dev, seed=self.settings.seed).prepare()
-        if "floor" not in study.user_attrs:
-            study.set_user_attr("floor", evaluator.floor)
-            study.set_user_attr("extractor", evaluator.info)
+        if StudyKey.FLOOR not in study.user_attrs:
+            study.set_user_attr(StudyKey.FLOOR, evaluator.floor)
+            study.set_user_attr(StudyKey.EXTRACTOR, evaluator.info)
             real = data.split(evaluator.info.get("reference", "val")).x
-            study.set_user_attr("real_png", b64(grid_png(real[:64])))
+            study.set_user_attr(StudyKey.REAL_PNG, b64(grid_png(real[:64])))
         return dev, data, evaluator
 
     def objective(

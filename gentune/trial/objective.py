@@ -25,6 +25,7 @@ from gentune.train.loop import overfit_step, overfitting
 
 if TYPE_CHECKING:  # settings sits above trial/; only its type is needed here
     from gentune.settings import StudySettings
+from gentune.trial.attrs import TrialKey
 from gentune.trial.detectors import DetectorConfig, DetectorSet
 from gentune.trial.monitor import Schedule, TrainingMonitor, eval_n, incumbent
 
@@ -124,18 +125,18 @@ class GenerativeObjective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         # A queued re-run (--confirm) brings its whole config; other trials sample the space.
-        fixed = trial.user_attrs.get("fixed_config")
+        fixed = trial.user_attrs.get(TrialKey.FIXED_CONFIG)
         if fixed is not None:
-            family, params = self.family.member(trial.user_attrs.get("fixed_family")), dict(fixed)
+            family, params = self.family.member(trial.user_attrs.get(TrialKey.FIXED_FAMILY)), dict(fixed)
         else:  # --model auto: the family this trial drew
             family, params = self.family.pick(self.space.suggest(trial))
         config = family.config_cls.from_dict(params)
         # --confirm re-runs a configuration under other training seeds (gentune.phases.stages).
-        seed = int(trial.user_attrs.get("train_seed", self.settings.seed))
-        trial.set_user_attr("config", config.to_dict())
-        trial.set_user_attr("seed", seed)
-        trial.set_user_attr("device", str(self.device))
-        trial.set_user_attr("family", family.name)
+        seed = int(trial.user_attrs.get(TrialKey.TRAIN_SEED, self.settings.seed))
+        trial.set_user_attr(TrialKey.CONFIG, config.to_dict())
+        trial.set_user_attr(TrialKey.SEED, seed)
+        trial.set_user_attr(TrialKey.DEVICE, str(self.device))
+        trial.set_user_attr(TrialKey.FAMILY, family.name)
         if self.progress is not None:
             self.progress.trial_started(trial.number, trial.params)
         budget = self.settings.budget_for(family)
@@ -150,24 +151,24 @@ class GenerativeObjective:
             device=str(self.device),
             callback=self._watch(trial, monitor),
         )
-        trial.set_user_attr("final_loss", {k: _finite(v) for k, v in result.losses.items()})
-        trial.set_user_attr("train_seconds", result.seconds)
-        trial.set_user_attr("steps", result.steps)
-        trial.set_user_attr("stop_reason", result.stop_reason)  # budget, max_seconds or diverged
-        trial.set_user_attr("loss_curves", result.curves)
+        trial.set_user_attr(TrialKey.FINAL_LOSS, {k: _finite(v) for k, v in result.losses.items()})
+        trial.set_user_attr(TrialKey.TRAIN_SECONDS, result.seconds)
+        trial.set_user_attr(TrialKey.STEPS, result.steps)
+        trial.set_user_attr(TrialKey.STOP_REASON, result.stop_reason)  # budget, max_seconds or diverged
+        trial.set_user_attr(TrialKey.LOSS_CURVES, result.curves)
         # Flagged when, at some evaluation, validation had risen P times while training fell.
         flagged_at = overfit_step(result.curves)
-        trial.set_user_attr("overfitting", flagged_at is not None)
+        trial.set_user_attr(TrialKey.OVERFITTING, flagged_at is not None)
         if flagged_at is not None:
-            trial.set_user_attr("overfitting_step", flagged_at)
+            trial.set_user_attr(TrialKey.OVERFITTING_STEP, flagged_at)
         loss = result.losses[family.main_loss]
         if self.kind == "text":
             return self._score_text(trial, family, config, result, seed, loss)
         images = family.sample(result.model, self.n, seed=EVAL_SEED, device=str(self.device))
         png = grid_png(images[:GRID_SAMPLES])
-        trial.set_user_attr("samples_png", b64(png))
+        trial.set_user_attr(TrialKey.SAMPLES_PNG, b64(png))
         if result.diverged or not torch.isfinite(images).all():
-            trial.set_user_attr("prune_reason", "diverged")
+            trial.set_user_attr(TrialKey.PRUNE_REASON, "diverged")
             raise optuna.TrialPruned("diverged: the training loss became non-finite")
         metrics = None
         if monitor.frames:  # the learning curve ends at the final step, at the same N
@@ -176,7 +177,7 @@ class GenerativeObjective:
         metrics = metrics or self.evaluator.evaluate(images)
         # Likelihood families add their held-out NLL / ELBO (the --objective nll value).
         metrics = {**metrics, **family.evaluate(result.model, self.data, device=str(self.device))}
-        trial.set_user_attr("metrics", metrics)
+        trial.set_user_attr(TrialKey.METRICS, metrics)
         self._save(trial.number, family, config, result, metrics, seed, png=png)
         return objective_value(self.settings, metrics, loss)
 
@@ -190,7 +191,7 @@ class GenerativeObjective:
                 return
             points.append({"train": signals["train_loss"], "val": signals["val_loss"]})
             if self.settings.prune_overfitting and overfitting(points):
-                trial.set_user_attr("overfitting", True)
+                trial.set_user_attr(TrialKey.OVERFITTING, True)
                 monitor.stop("overfitting")
 
         return callback
@@ -198,12 +199,12 @@ class GenerativeObjective:
     def _score_text(self, trial, family: Family, config, result, seed: int, loss: float) -> float:
         """A text model's score: its validation NLL (no sample metric applies), plus samples."""
         if result.diverged:
-            trial.set_user_attr("prune_reason", "diverged")
+            trial.set_user_attr(TrialKey.PRUNE_REASON, "diverged")
             raise optuna.TrialPruned("diverged: the training loss became non-finite")
         metrics = family.evaluate(result.model, self.data, device=str(self.device))
-        trial.set_user_attr("metrics", metrics)
+        trial.set_user_attr(TrialKey.METRICS, metrics)
         texts = family.sample(result.model, TEXT_SAMPLES, seed=EVAL_SEED, device=str(self.device))
-        trial.set_user_attr("text_samples", texts)
+        trial.set_user_attr(TrialKey.TEXT_SAMPLES, texts)
         self._save(trial.number, family, config, result, metrics, seed, texts=texts)
         return objective_value(self.settings, metrics, loss)
 
