@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -87,3 +88,44 @@ def test_running_the_package_as_a_module_still_runs_the_cli():
     )
     assert out.returncode == 0, out.stderr
     assert "tune" in out.stdout
+
+
+def _unscoped_warning_filters(source: str) -> list[int]:
+    """Lines of warnings.simplefilter / filterwarnings calls outside a `with warnings.catch_warnings()`."""
+    found = []
+
+    def visit(node: ast.AST, scoped: bool) -> None:
+        if isinstance(node, ast.With) and any(
+            isinstance(item.context_expr, ast.Call)
+            and isinstance(item.context_expr.func, ast.Attribute)
+            and item.context_expr.func.attr == "catch_warnings"
+            for item in node.items
+        ):
+            scoped = True
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("simplefilter", "filterwarnings")
+            and not scoped
+        ):
+            found.append(node.lineno)
+        for child in ast.iter_child_nodes(node):
+            visit(child, scoped)
+
+    visit(ast.parse(source), False)
+    return found
+
+
+def test_no_process_wide_warning_filter():
+    # A filter set outside catch_warnings() outlives the call: it hides warnings from the
+    # user's own code for the rest of the process.
+    assert _unscoped_warning_filters("import warnings\nwarnings.simplefilter('ignore')\n") == [2]
+    assert not _unscoped_warning_filters(
+        "import warnings\nwith warnings.catch_warnings():\n    warnings.simplefilter('ignore')\n"
+    )
+    found = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for path in sorted((ROOT / "gentune").rglob("*.py"))
+        for line in _unscoped_warning_filters(path.read_text())
+    ]
+    assert not found, "scope these in `with warnings.catch_warnings():` " + ", ".join(found)
