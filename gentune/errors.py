@@ -6,6 +6,8 @@ never has to read a traceback to know what to do next.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class GentuneError(Exception):
     """A problem the user can fix. The CLI prints it without a traceback and exits with 2.
@@ -42,7 +44,7 @@ class StudyError(GentuneError):
     """A study cannot be created, resumed or read."""
 
 
-def unknown_choice(kind: str, value: str, choices) -> GentuneError:
+def unknown_choice(kind: str, value: str, choices: Iterable[object]) -> GentuneError:
     """The error for a name that is not one of the valid choices; lists them all."""
     valid = ", ".join(sorted(str(c) for c in choices))
     return GentuneError(f"unknown {kind}", value=value, fix=f"use one of: {valid}")
