@@ -201,6 +201,10 @@ def steps(trial: _HasUserAttrs) -> int | None:
     return _get(trial, TrialKey.STEPS, int)
 
 
+def stop_reason(trial: _HasUserAttrs) -> str | None:
+    return _get(trial, TrialKey.STOP_REASON, str)
+
+
 def prune_reason(trial: _HasUserAttrs) -> str | None:
     return _get(trial, TrialKey.PRUNE_REASON, str)
 
