@@ -101,3 +101,11 @@ def test_a_missing_file_and_a_missing_name(write, tmp_path):
     path = write("lt_names.py", "def alpha():\n    pass\n")
     with pytest.raises(GentuneError, match="use one of: alpha"):
         load_object(f"{path}:beta")
+
+
+def test_a_syntax_error_in_an_imported_module_names_it(tmp_path, monkeypatch):
+    (tmp_path / "lt_badmod.py").write_text("def f(:\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "lt_badmod", raising=False)
+    with pytest.raises(GentuneError, match=r"lt_badmod\.py line 1 is not valid Python"):
+        load_object("lt_badmod:f")
