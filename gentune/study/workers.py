@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 from gentune.errors import GentuneError, StudyError
 from gentune.study.runner import POLL_SECONDS, Interrupted, sigterm_as_interrupt
 from gentune.study.store import FINISHED, count_finished, open_or_create
+from gentune.trial import attrs
 
 STOP_GRACE_SECONDS = 60.0  # how long a stopped worker may take to release its trial
 
@@ -276,8 +277,8 @@ class _Reporter:
         for t in sorted(new, key=lambda t: t.datetime_complete or t.datetime_start):
             self.seen.add(t.number)
             if t.state == TrialState.FAIL:
-                if not t.user_attrs.get("surplus"):
-                    why = t.user_attrs.get("error") or "its worker stopped; re-queued"
+                if not attrs.surplus(t):
+                    why = attrs.error(t) or "its worker stopped; re-queued"
                     self.note(f"trial {t.number} failed ({why})")
                 continue
             if t.value is not None and (self.best is None or self.better(t.value, self.best[0])):
@@ -289,5 +290,5 @@ class _Reporter:
                 t.value,
                 best,
                 number,
-                f" (worker {t.user_attrs.get('worker', '?')})",
+                f" (worker {attrs.worker(t) or '?'})",
             )
