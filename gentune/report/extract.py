@@ -13,6 +13,7 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -49,6 +50,10 @@ class TrialInfo:
     text_samples: list[str] = field(default_factory=list)
     loss_curves: list[dict] = field(default_factory=list)  # {step, train, val}: the overfitting watch
     overfitting: bool = False
+
+    @property
+    def values_or_empty(self) -> tuple[float, ...]:
+        return self.values or ()
 
 
 @dataclass(frozen=True)
@@ -129,10 +134,15 @@ def _loss_curves(raw) -> list[dict]:
     for p in raw:
         if not isinstance(p, dict):
             continue
-        values = [p.get(k) for k in ("step", "train", "val")]
-        if all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
-            points.append({"step": int(values[0]), "train": float(values[1]), "val": float(values[2])})
+        step, train, val = (_finite(p.get(k)) for k in ("step", "train", "val"))
+        if step is not None and train is not None and val is not None:
+            points.append({"step": int(step), "train": train, "val": val})
     return sorted(points, key=lambda p: p["step"])
+
+
+def _finite(value: Any) -> float | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
 
 
 def _trial_info(t: FrozenTrial) -> TrialInfo:
@@ -229,21 +239,26 @@ def _dominates(a: tuple, b: tuple, signs: tuple) -> bool:
 def best_trials(info: StudyInfo, k: int | None = None) -> list[TrialInfo]:
     """The best completed trials, best first: by value, or the Pareto front by first objective."""
     signs = tuple(1 if d == "minimize" else -1 for d in info.directions)
-    done = [t for t in info.completed if len(t.values) == len(signs)]
+    done = [t for t in info.completed if len(t.values_or_empty) == len(signs)]
     if len(signs) > 1:
-        done = [t for t in done if not any(_dominates(o.values, t.values, signs) for o in done)]
-    done.sort(key=lambda t: (signs[0] * t.values[0], t.number))
+        done = [
+            t for t in done if not any(_dominates(o.values_or_empty, t.values_or_empty, signs) for o in done)
+        ]
+    done.sort(key=lambda t: (signs[0] * t.values_or_empty[0], t.number))
     return done[:k] if k is not None else done
 
 
 def history(info: StudyInfo) -> dict:
     """Trial numbers, first-objective values and the best value so far, for completed trials."""
     sign = 1 if info.directions[0] == "minimize" else -1
-    numbers, values, best = [], [], []
+    numbers: list[int] = []
+    values: list[float] = []
+    best: list[float] = []
     for t in info.completed:
+        value = t.values_or_empty[0]
         numbers.append(t.number)
-        values.append(t.values[0])
-        best.append(t.values[0] if not best else sign * min(sign * best[-1], sign * t.values[0]))
+        values.append(value)
+        best.append(value if not best else sign * min(sign * best[-1], sign * value))
     return {"numbers": numbers, "values": values, "best": best, "name": info.objective_names[0]}
 
 

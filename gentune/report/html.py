@@ -68,7 +68,7 @@ def _card(title: str, inner: str, wide: bool = False) -> str:
 
 
 def _values_text(info: StudyInfo, trial: TrialInfo) -> str:
-    return ", ".join(f"{_e(n)} = {_fmt(v)}" for n, v in zip(info.objective_names, trial.values))
+    return ", ".join(f"{_e(n)} = {_fmt(v)}" for n, v in zip(info.objective_names, trial.values_or_empty))
 
 
 def _best_card(info: StudyInfo, best: list[TrialInfo]) -> str:

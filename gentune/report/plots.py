@@ -197,30 +197,27 @@ def _overfitting(info: StudyInfo) -> Panel:
 
 def _timeline(info: StudyInfo) -> Panel:
     panel = Panel("timeline", "Timeline of trials across workers", wide=True)
-    finished = [t for t in info.trials if t.start and t.end]
+    finished = [(t, t.start, t.end) for t in info.trials if t.start is not None and t.end is not None]
     if not finished:
         panel.note = "No finished trials with start and end times."
         return panel
     fig = go.Figure()
-    for state in dict.fromkeys(t.state for t in finished):
-        rows = [t for t in finished if t.state == state]
+    for state in dict.fromkeys(t.state for t, _, _ in finished):
+        rows = [(t, start, (end - start).total_seconds()) for t, start, end in finished if t.state == state]
         fig.add_bar(
             orientation="h",
             name=state.lower(),
             marker_color=STATE_COLORS.get(state),
-            y=[escape(t.worker or "unknown worker") for t in rows],
-            base=[t.start.isoformat() for t in rows],
-            x=[(t.end - t.start).total_seconds() * 1000 for t in rows],
-            text=[f"#{t.number}" for t in rows],
+            y=[escape(t.worker or "unknown worker") for t, _, _ in rows],
+            base=[start.isoformat() for _, start, _ in rows],
+            x=[seconds * 1000 for _, _, seconds in rows],
+            text=[f"#{t.number}" for t, _, _ in rows],
             textposition="inside",
-            hovertext=[
-                escape(f"trial {t.number}: {t.state.lower()}, {(t.end - t.start).total_seconds():.0f} s")
-                for t in rows
-            ],
+            hovertext=[escape(f"trial {t.number}: {t.state.lower()}, {s:.0f} s") for t, _, s in rows],
         )
     fig.update_xaxes(type="date")
     fig.update_layout(barmode="overlay")
-    panel.figure = _tidy(fig, height=max(220, 110 + 45 * len({t.worker for t in finished})))
+    panel.figure = _tidy(fig, height=max(220, 110 + 45 * len({t.worker for t, _, _ in finished})))
     return panel
 
 
@@ -324,13 +321,13 @@ def _image(b64: str | None) -> np.ndarray | None:
 def _png_samples(fig: Figure, info: StudyInfo) -> None:
     grids = [("real data", _image(info.real_png))]
     for t in best_trials(info, 3):
-        value = ", ".join(f"{n} {v:.4g}" for n, v in zip(info.objective_names, t.values))
+        value = ", ".join(f"{n} {v:.4g}" for n, v in zip(info.objective_names, t.values_or_empty))
         grids.append((f"trial {t.number} ({value})", _image(t.samples_png)))
-    grids = [(title, img) for title, img in grids if img is not None]
-    if not grids:
+    shown = [(title, img) for title, img in grids if img is not None]
+    if not shown:
         return _note(fig.add_subplot(), "No sample grids stored.")
-    for i, (title, img) in enumerate(grids):
-        ax = fig.add_subplot(1, len(grids), i + 1)
+    for i, (title, img) in enumerate(shown):
+        ax = fig.add_subplot(1, len(shown), i + 1)
         ax.imshow(img, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         ax.set_title(title, fontsize=10)
         ax.set_axis_off()

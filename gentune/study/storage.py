@@ -179,7 +179,7 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         return self._on_stale
 
 
-def is_connection_error(exc: BaseException) -> bool:
+def is_connection_error(exc: BaseException | None) -> bool:
     """True for a lost or refused database connection (also when wrapped by Optuna)."""
     import sqlalchemy.exc as sa
 

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import optuna
@@ -274,7 +275,7 @@ class _Reporter:
             for t in self.study.get_trials(deepcopy=False)
             if t.state.is_finished() and t.number not in self.seen
         ]
-        for t in sorted(new, key=lambda t: t.datetime_complete or t.datetime_start):
+        for t in sorted(new, key=lambda t: t.datetime_complete or t.datetime_start or datetime.min):
             self.seen.add(t.number)
             if t.state == TrialState.FAIL:
                 if not attrs.surplus(t):

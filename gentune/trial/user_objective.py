@@ -41,7 +41,7 @@ def _spec(d) -> Any:
     if isinstance(d, IntDistribution):
         return IntSpec(low=d.low, high=d.high, log=d.log, step=d.step)
     if isinstance(d, CategoricalDistribution):
-        return CategoricalSpec(choices=list(d.choices))
+        return CategoricalSpec(choices=list(d.choices))  # type: ignore[arg-type]  # a None choice fails here
     raise TypeError(f"unsupported distribution {d!r}")
 
 
@@ -77,7 +77,7 @@ class PhaseTrial:
         fixed = self._space.fixed()
         return name in fixed, fixed.get(name)
 
-    def _range(self, name: str, low, high, spec_type: type, cast) -> tuple:
+    def _range(self, name: str, low, high, spec_type: type[FloatSpec] | type[IntSpec], cast) -> tuple:
         """The bounds to draw `name` from: its fixed value, the phase's range, or the call's."""
         is_fixed, value = self._fixed(name)
         if is_fixed:
