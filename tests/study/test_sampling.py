@@ -8,14 +8,16 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import optuna
 import pytest
 
-from gentune.study.sampling import retrain, sample_trial, trial_family
+from gentune.study.sampling import Retrained, retrain, sample_trial, trial_family
 from gentune.study.store import stored_settings
 from gentune.trial import attrs
+from gentune.trial.attrs import TrialKey
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -134,3 +136,22 @@ def test_a_retrained_trial_keeps_the_studys_time_cap(capped):
     again = retrain(settings, trial_family(settings, trial), trial, device="cpu")
     assert again.result.stop_reason == "max_seconds" and again.result.steps < 20000
     assert again.result.seconds < 10
+
+
+def test_the_source_says_when_a_cap_stopped_the_retrain_at_another_step():
+    capped = {TrialKey.STEPS: 790, TrialKey.STOP_REASON: "max_seconds"}
+    trial = optuna.trial.create_trial(value=1.0, user_attrs=capped)
+    again = Retrained(
+        config=None,
+        seed=0,
+        budget={"steps": 5000},
+        result=SimpleNamespace(steps=812, stop_reason="max_seconds"),
+    )
+    assert "60 s cap per trial stopped it at step 812, the trial at step 790" in again.note(trial, 60.0)
+    same = Retrained(
+        config=None,
+        seed=0,
+        budget={"steps": 5000},
+        result=SimpleNamespace(steps=790, stop_reason="max_seconds"),
+    )
+    assert same.note(trial, 60.0) == ""

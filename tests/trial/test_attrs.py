@@ -3,7 +3,6 @@ tolerate what older or hand-written studies hold."""
 
 from __future__ import annotations
 
-import doctest
 import re
 from pathlib import Path
 
@@ -76,11 +75,6 @@ def test_requeue_keys_are_trial_keys():
 def test_attrs_imports_nothing_from_gentune():
     source = Path(attrs.__file__).read_text()
     assert not re.search(r"^\s*(from|import)\s+gentune", source, re.M)
-
-
-def test_doctests():
-    result = doctest.testmod(attrs)
-    assert result.failed == 0 and result.attempted > 0
 
 
 @pytest.fixture
