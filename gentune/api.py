@@ -19,6 +19,7 @@ from pathlib import Path
 
 import optuna
 
+from gentune.loading import load_objective
 from gentune.phases import run_phases
 from gentune.phases.search import BuiltinSearch, TuneResult, UserSearch
 from gentune.settings import (
@@ -41,6 +42,8 @@ __all__ = [
     "SearchOptions",
     "TuneResult",
     "best_summary",
+    "create",
+    "create_objective",
     "run_objective",
     "tune",
 ]
@@ -74,21 +77,50 @@ def tune(
         The TuneResult of the last study searched: the study, its output folder and its best
         trial (parameters, metrics with N and the floor, provenance).
     """
-    ref = (
-        dataset
-        if isinstance(dataset, DatasetRef)
-        else DatasetRef(dataset, None if data_dir is None else str(data_dir))
-    )
-    request = TuneRequest(
+    request = _request(model, dataset, data_dir, objective, n_eval, budget, search, early_stop)
+    return run_phases(BuiltinSearch(request, run), phases)
+
+
+def create(
+    *,
+    model: str = "gan-mlp",
+    dataset: str | DatasetRef = "digits",
+    data_dir: str | Path | None = None,
+    objective: str | None = None,
+    n_eval: int | None = None,
+    budget: Budget = Budget(),  # noqa: B008 - frozen dataclasses, never mutated
+    search: SearchOptions = SearchOptions(),  # noqa: B008
+    early_stop: EarlyStop = EarlyStop(),  # noqa: B008
+    run: RunOptions = RunOptions(),  # noqa: B008
+) -> optuna.Study:
+    """Create the study `tune` would run (settings, target, grid queue, the floor), and run no
+    trial: `gentune worker` processes, here or on other machines, run it. Arguments as in tune.
+    """
+    request = _request(model, dataset, data_dir, objective, n_eval, budget, search, early_stop)
+    return BuiltinSearch(request, run).run(execute=False).study
+
+
+def _request(
+    model: str,
+    dataset: str | DatasetRef,
+    data_dir: str | Path | None,
+    objective: str | None,
+    n_eval: int | None,
+    budget: Budget,
+    search: SearchOptions,
+    early_stop: EarlyStop,
+) -> TuneRequest:
+    if not isinstance(dataset, DatasetRef):
+        dataset = DatasetRef(dataset, None if data_dir is None else str(data_dir))
+    return TuneRequest(
         model=model,
-        dataset=ref,
+        dataset=dataset,
         objective=objective,
         n_eval=n_eval,
         budget=budget,
         search=search,
         early_stop=early_stop,
     )
-    return run_phases(BuiltinSearch(request, run), phases)
 
 
 def run_objective(
@@ -114,3 +146,24 @@ def run_objective(
         objective, study=study, direction=direction, search=search, run=run, objective_spec=objective_spec
     )
     return run_phases(user, phases)
+
+
+def create_objective(
+    objective_spec: str,
+    *,
+    study: str,
+    direction: str = "minimize",
+    search: SearchOptions = SearchOptions(),  # noqa: B008 - frozen dataclasses, never mutated
+    run: RunOptions = RunOptions(),  # noqa: B008
+) -> optuna.Study:
+    """Create a study of the objective `objective_spec` (FILE.py:FUNC, with an absolute path, or
+    module:func) and run no trial: `gentune worker` processes load the objective and run it."""
+    user = UserSearch(
+        load_objective(objective_spec),
+        study=study,
+        direction=direction,
+        search=search,
+        run=run,
+        objective_spec=objective_spec,
+    )
+    return user.run(execute=False).study

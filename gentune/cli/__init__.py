@@ -5,11 +5,12 @@ Every user mistake is a GentuneError: printed as one clear message, exit code 2.
 
 from __future__ import annotations
 
+import functools
 import shlex
 import sys
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -171,6 +172,63 @@ def tune(
     ),
 ):
     """Run (or resume) a tuning study and print the best configuration."""
+    _tune(False, **locals())
+
+
+@app.command(
+    "create",
+    help="Create a study (the options of tune) and run no trial: start `gentune worker` processes "
+    "on it, here or on other machines.",
+)
+@functools.wraps(tune)
+def create(**options: Any) -> None:
+    _tune(True, **options)
+
+
+def _tune(
+    create_only: bool,
+    *,
+    model: Any,
+    dataset: Any,
+    data_dir: Any,
+    data_file: Any,
+    strategy: Any,
+    trials: Any,
+    timeout: Any,
+    space: Any,
+    objective: Any,
+    objective_fn: Any,
+    direction: Any,
+    steps: Any,
+    epochs: Any,
+    trial_seconds: Any,
+    n_eval: Any,
+    storage: Any,
+    study: Any,
+    seed: Any,
+    device: Any,
+    runs_dir: Any,
+    report: Any,
+    workers: Any,
+    gpus: Any,
+    threads: Any,
+    pruner: Any,
+    patience: Any,
+    evals: Any,
+    eval_every: Any,
+    eval_samples: Any,
+    detectors: Any,
+    detector_config_file: Any,
+    detector: Any,
+    stages: Any,
+    screen_trials: Any,
+    narrow: Any,
+    narrow_top: Any,
+    narrow_trials: Any,
+    confirm: Any,
+    confirm_seeds: Any,
+    prune_overfitting: Any,
+) -> None:
     from gentune.api import (
         Budget,
         DatasetRef,
@@ -178,6 +236,8 @@ def tune(
         Phases,
         RunOptions,
         SearchOptions,
+        create,
+        create_objective,
         run_objective,
     )
     from gentune.api import tune as tune_family
@@ -196,6 +256,12 @@ def tune(
             confirm_seeds=confirm_seeds,
         )
     )
+    if create_only and phases != Phases():
+        raise GentuneError(
+            "gentune create runs no phase: --stages, --narrow and --confirm belong to gentune tune",
+            value={k: v for k, v in vars(phases).items() if v},
+            fix="drop them, or run gentune tune",
+        )
     search = SearchOptions(
         **_given(strategy=strategy, trials=trials, timeout=timeout, space=space, seed=seed)
     )
@@ -220,9 +286,19 @@ def tune(
                 value=objective_fn,
                 fix="drop them, and budget the training inside your objective",
             )
+        name = study or f"user-{Path(objective_fn.split(':')[0]).stem}"
+        if create_only:
+            created = create_objective(
+                _portable_spec(objective_fn),
+                study=name,
+                **_given(direction=direction),
+                search=search,
+                run=run,
+            )
+            return _say_created(created, run)
         result = run_objective(
             load_objective(objective_fn),
-            study=study or f"user-{Path(objective_fn.split(':')[0]).stem}",
+            study=name,
             **_given(direction=direction),
             search=search,
             run=run,
@@ -237,26 +313,28 @@ def tune(
                 "mode-collapsed). The sample metrics are still recorded for every trial."
             )
         data = data_file or data_dir
+        request: dict[str, Any] = dict(
+            **_given(model=model, objective=objective, n_eval=n_eval),
+            dataset=DatasetRef(dataset or "digits", None if data is None else str(data)),
+            budget=Budget(steps=steps, epochs=epochs, trial_seconds=trial_seconds),
+            search=search,
+            early_stop=EarlyStop(
+                pruner=pruner,
+                patience=patience,
+                evals=evals,
+                eval_every=eval_every,
+                eval_samples=eval_samples,
+                detectors=detector_config(detectors, detector_config_file, detector),
+                prune_overfitting=prune_overfitting,
+            ),
+            run=run,
+        )
         with warnings.catch_warnings():
             # The API warns about --objective loss too; the message above already said it.
             warnings.filterwarnings("ignore", message="--objective loss", category=UserWarning)
-            result = tune_family(
-                **_given(model=model, objective=objective, n_eval=n_eval),
-                dataset=DatasetRef(dataset or "digits", None if data is None else str(data)),
-                budget=Budget(steps=steps, epochs=epochs, trial_seconds=trial_seconds),
-                search=search,
-                early_stop=EarlyStop(
-                    pruner=pruner,
-                    patience=patience,
-                    evals=evals,
-                    eval_every=eval_every,
-                    eval_samples=eval_samples,
-                    detectors=detector_config(detectors, detector_config_file, detector),
-                    prune_overfitting=prune_overfitting,
-                ),
-                run=run,
-                phases=phases,
-            )
+            if create_only:
+                return _say_created(create(**request), run)
+            result = tune_family(**request, phases=phases)
     from gentune.cli.show import print_best
 
     print_best(out, result.best)
@@ -382,7 +460,20 @@ def report(
         out.print(f"wrote {p}")
 
 
-def _given(**options: object) -> dict[str, object]:
+def _say_created(study: Any, run: Any) -> None:
+    from gentune.study.storage import hide_password
+    from gentune.study.store import default_storage
+
+    url = hide_password(run.storage or default_storage(study.study_name, Path(run.runs_dir)))
+    out.print(
+        f"created study {study.study_name} ({url}); it runs no trial until workers join it:", markup=False
+    )
+    out.print(
+        f"  gentune worker --study {shlex.quote(study.study_name)} --storage {shlex.quote(url)}", markup=False
+    )
+
+
+def _given(**options: Any) -> dict[str, Any]:
     """The options the user gave: None means "not given", so the default comes from gentune.settings."""
     return {k: v for k, v in options.items() if v is not None}
 

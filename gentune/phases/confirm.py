@@ -19,7 +19,7 @@ import optuna
 from optuna.trial import TrialState
 
 from gentune.errors import GentuneError
-from gentune.phases.search import Search
+from gentune.phases.search import Search, value_of
 from gentune.trial.attrs import StudyKey, TrialKey
 
 CONFIRM_SEEDS = 2  # extra seeds per configuration: with the original run, 3 values each
@@ -34,7 +34,7 @@ def top_configs(studies: list[optuna.Study], k: int) -> list[dict[str, Any]]:
         for t in s.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if t.user_attrs.get(TrialKey.CONFIRM_OF) is None
     ]
-    trials.sort(key=lambda st: st[1].value, reverse=reverse)
+    trials.sort(key=lambda st: value_of(st[1]), reverse=reverse)
     out, seen = [], set()
     for s, t in trials:
         key = json.dumps(t.user_attrs.get(TrialKey.CONFIG, t.params), sort_keys=True)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import optuna
 from optuna.trial import TrialState
 
-from gentune.phases.search import Search, TuneResult
+from gentune.phases.search import Search, TuneResult, value_of
 from gentune.search.narrow import describe, narrow_space
 from gentune.trial.attrs import StudyKey, TrialKey
 
@@ -33,7 +33,7 @@ def run_narrow(
     space = search.space_of(study)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    top = sorted(complete, key=lambda t: t.value, reverse=reverse)[: top_k or NARROW_TOP]
+    top = sorted(complete, key=value_of, reverse=reverse)[: top_k or NARROW_TOP]
     narrowed = narrow_space(space, [t.params for t in top])
     say(f"narrowed the space around the top {len(top)} trials of {study.study_name}:")
     for line in describe(space, narrowed) or ["(no numeric range to narrow)"]:

@@ -72,8 +72,10 @@ class Search(Protocol):
         strategy: str | None = None,
         trials: int | None = None,
         pruner: str | None = None,
+        execute: bool = True,
     ) -> TuneResult:
-        """Run (or resume) one study; None: the base search's own value."""
+        """Run (or resume) one study; None: the base search's own value. With `execute` False the
+        study is only created (for `gentune worker` processes to run)."""
         ...
 
     def known_space(self) -> SearchSpace | None:
@@ -91,6 +93,12 @@ class Search(Protocol):
     def rerun(self, candidate: dict[str, Any], seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
         """(params, user attributes) of a queued trial that re-runs `candidate` under `seed`."""
         ...
+
+
+def value_of(trial: optuna.trial.FrozenTrial) -> float:
+    """A complete trial's value (complete trials always have one)."""
+    assert trial.value is not None, trial.number
+    return trial.value
 
 
 def resolve_space(family: Family, space: str | Path | SearchSpace | None, kind: str = "image") -> SearchSpace:
@@ -144,6 +152,7 @@ class BuiltinSearch:
         strategy: str | None = None,
         trials: int | None = None,
         pruner: str | None = None,
+        execute: bool = True,
     ) -> TuneResult:
         req, run = self.request, self.options
         search = replace(
@@ -174,12 +183,13 @@ class BuiltinSearch:
         if prepare is not None:
             prepare(opened)
         data_dir = req.dataset.path
-        if run.workers > 1:
+        if run.workers > 1 or not execute:
             # The parent trains the feature extractor (cached) and stores the floor once, so
             # the workers do not all do it at the same time.
             BuiltinTarget(settings).prepare(opened, data_dir, run.device)
-        _execute(name, storage, trials_target, search.timeout, run, settings.objective, data_dir=data_dir)
-        return finish(opened, Path(run.runs_dir) / name, run.report, storage)
+        if execute:
+            _execute(name, storage, trials_target, search.timeout, run, settings.objective, data_dir=data_dir)
+        return finish(opened, Path(run.runs_dir) / name, run.report and execute, storage)
 
 
 class UserSearch:
@@ -224,6 +234,7 @@ class UserSearch:
         strategy: str | None = None,
         trials: int | None = None,
         pruner: str | None = None,
+        execute: bool = True,
     ) -> TuneResult:
         del pruner  # a user's objective does its own pruning, if any
         s, run = self.search, self.options
@@ -244,6 +255,7 @@ class UserSearch:
             space=base_space.to_dict(),
             objective_fn=self.spec,
         )
+        trials_target = target_trials(strategy, s.trials if trials is None else trials, base_space)
         storage = run.storage or default_storage(name, Path(run.runs_dir))
         opened = open_or_create(
             name,
@@ -252,7 +264,6 @@ class UserSearch:
             sampler=make_sampler(strategy, base_space, s.seed),
             command=run.command,
         )
-        trials_target = target_trials(strategy, s.trials if trials is None else trials, base_space)
         opened.set_user_attr(StudyKey.TARGET_TRIALS, trials_target)
         if strategy == "grid":
             enqueue_grid(opened, base_space.grid())
@@ -260,14 +271,15 @@ class UserSearch:
             opened.set_user_attr(StudyKey.PHASE_SPACE, space.to_dict())
         if prepare is not None:
             prepare(opened)
-        if run.workers > 1 and not self.spec:
+        if (run.workers > 1 or not execute) and not self.spec:
             raise GentuneError(
-                "several workers need the objective as FILE.py:FUNC, to load it in each process",
+                "worker processes need the objective as FILE.py:FUNC, to load it in each process",
                 value=run.workers,
                 fix="pass objective_spec, or workers=1",
             )
-        _execute(name, storage, trials_target, s.timeout, run, "value", objective=self.objective)
-        return finish(opened, Path(run.runs_dir) / name, run.report, storage)
+        if execute:
+            _execute(name, storage, trials_target, s.timeout, run, "value", objective=self.objective)
+        return finish(opened, Path(run.runs_dir) / name, run.report and execute, storage)
 
 
 def _execute(

@@ -144,11 +144,11 @@ def run_stages(
         space = stage_space(base_space, group, fixed, defaults)
         link = {"index": i, "of": len(groups), "tuned": group, "fixed": dict(fixed), "previous": previous}
         say(f"stage {i}/{len(groups)}: tuning {group}, fixed {fixed or '-'}")
-        result = search.run(
-            study=f"{search.name}-stage{i}",
-            space=space,
-            prepare=lambda s, link=link: s.set_user_attr(StudyKey.STAGE, link),
-        )
+
+        def mark(study: optuna.Study, link: dict[str, Any] = link) -> None:
+            study.set_user_attr(StudyKey.STAGE, link)
+
+        result = search.run(study=f"{search.name}-stage{i}", space=space, prepare=mark)
         direction = result.study.direction.name.lower()
         best = result.best
         if best is not None and _better(best["value"], winner["value"], direction):

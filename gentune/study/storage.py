@@ -130,7 +130,7 @@ def make_storage(url: str, on_stale: STALE_CALLBACK | None) -> optuna.storages.B
                 else "check that the database server runs and the URL's user, password, "
                 "host, port and database name"
             )
-            raise StudyError(f"cannot open the storage {_hide_password(url)}: {e}", fix=fix) from None
+            raise StudyError(f"cannot open the storage {hide_password(url)}: {e}", fix=fix) from None
     try:
         return optuna.storages.get_storage(url)
     except Exception as e:  # noqa: BLE001 - Optuna raises several types for a bad URL
@@ -141,7 +141,7 @@ def make_storage(url: str, on_stale: STALE_CALLBACK | None) -> optuna.storages.B
         ) from None
 
 
-def _hide_password(url: str) -> str:
+def hide_password(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     creds, at, host = rest.rpartition("@")
     if not at or ":" not in creds:

@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from gentune.errors import GentuneError, StudyError
 from gentune.settings import StudySettings, UserSettings, check_same_settings, is_user_study
+from gentune.study.storage import hide_password, journal_path
 from gentune.study.storage import make_storage as open_storage
 from gentune.trial.attrs import REQUEUE_KEYS, OptunaKey, StudyKey, TrialKey
 
@@ -28,9 +29,15 @@ Settings = StudySettings | UserSettings
 
 
 def default_storage(study_name: str, runs_dir: Path) -> str:
-    path = runs_dir / study_name / "study.db"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path}"
+    """sqlite:///RUNS/STUDY/study.db; the folder is made when the study is created."""
+    return f"sqlite:///{runs_dir / study_name / 'study.db'}"
+
+
+def _file_of(url: str) -> Path | None:
+    """The file a SQLite or journal storage keeps its data in, or None for a database server."""
+    if url.startswith("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///"))
+    return journal_path(url)
 
 
 def host_name() -> str:
@@ -101,6 +108,9 @@ def enqueue_grid(study: optuna.Study, grid: dict[str, list]) -> int:
 
 
 def study_exists(storage: str, name: str) -> bool:
+    file = _file_of(storage)
+    if file is not None and not file.exists():
+        return False  # and opening the storage would create the file
     return name in {s.study_name for s in optuna.get_all_study_summaries(make_storage(storage))}
 
 
@@ -127,14 +137,17 @@ def open_or_create(
     stored settings must equal `settings`. With settings None the study must exist (a worker,
     a report, `gentune best`).
     """
-    store = make_storage(storage)
     if settings is None and not study_exists(storage, name):
         raise StudyError(
-            f"no study named {name!r} in {storage}",
+            f"no study named {name!r} in {hide_password(storage)}",
             value=name,
             fix="check --study and --storage, or create the study with gentune tune",
         )
-    direction = settings.direction if settings is not None else None
+    file = _file_of(storage)
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+    store = make_storage(storage)
+    direction = None if settings is None else optuna.study.StudyDirection[settings.direction.upper()]
     study = optuna.create_study(
         storage=store,
         study_name=name,

@@ -297,12 +297,14 @@ class DetectorSet:
         return best is not None and math.isfinite(best) and self._best > self.sign * best
 
     def _low_diversity(self, metrics: dict[str, Any]) -> bool:
-        m, floor = self.config.mode_collapse, self.floor
+        m, floor = self.config.mode_collapse, self.floor or {}
         entropy, ref_entropy = metrics.get("label_entropy"), floor.get("label_entropy")
         if entropy is not None and ref_entropy and entropy < m.entropy_ratio * ref_entropy:
             return True
         recall, ref_recall = metrics.get("recall"), floor.get("recall")
-        return recall is not None and bool(ref_recall) and recall < m.recall_ratio * ref_recall
+        if recall is None or not ref_recall:
+            return False
+        return bool(recall < m.recall_ratio * ref_recall)
 
 
 def detector_config(

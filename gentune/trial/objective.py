@@ -20,6 +20,7 @@ import torch
 from gentune.data.base import ImageDataset
 from gentune.families import Family, data_kind
 from gentune.images import b64, grid_png
+from gentune.metrics import Evaluator
 from gentune.search.space import SearchSpace
 from gentune.train.loop import overfit_step, overfitting
 
@@ -67,7 +68,7 @@ class GenerativeObjective:
         self.out_dir, self.progress = out_dir, progress
         self.n = evaluator.info["n"] if evaluator is not None else 0  # text: no sample metric
         self.kind = data_kind(data)
-        self._eval_evaluator = None
+        self._eval_evaluator: Evaluator | None = None
 
     def monitor(self, trial: optuna.Trial, family: Family | None = None) -> TrainingMonitor:
         """The trainer callback of `trial`: progress, evaluations, pruning and detectors."""
@@ -107,8 +108,6 @@ class GenerativeObjective:
         if n == self.n or self.evaluator is None:
             return self.evaluator
         if self._eval_evaluator is None:
-            from gentune.metrics import Evaluator
-
             ev = self.evaluator
             self._eval_evaluator = Evaluator(
                 ev.dataset,
@@ -141,7 +140,9 @@ class GenerativeObjective:
             self.progress.trial_started(trial.number, trial.params)
         budget = self.settings.budget_for(family)
         monitor = self.monitor(trial, family)
-        cap = {"max_seconds": self.settings.trial_seconds} if self.settings.trial_seconds else {}
+        cap: dict[str, Any] = (
+            {"max_seconds": self.settings.trial_seconds} if self.settings.trial_seconds else {}
+        )
         result = family.train(
             config,
             self.data,

@@ -236,3 +236,32 @@ def test_unlabelled_user_images_say_which_features_are_used(home, tmp_path):
     assert "features: autoencoder" in r.stdout and "note:" in r.stdout
     best = json.loads((tmp_path / "runs" / "mine" / "best.json").read_text())
     assert best["metrics"]["label_entropy"] is None and best["extractor"]["kind"] == "autoencoder"
+
+
+def test_create_makes_a_study_for_workers_and_runs_no_trial(home, tmp_path):
+    r = gentune("create", *TINY, "--trials", "2", "--study", "made", home=home, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "gentune worker --study made --storage sqlite:///runs/made/study.db" in r.stdout
+    study = optuna.load_study(study_name="made", storage=f"sqlite:///{tmp_path}/runs/made/study.db")
+    assert study.trials == [] and study.user_attrs["target_trials"] == 2
+    assert study.user_attrs["gentune"]["steps"] == 150 and "floor" in study.user_attrs  # workers reuse it
+    r = gentune(
+        "worker",
+        "--study",
+        "made",
+        "--storage",
+        "sqlite:///runs/made/study.db",
+        "--trials",
+        "1",
+        "--no-progress",
+        home=home,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    assert [t.state for t in study.trials] in ([TrialState.COMPLETE], [TrialState.PRUNED])
+    # The phases belong to tune; --trials 0 is no longer a way to create a study.
+    bad = gentune("create", *TINY, "--study", "x", "--confirm", "2", home=home, cwd=tmp_path)
+    assert bad.returncode == 2 and "gentune create runs no phase" in bad.stderr
+    bad = gentune("tune", *TINY, "--study", "x", "--trials", "0", home=home, cwd=tmp_path)
+    assert bad.returncode == 2 and "--trials must be an integer >= 1" in bad.stderr
+    assert not (tmp_path / "runs" / "x").exists()  # a refused run leaves nothing behind

@@ -149,7 +149,7 @@ def test_sigkilled_worker_trial_is_retried_and_nothing_is_lost(shared_storage, t
     # it surely holds a trial when it is killed, however slowly the processes start
     finish(
         gentune(
-            "tune",
+            "create",
             "--objective-fn",
             OBJECTIVE,
             "--study",
@@ -158,8 +158,6 @@ def test_sigkilled_worker_trial_is_retried_and_nothing_is_lost(shared_storage, t
             shared_storage,
             "--strategy",
             "random",
-            "--trials",
-            "0",
             "--runs-dir",
             str(tmp_path),
             "--no-report",
