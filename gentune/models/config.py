@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar
 
 from gentune.errors import GentuneError, unknown_choice
 
@@ -19,13 +20,14 @@ class ConfigBase:
     `_FRACTION` ([0, 1]) and `_CHOICES` ({field: allowed values}); `check()` adds the rest.
     """
 
-    _POSITIVE_INTS = ()
-    _NONNEG_INTS = ()
-    _POSITIVE = ()
-    _NONNEG = ()
-    _UNIT = ()
-    _FRACTION = ()
-    _CHOICES = {}  # no annotation: a class constant, not a dataclass field
+    # ClassVar: class constants, not dataclass fields.
+    _POSITIVE_INTS: ClassVar[tuple[str, ...]] = ()
+    _NONNEG_INTS: ClassVar[tuple[str, ...]] = ()
+    _POSITIVE: ClassVar[tuple[str, ...]] = ()
+    _NONNEG: ClassVar[tuple[str, ...]] = ()
+    _UNIT: ClassVar[tuple[str, ...]] = ()
+    _FRACTION: ClassVar[tuple[str, ...]] = ()
+    _CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {}
 
     def __post_init__(self):
         # Optuna and YAML hand over ints for float fields; store floats so to_dict round-trips.

@@ -164,6 +164,8 @@ class TinyUNet(nn.Module):
 class Diffusion(nn.Module):
     """The noise predictor with its schedule: eps_hat = net(x_t, t)."""
 
+    alpha_bar: torch.Tensor  # a buffer: cumulative products of (1 - beta_t), t = 0..T-1
+
     def __init__(self, config: DiffusionConfig, image_shape):
         super().__init__()
         self.image_shape = tuple(int(s) for s in image_shape)

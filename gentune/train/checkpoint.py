@@ -1,22 +1,23 @@
-"""Saving and loading a trained generator with the config that built it.
+"""Saving and loading a trained model with the config that built it, for every family.
 
 The file holds only plain types and tensors, so it loads with `torch.load(weights_only=True)`
-and never runs code from the file.
+and never runs code from the file. Every family writes `gentune-model-checkpoint/1`
+(`save_model`); a family that wrote an older format converts such files as `read_model` reads
+them (the MLP GAN's `gentune-gan-checkpoint/1`, gentune.families.gan).
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from gentune.device import resolve_device
 from gentune.errors import GentuneError
-from gentune.models.gan_mlp import GANConfig, Generator
 
-FORMAT = "gentune-gan-checkpoint/1"
+MODEL_FORMAT = "gentune-model-checkpoint/1"
 _PLAIN = (str, int, float, bool, type(None))
 
 
@@ -79,54 +80,6 @@ def _read(path: Path) -> dict:
     return payload
 
 
-def save_checkpoint(
-    path: str | os.PathLike,
-    config: GANConfig,
-    generator: Generator,
-    image_shape: tuple[int, int, int],
-    extra: dict | None = None,
-) -> Path:
-    """Write config, image shape, generator weights and `extra` (plain values) to `path` atomically."""
-    path = Path(path)
-    extra = {} if extra is None else extra
-    _check_plain(extra, "extra")
-    state = {k: v.detach().cpu() for k, v in generator.state_dict().items()}
-    payload = {
-        "format": FORMAT,
-        "config": config.to_dict(),
-        "image_shape": [int(s) for s in image_shape],
-        "generator": state,
-        "extra": extra,
-    }
-    return _write_atomic(path, payload)
-
-
-def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[GANConfig, Generator, dict]:
-    """(config, generator in eval mode on `device`, {"image_shape", "extra"}) from a checkpoint."""
-    path = Path(path)
-    payload = _read(path)
-    if payload.get("format") != FORMAT:
-        raise GentuneError(
-            f"not a gentune GAN checkpoint (expected format {FORMAT!r})",
-            value=str(path),
-            fix="point to a file written by save_checkpoint",
-        )
-    config = GANConfig.from_dict(payload["config"])
-    image_shape = tuple(payload["image_shape"])
-    generator = Generator(config, image_shape)
-    try:
-        generator.load_state_dict(payload["generator"])
-    except RuntimeError as e:
-        raise GentuneError(
-            "checkpoint weights do not match its config", value=str(path), fix="delete it and train again"
-        ) from e
-    generator.to(resolve_device(device)).eval()
-    return config, generator, {"image_shape": image_shape, "extra": payload["extra"]}
-
-
-MODEL_FORMAT = "gentune-model-checkpoint/1"
-
-
 def save_model(
     path: str | os.PathLike,
     family: str,
@@ -152,10 +105,15 @@ def save_model(
     return _write_atomic(path, payload)
 
 
-def read_model(path: str | os.PathLike, family: str) -> dict:
-    """The payload of a `save_model` checkpoint of `family`: config, meta, state, extra."""
+def read_model(path: str | os.PathLike, family: str, upgrade: Callable[[dict], dict] | None = None) -> dict:
+    """The payload of a `save_model` checkpoint of `family`: config, meta, state, extra.
+
+    `upgrade` turns the payload of an older format into this one (and leaves others alone).
+    """
     path = Path(path)
     payload = _read(path)
+    if upgrade is not None:
+        payload = upgrade(payload)
     if payload.get("format") != MODEL_FORMAT:
         raise GentuneError(
             f"not a gentune model checkpoint (expected format {MODEL_FORMAT!r})",

@@ -17,7 +17,7 @@ from gentune.device import resolve_device
 from gentune.errors import GentuneError
 from gentune.models.diffusion import Diffusion, DiffusionConfig, build
 from gentune.train.callback import Callback
-from gentune.train.loop import Batches, Loop, TrainResult, check_budget, fixed_subset, run_loop, seeded_build
+from gentune.train.loop import Batches, Loop, TrainResult, check_budget, fit, fixed_subset, seeded_build
 from gentune.train.optim import make_optimizer
 
 SIGNALS = ("loss",)  # mean squared error of the predicted noise, per pixel
@@ -42,7 +42,7 @@ def denoising_loss(
     return total / max(1, x0.numel())
 
 
-def train_diffusion(
+def diffusion_loop(
     config: DiffusionConfig,
     data: ImageDataset,
     *,
@@ -50,14 +50,13 @@ def train_diffusion(
     epochs: float | None = None,
     seed: int = 0,
     device: str = "cpu",
-    log_every: int | None = None,
-    callback: Callback | None = None,
-    max_seconds: float | None = None,
-) -> TrainResult:
-    """Train on `data.train` for `steps` updates or `epochs` passes; `result.model` is the EMA
-    model that samples are drawn from. `curves` are the denoising loss of fixed train and
-    validation slices (same steps and noise at every evaluation)."""
-    t0 = time.perf_counter()
+) -> Loop:
+    """The diffusion model's training run for the one loop: `steps` updates or `epochs` passes.
+
+    The loop's model (and the result's) is the EMA model that samples are drawn from. `curves`
+    are the denoising loss of fixed train and validation slices (same steps and noise at every
+    evaluation).
+    """
     dev = resolve_device(device)
     x = data.train.x.to(dev, torch.float32)
     gen = torch.Generator(device=dev).manual_seed(seed)
@@ -82,33 +81,35 @@ def train_diffusion(
                     e.lerp_(p, 1 - config.ema)
         return loss.detach()[None]
 
-    loop = Loop(
+    return Loop(
         step,
         lambda: (denoising_loss(model, slices[0]), denoising_loss(model, slices[1])),
         SIGNALS,
         ema,
         total,
-        log_every,
-        callback,
-        max_seconds,
-        t0,
-    )
-    losses, history, curves, done, stop = run_loop(loop)
-    ema.eval()
-    return TrainResult(
-        model=ema,
+        epochs=lambda: batches.consumed / batches.per_epoch,
         config=config,
-        losses=losses,
-        curves=curves,
-        history=history,
-        steps=done,
-        epochs=batches.consumed / batches.per_epoch,
-        seconds=time.perf_counter() - t0,
-        device=str(dev),
         seed=seed,
-        diverged=stop == "diverged",
-        stop_reason=stop,
+        device=str(dev),
     )
+
+
+def train_diffusion(
+    config: DiffusionConfig,
+    data: ImageDataset,
+    *,
+    steps: int | None = None,
+    epochs: float | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    log_every: int | None = None,
+    callback: Callback | None = None,
+    max_seconds: float | None = None,
+) -> TrainResult:
+    """Train on `data.train` (see `diffusion_loop`); `result.model` is the EMA model."""
+    t0 = time.perf_counter()
+    loop = diffusion_loop(config, data, steps=steps, epochs=epochs, seed=seed, device=device)
+    return fit(loop, callback=callback, max_seconds=max_seconds, log_every=log_every, t0=t0)
 
 
 @torch.no_grad()

@@ -1,19 +1,19 @@
-"""What every family's trainer shares: the config base, the result, the loop and the loss curves.
+"""The one training loop every family runs, its result and the loss curves.
 
-A trainer built on `run_loop` supplies one function that does an optimiser step and returns its
-training signals, and one that measures the loss on a fixed slice of the training data and on
-a fixed slice of the validation data. The loop handles the budget, divergence, the time limit,
-the callback and the overfitting monitor, so every family reports the same things on the same
-schedule (see docs/families.md).
+A family describes one training run as a `Loop`: a function that does an optimiser step and
+returns its training signals, and one that measures the loss on a fixed slice of the training
+data and on a fixed slice of the validation data. `run_loop` handles the budget, divergence,
+the time limit, the callback and the overfitting monitor, so every family reports the same
+things on the same schedule; `fit` runs it and gathers the `TrainResult` (docs/families.md).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
 import torch
 
@@ -48,6 +48,8 @@ class TrainResult:
     seed: int = 0
     diverged: bool = False
     stop_reason: str = "budget"  # "budget", "max_seconds" or "diverged"
+    # What a family keeps besides the model (the GANs' discriminator); see Loop.extras.
+    extras: dict[str, Any] = field(default_factory=dict)
 
 
 class LossCurves:
@@ -106,7 +108,7 @@ class Batches:
         self.x, self.batch_size, self.gen = x, batch_size, gen
         self.per_epoch = x.shape[0] // batch_size
         self.consumed = 0
-        self.perm = None
+        self.perm = torch.empty(0, dtype=torch.long)  # drawn at the first batch of each epoch
 
     def next(self) -> torch.Tensor:
         i = self.consumed % self.per_epoch
@@ -117,7 +119,7 @@ class Batches:
 
 
 def decode_latents(
-    model: torch.nn.Module, n: int, latent_dim: int, decode: Callable, *, seed: int, device, batch_size: int
+    model: Any, n: int, latent_dim: int, decode: Callable, *, seed: int, device, batch_size: int
 ) -> torch.Tensor:
     """n images (n, C, H, W) on the CPU from `decode(z)` of z ~ N(0, I) drawn from `seed`.
 
@@ -140,8 +142,15 @@ def decode_latents(
     return torch.cat(out) if out else torch.empty(0, *model.image_shape)
 
 
-def check_budget(steps, epochs, per_epoch: int) -> int:
-    """Total optimiser steps for a budget given as steps or as epochs of the training data."""
+def check_budget(steps, epochs, per_epoch: int, batches_per_step: int = 1) -> int:
+    """Total optimiser steps for a budget given as steps or as epochs of the training data.
+
+    `per_epoch` is the number of batches in one pass; a step that consumes `batches_per_step`
+    of them (a GAN's D updates) makes an epoch that many times shorter.
+
+    >>> check_budget(None, 2.0, 17), check_budget(None, 2.0, 17, batches_per_step=2)
+    (34, 17)
+    """
     if (steps is None) == (epochs is None):
         raise GentuneError(
             "give exactly one training budget: steps or epochs",
@@ -154,10 +163,13 @@ def check_budget(steps, epochs, per_epoch: int) -> int:
         return steps
     if not _is_number(epochs) or not math.isfinite(epochs) or epochs <= 0:
         raise GentuneError("epochs must be a finite number > 0", value=epochs, fix="pass epochs=5")
-    return max(1, math.ceil(epochs * per_epoch - 1e-9))
+    return max(1, math.ceil(epochs * per_epoch / batches_per_step - 1e-9))
 
 
-def seeded_build(seed: int, make: Callable[[], torch.nn.Module], dev: torch.device) -> torch.nn.Module:
+M = TypeVar("M", bound=torch.nn.Module)
+
+
+def seeded_build(seed: int, make: Callable[[], M], dev: torch.device) -> M:
     """`make()` under `seed` without touching the global RNG state, moved to `dev`."""
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.manual_seed(seed)
@@ -171,20 +183,42 @@ def fixed_subset(x: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     return x[idx.to(x.device)]
 
 
+REDUCTIONS = ("mean", "max")
+
+
 @dataclass
 class Loop:
-    """One training loop: `step(i)` returns a 1-d tensor of signals (main loss first), `measure()`
-    returns (train_loss, val_loss) on fixed slices. `model` is what the callback receives."""
+    """One training run as the one loop runs it.
+
+    `step(i)` does optimiser step i (from 1) and returns a 1-d tensor of `signals` (main loss
+    first); `measure()` returns (train_loss, val_loss) on fixed slices; `model` is what the
+    callback receives and `Family.sample` takes. The first nine fields are the loop itself; the
+    rest say how to read its signals and what the result holds, and a family sets those it needs.
+    """
 
     step: Callable[[int], torch.Tensor]
     measure: Callable[[], tuple[float, float]]
     signals: tuple[str, ...]
     model: Any
     total: int
-    log_every: int | None = None
+    log_every: int | None = None  # None: default_log_every(total)
     callback: Callback | None = None
     max_seconds: float | None = None
     t0: float = field(default_factory=time.perf_counter)
+    # How a log window reduces a signal: "mean" unless named here. "max" suits a gradient norm,
+    # where one exploding step matters even when its neighbours are calm.
+    reduce: Mapping[str, str] = field(default_factory=dict)
+    # The signals whose non-finite value, or |value| > diverge_limit, stops the run; None: all.
+    diverge_on: tuple[str, ...] | None = None
+    diverge_limit: float = DIVERGED_LOSS
+    # result.losses as {name: signal}; None: every signal under its own name.
+    losses: Mapping[str, str] | None = None
+    epochs: Callable[[], float] | None = None  # passes over the training data so far
+    config: Any = None
+    seed: int = 0
+    device: str = "cpu"
+    extras: dict[str, Any] = field(default_factory=dict)  # kept in result.extras
+    result: type[TrainResult] = TrainResult  # a family may add accessors in a subclass
 
 
 def default_log_every(total: int) -> int:
@@ -192,16 +226,36 @@ def default_log_every(total: int) -> int:
     return max(25, total // 20)
 
 
+def _columns(loop: Loop, names, what: str) -> list[int]:
+    unknown = [n for n in names if n not in loop.signals]
+    if unknown:
+        raise GentuneError(
+            f"Loop.{what} names signals the step does not return",
+            value=unknown,
+            fix=f"use names from {', '.join(loop.signals)}",
+        )
+    return [loop.signals.index(n) for n in names]
+
+
 def run_loop(loop: Loop) -> tuple[dict, list[dict], list[dict], int, str]:
     """Run it: (final losses, history, curves, steps done, stop reason).
 
-    Every `log_every` steps (and at the last step) the signals since the last log are averaged,
-    the train and validation losses measured, and all of it handed to the callback, which may
-    raise (e.g. optuna.TrialPruned) to stop. A non-finite or exploded loss stops with "diverged".
+    Every `log_every` steps (and at the last step) the signals since the last log are reduced
+    (`loop.reduce`: mean, or max), the train and validation losses measured, and all of it
+    handed to the callback, which may raise (e.g. optuna.TrialPruned) to stop. A non-finite or
+    exploded signal among `loop.diverge_on` stops with "diverged". The final losses are the
+    means over the last FINAL_LOSS_WINDOW steps of the signals up to the last one `loop.losses`
+    reports.
     """
-    every = loop.log_every or default_log_every(loop.total)
+    every = default_log_every(loop.total) if loop.log_every is None else loop.log_every
     if not _is_int(every) or every < 1:
         raise GentuneError("log_every must be an integer >= 1", value=every, fix="pass 50")
+    bad = {k: v for k, v in loop.reduce.items() if v not in REDUCTIONS}
+    if bad:
+        raise GentuneError("Loop.reduce takes mean or max per signal", value=bad, fix="use mean or max")
+    maxed = _columns(loop, [k for k, v in loop.reduce.items() if v == "max"], "reduce")
+    watched = _columns(loop, loop.signals if loop.diverge_on is None else loop.diverge_on, "diverge_on")
+    reported = _columns(loop, loop.signals if loop.losses is None else list(loop.losses.values()), "losses")
     record = None  # per step, on the model's device: read back only at log steps
     callback, curves, history = adapt(loop.callback), LossCurves(), []
     stop, step, logged = "budget", 0, 0
@@ -219,9 +273,12 @@ def run_loop(loop: Loop) -> tuple[dict, list[dict], list[dict], int, str]:
         if step % every and step != loop.total and stop == "budget":
             continue
         window = record[logged:step].cpu()
-        if not bool((window.abs() <= DIVERGED_LOSS).all()):  # NaN fails the comparison too
+        # NaN fails the comparison too.
+        if not bool((window[:, watched].abs() <= loop.diverge_limit).all()):
             stop = "diverged"
         signals = dict(zip(loop.signals, window.mean(0).tolist()))
+        for i in maxed:
+            signals[loop.signals[i]] = float(window[:, i].max())
         if stop != "diverged":
             train, val = loop.measure()
             curves.add(step, train, val)
@@ -232,5 +289,49 @@ def run_loop(loop: Loop) -> tuple[dict, list[dict], list[dict], int, str]:
             break
         if callback is not None and step % every == 0:
             callback(step, loop.total, signals, loop.model)
-    final = record[max(0, step - FINAL_LOSS_WINDOW) : step].mean(0).tolist()  # type: ignore[index]
+    # Only the columns up to the last reported loss are averaged: a reduction over another
+    # width may round differently, and the GANs' losses must stay what their own loop gave.
+    width = 1 + max(reported)
+    final = record[max(0, step - FINAL_LOSS_WINDOW) : step, :width].mean(0).tolist()  # type: ignore[index]
     return dict(zip(loop.signals, final)), history, curves.points, step, stop
+
+
+def fit(
+    loop: Loop,
+    *,
+    callback: Callback | None = None,
+    max_seconds: float | None = None,
+    log_every: int | None = None,
+    t0: float | None = None,
+) -> TrainResult:
+    """Run `loop` and gather what it produced into `loop.result`; the model ends in eval mode.
+
+    The keywords are the caller's part of the loop: its callback, time limit, log schedule
+    (None: the loop's own) and start time (None: the loop's), so a family builds its `Loop`
+    once and the caller decides how it is watched.
+    """
+    loop = replace(
+        loop,
+        callback=callback,
+        max_seconds=max_seconds,
+        log_every=loop.log_every if log_every is None else log_every,
+        t0=loop.t0 if t0 is None else t0,
+    )
+    final, history, curves, done, stop = run_loop(loop)
+    loop.model.eval()
+    losses = final if loop.losses is None else {name: final[s] for name, s in loop.losses.items()}
+    return loop.result(
+        model=loop.model,
+        config=loop.config,
+        losses=losses,
+        curves=curves,
+        history=history,
+        steps=done,
+        epochs=loop.epochs() if loop.epochs is not None else 0.0,
+        seconds=time.perf_counter() - loop.t0,
+        device=loop.device,
+        seed=loop.seed,
+        diverged=stop == "diverged",
+        stop_reason=stop,
+        extras=loop.extras,
+    )

@@ -26,7 +26,7 @@ from gentune.models.transformer import (
     tokens_to_images,
 )
 from gentune.train.callback import Callback
-from gentune.train.loop import Batches, Loop, TrainResult, check_budget, fixed_subset, run_loop, seeded_build
+from gentune.train.loop import Batches, Loop, TrainResult, check_budget, fit, fixed_subset, seeded_build
 from gentune.train.optim import lr_lambda, make_optimizer
 
 SIGNALS = ("loss", "grad_norm")  # loss: cross-entropy, nats per token
@@ -127,7 +127,7 @@ def _optimizer(config: TransformerConfig, model: TokenTransformer):
     return make_optimizer(config, [{"params": decay}, {"params": rest, "weight_decay": 0.0}])
 
 
-def train_transformer(
+def transformer_loop(
     config: TransformerConfig,
     data,
     *,
@@ -135,16 +135,13 @@ def train_transformer(
     epochs: float | None = None,
     seed: int = 0,
     device: str = "cpu",
-    log_every: int | None = None,
-    callback: Callback | None = None,
-    max_seconds: float | None = None,
-) -> TrainResult:
-    """Train on `data` (an ImageDataset or a TextDataset) for `steps` updates or `epochs` passes.
+) -> Loop:
+    """The Transformer's training run on `data` (an ImageDataset or a TextDataset) for the one
+    loop: `steps` updates or `epochs` passes.
 
     `losses` = {"loss": nats per token, "grad_norm"}; `curves` the cross-entropy of fixed train
     and validation slices. The same seed gives the same weights.
     """
-    t0 = time.perf_counter()
     dev = resolve_device(device)
     gen = torch.Generator(device=dev).manual_seed(seed)
     meta, source, per_epoch, slices = _prepare(config, data, dev, gen)
@@ -163,33 +160,35 @@ def train_transformer(
         sched.step()
         return torch.stack([loss.detach(), norm])
 
-    loop = Loop(
+    return Loop(
         step,
         lambda: (token_nll(model, *slices[0]), token_nll(model, *slices[1])),
         SIGNALS,
         model,
         total,
-        log_every,
-        callback,
-        max_seconds,
-        t0,
-    )
-    losses, history, curves, done, stop = run_loop(loop)
-    model.eval()
-    return TrainResult(
-        model=model,
+        epochs=lambda: source.consumed / per_epoch,
         config=config,
-        losses=losses,
-        curves=curves,
-        history=history,
-        steps=done,
-        epochs=source.consumed / per_epoch,
-        seconds=time.perf_counter() - t0,
-        device=str(dev),
         seed=seed,
-        diverged=stop == "diverged",
-        stop_reason=stop,
+        device=str(dev),
     )
+
+
+def train_transformer(
+    config: TransformerConfig,
+    data,
+    *,
+    steps: int | None = None,
+    epochs: float | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    log_every: int | None = None,
+    callback: Callback | None = None,
+    max_seconds: float | None = None,
+) -> TrainResult:
+    """Train on `data` (see `transformer_loop`) and return what it produced."""
+    t0 = time.perf_counter()
+    loop = transformer_loop(config, data, steps=steps, epochs=epochs, seed=seed, device=device)
+    return fit(loop, callback=callback, max_seconds=max_seconds, log_every=log_every, t0=t0)
 
 
 def _draw(logits: torch.Tensor, temperature: float, gen: torch.Generator) -> torch.Tensor:

@@ -23,8 +23,8 @@ from gentune.train.loop import (
     TrainResult,
     check_budget,
     decode_latents,
+    fit,
     fixed_subset,
-    run_loop,
     seeded_build,
 )
 from gentune.train.optim import make_optimizer
@@ -86,7 +86,7 @@ def importance_nll(
     return total / max(1, len(x))
 
 
-def train_vae(
+def vae_loop(
     config: VAEConfig,
     data: ImageDataset,
     *,
@@ -94,16 +94,12 @@ def train_vae(
     epochs: float | None = None,
     seed: int = 0,
     device: str = "cpu",
-    log_every: int | None = None,
-    callback: Callback | None = None,
-    max_seconds: float | None = None,
-) -> TrainResult:
-    """Train the VAE on `data.train` for `steps` updates or `epochs` passes.
+) -> Loop:
+    """The VAE's training run for the one loop: `steps` updates or `epochs` passes.
 
-    `losses` holds the final means of `loss` (-ELBO), `recon` and `kl`, in nats per image;
+    `losses` hold the final means of `loss` (-ELBO), `recon` and `kl`, in nats per image;
     `curves` the -ELBO of fixed train and validation slices. The same seed gives the same weights.
     """
-    t0 = time.perf_counter()
     dev = resolve_device(device)
     x = data.train.x.to(dev, torch.float32)
     gen = torch.Generator(device=dev).manual_seed(seed)
@@ -122,33 +118,35 @@ def train_vae(
         opt.step()
         return torch.stack([rec + kl, rec, kl])
 
-    loop = Loop(
+    return Loop(
         step,
         lambda: (neg_elbo(model, slices[0]), neg_elbo(model, slices[1])),
         SIGNALS,
         model,
         total,
-        log_every,
-        callback,
-        max_seconds,
-        t0,
-    )
-    losses, history, curves, done, stop = run_loop(loop)
-    model.eval()
-    return TrainResult(
-        model=model,
+        epochs=lambda: batches.consumed / batches.per_epoch,
         config=config,
-        losses=losses,
-        curves=curves,
-        history=history,
-        steps=done,
-        epochs=batches.consumed / batches.per_epoch,
-        seconds=time.perf_counter() - t0,
-        device=str(dev),
         seed=seed,
-        diverged=stop == "diverged",
-        stop_reason=stop,
+        device=str(dev),
     )
+
+
+def train_vae(
+    config: VAEConfig,
+    data: ImageDataset,
+    *,
+    steps: int | None = None,
+    epochs: float | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    log_every: int | None = None,
+    callback: Callback | None = None,
+    max_seconds: float | None = None,
+) -> TrainResult:
+    """Train the VAE on `data.train` (see `vae_loop`) and return what it produced."""
+    t0 = time.perf_counter()
+    loop = vae_loop(config, data, steps=steps, epochs=epochs, seed=seed, device=device)
+    return fit(loop, callback=callback, max_seconds=max_seconds, log_every=log_every, t0=t0)
 
 
 def sample(model: VAE, n: int, *, seed: int = 0, device: str = "cpu", batch_size: int = 4096) -> torch.Tensor:

@@ -1,6 +1,10 @@
-"""Conformance of every model family to the contract (docs/families.md), on the 8x8 digits:
-it trains with finite losses and train/validation curves, reproduces under a seed, samples the
-right shape and range, survives a checkpoint round trip and can be scored by the metric."""
+"""Conformance of every model family to the contract (docs/families.md), on the 8x8 digits.
+
+gentune.testing.check_family runs each built-in family, the user family of
+tests/objectives/pixel_gaussian.py and one written to a folder outside the package through the
+whole contract (training, reproducibility, samples, evaluation, checkpoints, config); the tests
+here add what is particular to a family, the contract's errors and whole tuning runs.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,9 @@ import pytest
 import torch
 
 from gentune.errors import GentuneError
-from gentune.families import BUILTIN, get_family
+from gentune.families import BUILTIN, Family, get_family, load_family
 from gentune.metrics import Evaluator
+from gentune.testing import check_family
 from gentune.train.loop import overfit_step, overfitting
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -35,15 +40,15 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def trained(digits):
-    """Each case trained once for STEPS steps; shared by the tests below."""
+    """Each case through check_family once (STEPS steps); its result is shared by the tests below."""
     cache = {}
 
     def get(case):
         if case not in cache:
             name, overrides = CASES[case]
             family = get_family(name)
-            config = family.config_cls.from_dict(overrides)
-            cache[case] = family, config, family.train(config, digits, steps=STEPS, seed=3)
+            result = check_family(family, digits, config=overrides, steps=STEPS)
+            cache[case] = family, result.config, result
         return cache[case]
 
     return get
@@ -54,46 +59,11 @@ def test_every_builtin_family_has_a_case():
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_trains_with_finite_losses_and_curves(case, trained):
-    family, _, result = trained(case)
-    assert result.steps == STEPS and not result.diverged
-    assert family.main_loss in result.losses
-    assert all(math.isfinite(v) for v in result.losses.values())
-    assert result.curves and result.curves[-1]["step"] == STEPS
-    for point in result.curves:
-        assert point["gap"] == pytest.approx(point["val"] - point["train"])
-        assert math.isfinite(point["train"]) and math.isfinite(point["val"])
-    assert result.seconds > 0 and not result.model.training
-
-
-@pytest.mark.parametrize("case", CASES)
-def test_reproducible_under_a_seed(case, trained, digits):
-    family, config, first = trained(case)
-    again = family.train(config, digits, steps=STEPS, seed=3)
-    assert again.losses == first.losses and again.curves == first.curves
-    a, b = first.model.state_dict(), again.model.state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    other = family.train(config, digits, steps=STEPS, seed=4)
-    assert other.losses != first.losses
-
-
-@pytest.mark.parametrize("case", CASES)
-def test_samples_have_the_data_shape_and_range(case, trained, digits):
-    family, _, result = trained(case)
-    images = family.sample(result.model, 20, seed=1)
-    assert images.shape == (20, *digits.shape) and images.dtype == torch.float32
-    assert torch.isfinite(images).all() and images.min() >= -1 and images.max() <= 1
-    assert torch.equal(images, family.sample(result.model, 20, seed=1))
-    assert not torch.equal(images, family.sample(result.model, 20, seed=2))
-
-
-@pytest.mark.parametrize("case", CASES)
-def test_checkpoint_round_trip(case, trained, tmp_path):
+def test_builtin_family_passes_check_family(case, trained, digits):
     family, config, result = trained(case)
-    path = family.save(tmp_path / "model.pt", config, result.model, extra={"seed": 3})
-    loaded_config, model, info = family.load(path)
-    assert loaded_config == config and info["extra"] == {"seed": 3}
-    assert torch.equal(family.sample(model, 10, seed=5), family.sample(result.model, 10, seed=5))
+    assert isinstance(family, Family) and result.steps == STEPS
+    other = family.train(config, digits, steps=STEPS, seed=4)
+    assert other.losses != result.losses  # the seed reaches the weights, the batches and the noise
 
 
 @pytest.fixture(scope="module")
@@ -172,16 +142,16 @@ def test_auto_space_prefixes_each_family_and_picks_one():
 
 
 def test_mismatched_data_and_objectives_are_clear_errors():
-    from gentune.families import check_family
+    from gentune.families import check_family as check_study
 
-    with pytest.raises(GentuneError, match="gan-mlp family models image data.*is text"):
-        check_family("gan-mlp", "text", None)
+    with pytest.raises(GentuneError, match="gan-mlp family models image data.*is text.*--model transformer"):
+        check_study("gan-mlp", "text", None)
     with pytest.raises(GentuneError, match="nll does not apply"):
-        check_family("dcgan", "digits", "nll")
+        check_study("dcgan", "digits", "nll")
     with pytest.raises(GentuneError, match="loss does not apply"):
-        check_family("auto", "digits", "loss")
-    assert check_family("transformer", "text", None)[2] == "nll"
-    assert check_family("vae", "digits", None)[2] == "fid"
+        check_study("auto", "digits", "loss")
+    assert check_study("transformer", "text", None)[2] == "nll"
+    assert check_study("vae", "digits", None)[2] == "fid"
 
 
 def test_overfitting_needs_rising_validation_and_falling_training():
@@ -198,19 +168,34 @@ def test_overfitting_needs_rising_validation_and_falling_training():
 OUTSIDE = str(Path(__file__).parents[1] / "objectives" / "pixel_gaussian.py") + ":PixelGaussian"
 
 
-def _tune(tmp_path, **kw):
+def _tune(
+    tmp_path,
+    *,
+    model,
+    trials,
+    steps=None,
+    space=None,
+    objective=None,
+    prune_overfitting=False,
+    dataset="digits",
+    data_dir=None,
+    n_eval=100,
+    evals=0,
+):
+    """A random search with detectors off and no report, in tmp_path."""
     from gentune.api import tune
+    from gentune.settings import Budget, EarlyStop, RunOptions, SearchOptions
 
     return tune(
-        dataset="digits",
-        runs_dir=tmp_path,
-        report=False,
-        progress=False,
-        detectors="off",
-        evals=0,
-        n_eval=100,
-        strategy="random",
-        **kw,
+        model=model,
+        dataset=dataset,
+        data_dir=data_dir,
+        objective=objective,
+        n_eval=n_eval,
+        budget=Budget(steps=steps),
+        search=SearchOptions(strategy="random", trials=trials, space=space),
+        early_stop=EarlyStop(detectors="off", evals=evals, prune_overfitting=prune_overfitting),
+        run=RunOptions(runs_dir=tmp_path, report=False, progress=False),
     )
 
 
@@ -244,9 +229,128 @@ def test_prune_overfitting_stops_such_a_trial(tmp_path):
     assert trial.user_attrs["overfitting"] is True
 
 
-def test_a_family_that_breaks_the_contract_is_named(tmp_path):
+def test_the_user_family_of_the_tests_passes_check_family(digits):
+    result = check_family(OUTSIDE, digits, config={"lr": 0.05}, steps=20)
+    assert result.losses["loss"] < result.history[0]["loss"]
+
+
+# A family in a folder outside the package, the way a user writes one: the mean image of the
+# training data plus Gaussian noise of one learnt scale.
+USER_FAMILY = """
+from dataclasses import dataclass
+
+import torch
+
+from gentune.families import Family
+from gentune.models.config import ConfigBase
+from gentune.search.space import FloatSpec, SearchSpace
+from gentune.train.loop import Loop, check_budget, fixed_subset
+
+
+@dataclass(frozen=True)
+class NoisyMeanConfig(ConfigBase):
+    lr: float = 0.1  # step size of the scale's gradient descent
+    _POSITIVE = ("lr",)
+
+
+class NoisyMeanModel(torch.nn.Module):
+    def __init__(self, image_shape):
+        super().__init__()
+        self.meta = {"image_shape": list(image_shape)}
+        self.register_buffer("mean", torch.zeros(image_shape))
+        self.log_scale = torch.nn.Parameter(torch.zeros(()))
+
+    def nll(self, x):
+        z = (x - self.mean) / self.log_scale.exp()
+        return (0.5 * z**2 + self.log_scale).flatten(1).sum(1).mean()
+
+
+class NoisyMean(Family):
+    name = "noisy-mean"
+    config_cls = NoisyMeanConfig
+
+    def default_space(self, kind="image"):
+        return SearchSpace({"lr": FloatSpec(low=0.01, high=1.0, log=True)})
+
+    def loop(self, config, data, *, steps=None, epochs=None, seed=0, device="cpu"):
+        model = NoisyMeanModel(data.shape)
+        model.mean.copy_(data.train.x.mean(0))
+        opt = torch.optim.SGD(model.parameters(), lr=config.lr)
+        batch = torch.Generator().manual_seed(seed)
+        train, val = fixed_subset(data.train.x, 256, 1), fixed_subset(data.val.x, 256, 2)
+
+        def step(i):
+            x = data.train.x[torch.randint(len(data.train.x), (32,), generator=batch)]
+            loss = model.nll(x) / x[0].numel()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            return loss.detach()[None]
+
+        def measure():
+            with torch.no_grad():
+                return float(model.nll(train)), float(model.nll(val))
+
+        total = check_budget(steps, epochs, len(data.train.x) // 32)
+        return Loop(step, measure, ("loss",), model, total, config=config, seed=seed)
+
+    def sample(self, model, n, *, seed=0, device="cpu"):
+        z = torch.randn(n, *model.mean.shape, generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            return (model.mean + model.log_scale.exp() * z).clamp(-1, 1)
+
+    def build_model(self, config, meta):
+        return NoisyMeanModel(meta["image_shape"])
+"""
+
+
+def test_a_family_written_outside_the_package_passes_check_family(tmp_path, digits):
+    path = tmp_path / "elsewhere" / "noisy_mean.py"
+    path.parent.mkdir()
+    path.write_text(USER_FAMILY)
+    family = load_family(f"{path}:NoisyMean")
+    assert family.name == "noisy-mean" and type(family).__module__ == "gentune_user_noisy_mean"
+    result = check_family(family, digits, steps=30)
+    assert result.model.log_scale < 0  # the noise shrank towards the spread of the data
+
+
+def test_check_family_names_what_breaks(digits):
+    from objectives.pixel_gaussian import PixelGaussian
+
+    from gentune.search.space import SearchSpace
+
+    class Loud(PixelGaussian):
+        def sample(self, model, n, *, seed=0, device="cpu"):
+            return 3 * super().sample(model, n, seed=seed, device=device)
+
+    loud = r"^check_family\(pixel-gaussian\): samples must lie in \[-1, 1\]"
+    with pytest.raises(AssertionError, match=loud):
+        check_family(Loud, digits)
+
+    class Misnamed(PixelGaussian):
+        def default_space(self, kind="image"):
+            return SearchSpace({"learning_rate": 0.1})
+
+    with pytest.raises(AssertionError, match="default_space names parameters .* not have.*learning_rate"):
+        check_family(Misnamed, digits)
+
+
+def test_a_class_that_does_not_subclass_family_is_refused(tmp_path):
     bad = tmp_path / "bad_family.py"
     bad.write_text("class Half:\n    name = 'half'\n    def train(self, *a, **k):\n        pass\n")
+    with pytest.raises(GentuneError) as err:
+        get_family(f"{bad}:Half")
+    msg = str(err.value)
+    assert "is not a gentune family: a family must subclass gentune.families.Family" in msg
+    assert "Half" in msg and "Fix: write `class Half(gentune.families.Family)`" in msg
+
+
+def test_a_family_that_lacks_required_parts_is_named(tmp_path):
+    bad = tmp_path / "half_family.py"
+    bad.write_text(
+        "from gentune.families import Family\n"
+        "class Half(Family):\n    name = 'half'\n    def loop(self, *a, **k):\n        pass\n"
+    )
     with pytest.raises(GentuneError, match="lacks config_cls, default_space, sample"):
         get_family(f"{bad}:Half")
 
@@ -258,20 +362,16 @@ def test_text_trial_is_scored_by_nll_with_samples(tmp_path):
     small = tmp_path / "small.txt"
     small.write_text(text.read_text()[:20_000])
     space = SearchSpace({"n_layer": 1, "d_model": 32, "n_head": 2, "context": 32, "batch_size": 8})
-    from gentune.api import tune
-
-    result = tune(
+    result = _tune(
+        tmp_path,
         model="transformer",
         dataset="text",
         data_dir=small,
         trials=1,
         steps=20,
         space=space,
-        runs_dir=tmp_path,
-        report=False,
-        progress=False,
-        detectors="off",
-        strategy="random",
+        n_eval=None,
+        evals=None,
     )
     attrs = result.study.trials[0].user_attrs
     assert result.best["objective"] == "nll" and result.best["settings"]["dataset"] == "text:small.txt"

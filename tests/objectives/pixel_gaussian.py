@@ -1,16 +1,15 @@
 """A family defined outside gentune: independent Gaussian pixels, fitted by gradient descent.
 
 It is the smallest real generative model that follows the family contract (docs/families.md):
-a config dataclass, a default space, a trainer built on gentune.train.loop.run_loop, a
-sampler and a checkpoint through Family's defaults. Trained on a handful of images
-(`n_train`) its scales shrink to fit them, so its validation NLL rises while its training NLL
-falls: real overfitting, which the tests use.
+a config dataclass, a default space, a training loop (a step and a measurement that gentune's
+one loop runs) and a sampler; training and checkpoints come from Family's defaults. Trained on
+a handful of images (`n_train`) its scales shrink to fit them, so its validation NLL rises
+while its training NLL falls: real overfitting, which the tests use.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import torch
@@ -19,7 +18,7 @@ from torch import nn
 from gentune.families import Family
 from gentune.models.config import ConfigBase
 from gentune.search.space import FloatSpec, SearchSpace
-from gentune.train.loop import Loop, TrainResult, check_budget, fixed_subset, run_loop
+from gentune.train.loop import Loop, check_budget, fixed_subset
 
 
 @dataclass(frozen=True)
@@ -57,23 +56,9 @@ class PixelGaussian(Family):
     def default_space(self, kind="image"):
         return SearchSpace({"lr": FloatSpec(low=0.01, high=0.1, log=True)})
 
-    def train(
-        self,
-        config,
-        data,
-        *,
-        steps=None,
-        epochs=None,
-        seed=0,
-        device="cpu",
-        callback=None,
-        max_seconds=None,
-        log_every=None,
-    ):
-        t0 = time.perf_counter()
+    def loop(self, config, data, *, steps=None, epochs=None, seed=0, device="cpu"):
         x = data.train.x[: config.n_train or None]
         total = check_budget(steps, epochs, 1)
-        torch.manual_seed(seed)
         model = PixelGaussianModel(data.shape)
         opt = torch.optim.Adam(model.parameters(), lr=config.lr)
         val = fixed_subset(data.val.x, 256, 2)
@@ -89,20 +74,7 @@ class PixelGaussian(Family):
             with torch.no_grad():
                 return float(model.nll(x)), float(model.nll(val))
 
-        loop = Loop(step, measure, ("loss",), model, total, log_every or 10, callback, max_seconds, t0)
-        losses, history, curves, done, stop = run_loop(loop)
-        return TrainResult(
-            model=model.eval(),
-            config=config,
-            losses=losses,
-            curves=curves,
-            history=history,
-            steps=done,
-            seconds=time.perf_counter() - t0,
-            seed=seed,
-            diverged=stop == "diverged",
-            stop_reason=stop,
-        )
+        return Loop(step, measure, ("loss",), model, total, log_every=10, config=config, seed=seed)
 
     def sample(self, model, n, *, seed=0, device="cpu"):
         z = torch.randn(n, *model.image_shape, generator=torch.Generator().manual_seed(seed))

@@ -7,12 +7,15 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from gentune.errors import GentuneError
+from gentune.families import GanMlp
 from gentune.models.gan_mlp import GANConfig, build
-from gentune.train.checkpoint import load_checkpoint, save_checkpoint
-from gentune.train.gan import sample, train_gan
+from gentune.train.checkpoint import MODEL_FORMAT
+from gentune.train.gan import GANLosses, GANResult, sample, train_gan
+from gentune.train.loop import TrainResult
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -110,6 +113,8 @@ def test_config_dict_round_trip_and_unknown_keys():
 
 def test_short_training_gives_finite_losses_and_valid_samples(digits):
     r = train_gan(GANConfig(), digits, steps=200, log_every=50)
+    assert isinstance(r, GANResult) and isinstance(r, TrainResult)  # the shared result, GAN names added
+    assert r.losses == {"g": r.g_loss, "d": r.d_loss} and r.model is r.generator
     assert r.steps == 200 and not r.diverged and r.stop_reason == "budget"
     assert math.isfinite(r.g_loss) and math.isfinite(r.d_loss)
     assert [h["step"] for h in r.history] == [50, 100, 150, 200]
@@ -184,23 +189,26 @@ def test_sigmoid_head_is_the_same_model_as_logits(digits):
 def test_checkpoint_round_trip_gives_identical_samples(digits, tmp_path):
     cfg = GANConfig(beta1=0.5, latent_dim=16, width=32)
     r = train_gan(cfg, digits, steps=20)
-    path = save_checkpoint(tmp_path / "g.pt", cfg, r.generator, digits.shape, extra={"fid": 1.5})
-    cfg2, g2, meta = load_checkpoint(path)
-    assert cfg2 == cfg and meta == {"image_shape": (1, 8, 8), "extra": {"fid": 1.5}}
+    family = GanMlp()
+    path = family.save(tmp_path / "g.pt", cfg, r.generator, extra={"fid": 1.5})
+    assert torch.load(path, weights_only=True)["format"] == MODEL_FORMAT  # one format for every family
+    cfg2, g2, info = family.load(path)
+    assert cfg2 == cfg and info == {"meta": {"image_shape": [1, 8, 8]}, "extra": {"fid": 1.5}}
     assert torch.equal(sample(r.generator, 64, seed=5), sample(g2, 64, seed=5))
     assert [p.name for p in tmp_path.iterdir()] == ["g.pt"]  # no temp file left behind
 
 
 def test_checkpoint_errors_name_the_fix(digits, tmp_path):
+    family = GanMlp()
     with pytest.raises(GentuneError, match="not found.*Fix"):
-        load_checkpoint(tmp_path / "missing.pt")
+        family.load(tmp_path / "missing.pt")
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(GentuneError, match="corrupt.*Fix"):
-        load_checkpoint(bad)
+        family.load(bad)
     g, _ = build(GANConfig(), digits.shape)
     with pytest.raises(GentuneError, match="extra"):
-        save_checkpoint(tmp_path / "x.pt", GANConfig(), g, digits.shape, extra={"t": torch.ones(1)})
+        family.save(tmp_path / "x.pt", GANConfig(), g, extra={"t": torch.ones(1)})
 
 
 def test_huge_learning_rate_diverges_without_crashing(digits):
@@ -231,3 +239,48 @@ def test_callback_sees_progress_and_its_exception_propagates(digits):
 def test_max_seconds_stops_early_and_says_so(digits):
     r = train_gan(GANConfig(), digits, steps=10_000, max_seconds=0.0)
     assert r.steps == 1 and r.stop_reason == "max_seconds" and not r.diverged
+
+
+def test_the_losses_as_pure_functions_give_the_modules_numbers(digits):
+    """functional_call over the modules' own parameters computes exactly what calling them does."""
+    g, d = build(GANConfig(width=32, depth=1), digits.shape)
+    losses = GANLosses(g, d)
+    params_g, params_d = dict(g.named_parameters()), dict(d.named_parameters())
+    z, real = torch.randn(16, 100, generator=torch.Generator().manual_seed(0)), digits.train.x[:16]
+    fake = losses.generate(params_g, {}, z)
+    assert torch.equal(fake, g(z))
+    loss, acc = losses.d_loss(params_d, {}, real, fake.detach())
+    ones, zeros = torch.ones(16, 1), torch.zeros(16, 1)
+    direct = F.binary_cross_entropy_with_logits(d(real), ones) + F.binary_cross_entropy_with_logits(
+        d(fake.detach()), zeros
+    )
+    assert torch.equal(loss, direct) and 0 <= float(acc) <= 1
+    frozen = {k: v.detach() for k, v in params_d.items()}
+    assert torch.equal(losses.g_loss(frozen, {}, fake), F.binary_cross_entropy_with_logits(d(fake), ones))
+
+
+def test_the_losses_map_over_stacked_members(digits):
+    """The shape a population trainer needs: K members' parameters stacked, one vmap."""
+    from torch.func import stack_module_state, vmap
+
+    config, k = GANConfig(width=32, depth=1), 3
+    pairs = []
+    for seed in range(k):
+        torch.manual_seed(seed)
+        pairs.append(build(config, digits.shape))
+    losses = GANLosses(*pairs[0])
+    params_g, buffers_g = stack_module_state([g for g, _ in pairs])
+    params_d, buffers_d = stack_module_state([d for _, d in pairs])
+    z = torch.randn(k, 16, 100, generator=torch.Generator().manual_seed(0))
+    real = digits.train.x[:16].expand(k, *digits.train.x[:16].shape)
+    fakes = vmap(losses.generate)(params_g, buffers_g, z)
+    d_losses, accs = vmap(losses.d_loss)(params_d, buffers_d, real, fakes)
+    g_losses = vmap(losses.g_loss)(params_d, buffers_d, fakes)
+    for i, (g, d) in enumerate(pairs):
+        one = GANLosses(g, d)
+        fake = one.generate(dict(g.named_parameters()), {}, z[i])
+        assert torch.allclose(fakes[i], fake, atol=1e-6)
+        loss, acc = one.d_loss(dict(d.named_parameters()), {}, real[i], fake)
+        assert torch.allclose(d_losses[i], loss, atol=1e-6) and accs[i] == acc
+        assert torch.allclose(g_losses[i], one.g_loss(dict(d.named_parameters()), {}, fake), atol=1e-6)
+    assert len(set(d_losses.tolist())) == k  # the members are independent
