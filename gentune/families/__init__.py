@@ -9,7 +9,7 @@ once (auto.py). `gentune.testing.check_family` checks a family against the contr
 """
 
 from gentune.families.auto import AutoFamily
-from gentune.families.base import IMAGE_OBJECTIVES, Family, data_kind, image_meta
+from gentune.families.base import IMAGE_OBJECTIVES, OBJECTIVES, Family, data_kind, image_meta
 from gentune.families.diffusion import Diffusion
 from gentune.families.gan import DCGAN, LEGACY_GAN_FORMAT, GanMlp
 from gentune.families.registry import (
@@ -37,6 +37,7 @@ __all__ = [
     "IMAGE_OBJECTIVES",
     "LEGACY_GAN_FORMAT",
     "MODELS",
+    "OBJECTIVES",
     "REQUIRED",
     "VAE",
     "AutoFamily",

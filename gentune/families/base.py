@@ -25,6 +25,7 @@ from gentune.train.checkpoint import read_model, save_model
 from gentune.train.loop import Loop, TrainResult, fit
 
 IMAGE_OBJECTIVES = ("fid", "kid", "loss")
+OBJECTIVES = IMAGE_OBJECTIVES + ("nll",)  # every objective some family applies to
 
 
 class Family(abc.ABC):

@@ -8,7 +8,7 @@ from typing import Any
 
 from gentune.errors import GentuneError, unknown_choice
 from gentune.families.auto import AutoFamily
-from gentune.families.base import Family
+from gentune.families.base import OBJECTIVES, Family
 from gentune.families.diffusion import Diffusion
 from gentune.families.gan import DCGAN, GanMlp
 from gentune.families.transformer import Transformer
@@ -95,12 +95,20 @@ def check_family(model: str, dataset: str, objective: str | None) -> tuple[Famil
     """(family, data kind, objective) after checking that the family can model the dataset and
     be scored by the objective; the objective defaults to nll for text and fid for images."""
     from gentune.data import dataset_kind
-    from gentune.settings import check_objective
 
     kind = dataset_kind(dataset)
     family = get_family(model, kind)
     check_data(family, kind, dataset)
-    return family, kind, check_objective(family, kind, objective, dataset)
+    objective = objective or ("nll" if kind == "text" else "fid")
+    if objective not in OBJECTIVES:
+        raise unknown_choice("objective", objective, OBJECTIVES)
+    if objective not in family.objectives():
+        raise GentuneError(
+            f"--objective {objective} does not apply to --model {model} on {kind} data",
+            value=objective,
+            fix=f"use one of: {', '.join(family.objectives())}",
+        )
+    return family, kind, objective
 
 
 def portable_model(model: str) -> str:
