@@ -4,7 +4,8 @@ G: z -> linear -> (2w, H/4, W/4) -> two stride-2 transposed convolutions -> tanh
 D: two stride-2 convolutions with LeakyReLU -> linear -> one logit. D has no batch norm
 (Kurach et al. 2019 found it hurts with the non-saturating loss); spectral normalisation of
 D's layers is optional, and so is a separate learning rate for D (TTUR; Heusel et al. 2017).
-It trains with the MLP GAN's loop (gentune.train.gan), so both GANs share one loss and schedule.
+It trains with the MLP GAN's step (gentune.train.gan) on the one loop, so both GANs share one
+loss and schedule.
 """
 
 from __future__ import annotations

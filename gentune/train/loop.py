@@ -306,14 +306,14 @@ def fit(
 ) -> TrainResult:
     """Run `loop` and gather what it produced into `loop.result`; the model ends in eval mode.
 
-    The keywords are the caller's part of the loop: its callback, time limit, log schedule
-    (None: the loop's own) and start time (None: the loop's), so a family builds its `Loop`
-    once and the caller decides how it is watched.
+    The keywords are the caller's part of the loop, so that a family builds its `Loop` and the
+    caller decides how it is watched: its callback, time limit, log schedule and start time
+    (each None: the loop's own).
     """
     loop = replace(
         loop,
-        callback=callback,
-        max_seconds=max_seconds,
+        callback=loop.callback if callback is None else callback,
+        max_seconds=loop.max_seconds if max_seconds is None else max_seconds,
         log_every=loop.log_every if log_every is None else log_every,
         t0=loop.t0 if t0 is None else t0,
     )
