@@ -5,7 +5,7 @@
 '0.1.0'
 """
 
-__version__ = "0.1.0"
+from gentune.version import __version__
 
 
 def __getattr__(name):

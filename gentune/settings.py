@@ -20,22 +20,25 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gentune import __version__
 from gentune.data import dataset_kind
 from gentune.errors import GentuneError, StudyError, unknown_choice
+from gentune.families import OBJECTIVES as FAMILY_OBJECTIVES
+from gentune.families import check_data
 from gentune.search.pruners import PRUNERS, default_pruner, make_pruner
 from gentune.search.space import SearchSpace
 from gentune.search.strategies import DEFAULT_STRATEGY, STRATEGIES, grid_size
 from gentune.trial.detectors import DetectorConfig
 from gentune.trial.monitor import Schedule
+from gentune.version import __version__
 
 if TYPE_CHECKING:
     import optuna
 
     from gentune.families import Family
 
-# Every built-in objective is minimised; a user's objective names its direction.
-OBJECTIVES = {"fid": "minimize", "kid": "minimize", "loss": "minimize", "nll": "minimize"}
+# Every built-in objective (each family says which apply to it) is minimised; a user's
+# objective names its direction.
+OBJECTIVES = {name: "minimize" for name in FAMILY_OBJECTIVES}
 DIRECTIONS = ("minimize", "maximize")
 LOSS_WARNING = (
     "--objective loss ranks trials by the final generator loss, which does not measure "
@@ -279,7 +282,7 @@ def is_user_study(stored: dict | None) -> bool:
 
 def check_objective(family: Family, kind: str, objective: str | None, dataset: str = "") -> str:
     """The objective of a study of `family` on `kind` data, checked; None: the default."""
-    family.check_data(kind, dataset)
+    check_data(family, kind, dataset)
     objective = objective or default_objective(kind)
     if objective not in OBJECTIVES:
         raise unknown_choice("objective", objective, OBJECTIVES)

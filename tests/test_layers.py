@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "gentune"
 # Lowest first. A module's layer is named by its first part below gentune (gentune.study.store
 # is in "study"); modules on one line form one layer and may import each other.
 LAYERS = [
-    ("errors", "paths", "device", "images", "progress", "loading", "extras"),  # foundations
+    ("errors", "paths", "device", "images", "progress", "loading", "extras", "version"),  # foundations
     ("data",),
     ("models",),
     ("metrics", "search"),
@@ -26,11 +26,12 @@ LAYERS = [
     ("trial",),
     ("settings",),
     ("study",),
+    ("report",),  # reads a study's storage; a finished search writes it
     ("phases",),
     ("api",),
     # The user-facing edges; gentune/__init__.py exposes the API lazily, tutorial.py is the
     # tutorial's train_gan for users' own Optuna code.
-    ("testing", "report", "cli", "tutorial", "__main__", "__init__"),
+    ("testing", "cli", "tutorial", "__main__", "__init__"),
 ]
 MAX_UPWARD = 2
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from gentune.errors import GentuneError, unknown_choice
 from gentune.families.auto import AutoFamily
-from gentune.families.base import OBJECTIVES, Family
+from gentune.families.base import Family
 from gentune.families.diffusion import Diffusion
 from gentune.families.gan import DCGAN, GanMlp
 from gentune.families.transformer import Transformer
@@ -89,26 +89,6 @@ def load_family(spec: str) -> Family:
 def check_data(family: Family, kind: str, dataset: str = "") -> None:
     """family.check_data, with the built-in families that model `kind` data as the fix."""
     family.check_data(kind, dataset, builtin_for(kind))
-
-
-def check_family(model: str, dataset: str, objective: str | None) -> tuple[Family, str, str]:
-    """(family, data kind, objective) after checking that the family can model the dataset and
-    be scored by the objective; the objective defaults to nll for text and fid for images."""
-    from gentune.data import dataset_kind
-
-    kind = dataset_kind(dataset)
-    family = get_family(model, kind)
-    check_data(family, kind, dataset)
-    objective = objective or ("nll" if kind == "text" else "fid")
-    if objective not in OBJECTIVES:
-        raise unknown_choice("objective", objective, OBJECTIVES)
-    if objective not in family.objectives():
-        raise GentuneError(
-            f"--objective {objective} does not apply to --model {model} on {kind} data",
-            value=objective,
-            fix=f"use one of: {', '.join(family.objectives())}",
-        )
-    return family, kind, objective
 
 
 def portable_model(model: str) -> str:

@@ -142,16 +142,20 @@ def test_auto_space_prefixes_each_family_and_picks_one():
 
 
 def test_mismatched_data_and_objectives_are_clear_errors():
-    from gentune.families import check_family as check_study
+    from gentune.families import get_family
+    from gentune.settings import check_objective
+
+    def check_study(model: str, kind: str, objective: str | None) -> str:
+        return check_objective(get_family(model, kind), kind, objective, kind)
 
     with pytest.raises(GentuneError, match="gan-mlp family models image data.*is text.*--model transformer"):
         check_study("gan-mlp", "text", None)
     with pytest.raises(GentuneError, match="nll does not apply"):
-        check_study("dcgan", "digits", "nll")
+        check_study("dcgan", "image", "nll")
     with pytest.raises(GentuneError, match="loss does not apply"):
-        check_study("auto", "digits", "loss")
-    assert check_study("transformer", "text", None)[2] == "nll"
-    assert check_study("vae", "digits", None)[2] == "fid"
+        check_study("auto", "image", "loss")
+    assert check_study("transformer", "text", None) == "nll"
+    assert check_study("vae", "image", None) == "fid"
 
 
 def test_overfitting_needs_rising_validation_and_falling_training():
