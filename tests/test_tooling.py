@@ -35,7 +35,9 @@ def test_a_missing_extra_names_the_extra_that_installs_it(monkeypatch):
         "a PostgreSQL storage needs the optional package psycopg[binary]. "
         "Fix: pip install 'gentune[postgres]'"
     )
+    # The submodule too: an earlier test may have imported it, and import_module would return it.
     monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(GentuneError, match=r"gentune\[report\]"):
         require("matplotlib.figure", "--format png")
 
