@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from gentune.data import load_dataset
 from gentune.data.base import ImageDataset
 from gentune.models.gan_mlp import GANConfig
 from gentune.train.gan import train_gan as _train
@@ -21,8 +22,6 @@ from gentune.train.gan import train_gan as _train
 
 @lru_cache(maxsize=4)
 def _data(dataset: str) -> ImageDataset:
-    from gentune.data import load_dataset
-
     return load_dataset(dataset)
 
 
