@@ -16,13 +16,17 @@ from functools import lru_cache
 
 from gentune.data import load_dataset
 from gentune.data.base import ImageDataset
+from gentune.errors import GentuneError
 from gentune.models.gan_mlp import GANConfig
 from gentune.train.gan import train_gan as _train
 
 
 @lru_cache(maxsize=4)
 def _data(dataset: str) -> ImageDataset:
-    return load_dataset(dataset)
+    data = load_dataset(dataset)
+    if not isinstance(data, ImageDataset):
+        raise GentuneError("the tutorial's GAN trains on images", value=dataset, fix="use dataset='digits'")
+    return data
 
 
 def train_gan(

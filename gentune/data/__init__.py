@@ -11,9 +11,13 @@ Sources:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gentune.data.base import ImageDataset, Split
 from gentune.errors import unknown_choice
+
+if TYPE_CHECKING:  # text.py is imported only when a text dataset is loaded
+    from gentune.data.text import TextDataset
 
 DATASETS = ("digits", "mnist", "files", "text")
 TEXT_DATASETS = ("text",)
@@ -26,7 +30,9 @@ def dataset_kind(name: str) -> str:
     return "text" if name.partition(":")[0] in TEXT_DATASETS else "image"
 
 
-def load_dataset(name: str, *, data_dir: str | Path | None = None, seed: int = 0) -> ImageDataset:
+def load_dataset(
+    name: str, *, data_dir: str | Path | None = None, seed: int = 0
+) -> ImageDataset | TextDataset:
     """Load dataset `name` (one of DATASETS), its train/val split shuffled by `seed`.
 
     `data_dir` is a local folder of MNIST files for ``mnist`` (instead of the download cache),
@@ -49,5 +55,5 @@ def load_dataset(name: str, *, data_dir: str | Path | None = None, seed: int = 0
     if name == "text":
         from gentune.data.text import load_text
 
-        return load_text(data_dir, seed=seed)  # type: ignore[return-value]
+        return load_text(data_dir, seed=seed)
     raise unknown_choice("dataset", name, DATASETS)
