@@ -8,8 +8,9 @@ drawn here, stored in the study, read by the trial.
 
 >>> req = TuneRequest(model="gan-mlp", dataset=DatasetRef("digits"))
 >>> from gentune.families import get_family
->>> s = resolve_settings(req, None, get_family("gan-mlp"))
->>> (s.objective, s.strategy, s.pruner, s.evals, s.budget_for(get_family("gan-mlp")))
+>>> family = get_family("gan-mlp")
+>>> s = resolve_settings(req, None, family, family.default_space())
+>>> (s.objective, s.strategy, s.pruner, s.evals, s.budget_for(family))
 ('fid', 'tpe', 'median', 5, {'steps': 3000})
 """
 
@@ -277,7 +278,7 @@ class UserSettings:
 
 def is_user_study(stored: dict | None) -> bool:
     """Whether stored settings are those of a user's objective."""
-    return bool(stored) and stored.get("model") == "user"  # type: ignore[union-attr]
+    return stored is not None and stored.get("model") == "user"
 
 
 def check_objective(family: Family, kind: str, objective: str | None, dataset: str = "") -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gentune.errors import unknown_choice
+from gentune.extras import require
 
 FORMATS = ("html", "png")
 
@@ -20,6 +21,8 @@ def write_report(storage: str, study_name: str, out: Path, *, fmt: str = "html")
     if fmt not in FORMATS:
         raise unknown_choice("report format", fmt, FORMATS)
     # Imported here: plotly and matplotlib take a second to import and only reports need them.
+    require("plotly", "the report")
+    require("matplotlib", "the report")
     from gentune.report.extract import extract_study, importances, open_study
     from gentune.report.html import write_html
     from gentune.report.plots import build_panels, write_pngs

@@ -18,7 +18,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from gentune.errors import StudyError
+from gentune.study.store import open_or_create
 from gentune.trial import attrs
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -81,31 +81,11 @@ class StudyInfo:
 
 
 def open_study(storage: str, study_name: str) -> optuna.Study:
-    """Load an existing study; a path to a .db file is accepted as a sqlite storage.
-
-    The storage is opened as gentune opens it (PostgreSQL through psycopg, journal files).
-    """
-    from gentune.study.store import make_storage
-
+    """Load an existing study (gentune.study.store.open_or_create); a path to a .db file is
+    accepted as a sqlite storage."""
     if "://" not in storage and not storage.endswith(".log"):
         storage = f"sqlite:///{Path(storage)}"
-    if storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///") :]).is_file():
-        # RDBStorage would silently create an empty database here.
-        raise StudyError(
-            "the study storage does not exist",
-            value=storage,
-            fix="pass the storage the study was run with, e.g. sqlite:///runs/<study>/study.db",
-        )
-    store = make_storage(storage)
-    try:
-        return optuna.load_study(study_name=study_name, storage=store)
-    except KeyError:
-        names = ", ".join(optuna.get_all_study_names(store)) or "none"
-        raise StudyError(
-            f"no study of that name in {storage}; studies there: {names}",
-            value=study_name,
-            fix="pass one of the listed study names",
-        ) from None
+    return open_or_create(study_name, storage)
 
 
 def clean_png(b64) -> str | None:

@@ -36,6 +36,7 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from gentune.errors import StudyError
+from gentune.extras import require
 from gentune.trial.attrs import SystemKey
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,8 @@ def make_storage(url: str, on_stale: STALE_CALLBACK | None) -> optuna.storages.B
             JournalFileBackend(str(path)), heartbeat_interval(), grace_period(), on_stale
         )
     url = rdb_url(url)
+    if url.startswith("postgresql") and importlib.util.find_spec("psycopg2") is None:
+        require("psycopg", "a PostgreSQL storage")
     if url.startswith(("sqlite:", "postgresql", "mysql")):
         # pool_pre_ping replaces connections that died (a database restart) before they are used.
         engine_kwargs = (
@@ -121,7 +124,7 @@ def make_storage(url: str, on_stale: STALE_CALLBACK | None) -> optuna.storages.B
         except ImportError as e:
             raise StudyError(
                 f"the database driver for {url.split(':')[0]} is missing: {e}",
-                fix="pip install 'psycopg[binary]' (PostgreSQL) and retry",
+                fix="pip install 'gentune[postgres]' and retry",
             ) from None
         except Exception as e:  # noqa: BLE001 - SQLAlchemy raises many types for a bad server
             fix = (

@@ -107,11 +107,17 @@ def enqueue_grid(study: optuna.Study, grid: dict[str, list]) -> int:
     return len(points)
 
 
-def study_exists(storage: str, name: str) -> bool:
+def study_names(storage: str) -> list[str]:
+    """The studies in `storage`; none for a SQLite or journal file that does not exist (opening
+    the storage would create it)."""
     file = _file_of(storage)
     if file is not None and not file.exists():
-        return False  # and opening the storage would create the file
-    return name in {s.study_name for s in optuna.get_all_study_summaries(make_storage(storage))}
+        return []
+    return optuna.get_all_study_names(make_storage(storage))
+
+
+def study_exists(storage: str, name: str) -> bool:
+    return name in study_names(storage)
 
 
 def existing_settings(storage: str, name: str) -> dict | None:
@@ -137,12 +143,22 @@ def open_or_create(
     stored settings must equal `settings`. With settings None the study must exist (a worker,
     a report, `gentune best`).
     """
-    if settings is None and not study_exists(storage, name):
-        raise StudyError(
-            f"no study named {name!r} in {hide_password(storage)}",
-            value=name,
-            fix="check --study and --storage, or create the study with gentune tune",
-        )
+    if settings is None:
+        file = _file_of(storage)
+        if file is not None and not file.exists():
+            raise StudyError(
+                f"the study storage {file} does not exist",
+                value=hide_password(storage),
+                fix="pass the storage the study was run with, e.g. sqlite:///runs/<study>/study.db",
+            )
+        names = study_names(storage)
+        if name not in names:
+            raise StudyError(
+                f"no study named {name!r} in {hide_password(storage)}; studies there: "
+                f"{', '.join(names) or 'none'}",
+                value=name,
+                fix="check --study and --storage, or create the study with gentune tune",
+            )
     file = _file_of(storage)
     if file is not None:
         file.parent.mkdir(parents=True, exist_ok=True)

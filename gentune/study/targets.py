@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import optuna
 import torch
 
-from gentune.data import load_dataset
+from gentune.data import ImageDataset, load_dataset
 from gentune.device import resolve_device
 from gentune.errors import StudyError
 from gentune.families import Family, get_family
@@ -73,7 +73,7 @@ class BuiltinTarget:
         dev = resolve_device(device)
         ref = self.settings.dataset_ref
         data = load_dataset(ref.name, data_dir=data_dir, seed=DATA_SEED)
-        if ref.kind == "text":
+        if not isinstance(data, ImageDataset):  # text is scored by its NLL
             return dev, data, None
         evaluator = Evaluator(data, n=self.settings.n_eval, device=dev, seed=self.settings.seed).prepare()
         if StudyKey.FLOOR not in study.user_attrs:

@@ -207,7 +207,7 @@ def test_stored_strings_that_are_not_pngs_never_reach_the_page(tmp_path):
 
 def test_missing_study_or_storage_is_a_user_error(demo, tmp_path):
     storage, name, _ = demo
-    with pytest.raises(StudyError, match="no study of that name"):
+    with pytest.raises(StudyError, match=f"no study named 'nope' in .*; studies there: {name}"):
         write_report(storage, "nope", tmp_path / "r.html")
     missing = tmp_path / "absent.db"
     with pytest.raises(StudyError, match="does not exist"):
