@@ -87,7 +87,7 @@ def confirm(
             return  # resumed: the queue is there
         for c in candidates:
             for s in range(1, seeds + 1):
-                params, attrs = search.rerun(c, base_seed + s)
+                params, attrs = search.rerun(c)
                 attrs = {**attrs, TrialKey.CONFIRM_OF: c["source"], TrialKey.TRAIN_SEED: base_seed + s}
                 study.enqueue_trial(params, user_attrs=attrs)
         study.set_user_attr(StudyKey.CONFIRM_QUEUE, {"candidates": candidates, "seeds": seeds})

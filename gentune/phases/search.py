@@ -90,8 +90,8 @@ class Search(Protocol):
         """Values for the parameters a stage does not tune."""
         ...
 
-    def rerun(self, candidate: dict[str, Any], seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(params, user attributes) of a queued trial that re-runs `candidate` under `seed`."""
+    def rerun(self, candidate: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(params, user attributes) of a queued trial that re-runs `candidate` (confirm adds the seed)."""
         ...
 
 
@@ -139,7 +139,7 @@ class BuiltinSearch:
     def defaults(self, screen: TuneResult | None) -> dict[str, Any]:
         return self.family.config_cls().to_dict()
 
-    def rerun(self, candidate: dict[str, Any], seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    def rerun(self, candidate: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         # gentune's trainer takes the whole config, so the re-run samples nothing.
         return {}, {TrialKey.FIXED_CONFIG: candidate["config"], TrialKey.FIXED_FAMILY: candidate["family"]}
 
@@ -221,7 +221,7 @@ class UserSearch:
     def defaults(self, screen: TuneResult | None) -> dict[str, Any]:
         return screen.best["params"] if screen is not None and screen.best else {}
 
-    def rerun(self, candidate: dict[str, Any], seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    def rerun(self, candidate: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         # The objective gets the parameters back from its own suggest calls.
         return candidate["params"], {}
 
