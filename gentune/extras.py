@@ -1,8 +1,9 @@
 """Optional dependencies: import them where they are used, with the install line when they are missing.
 
 The extras are declared in pyproject.toml: ``gentune[postgres]`` (psycopg, for PostgreSQL
-storages) and ``gentune[report]`` (plotly and matplotlib, for the HTML and PNG reports);
-``gentune[all]`` installs both.
+storages), ``gentune[report]`` (plotly and matplotlib, for the HTML and PNG reports) and
+``gentune[grpc]`` (grpcio and protobuf, for ``gentune storage-proxy`` and ``grpc://`` storages);
+``gentune[all]`` installs them all.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ EXTRAS = {
     "psycopg": ("postgres", "psycopg[binary]"),
     "plotly": ("report", "plotly"),
     "matplotlib": ("report", "matplotlib"),
+    "grpc": ("grpc", "grpcio"),
+    "google": ("grpc", "protobuf"),  # protobuf's module is google.protobuf
 }
 
 

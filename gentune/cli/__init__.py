@@ -31,8 +31,16 @@ def _command_line() -> str:
     return "gentune " + shlex.join(sys.argv[1:])
 
 
+STORAGE_ENV = "GENTUNE_STORAGE"  # a storage URL read from the environment stays off command lines
+
+
 def _storage_option():
-    return typer.Option(None, help="Optuna storage URL (default: sqlite:///RUNS/STUDY/study.db).")
+    return typer.Option(
+        None,
+        envvar=STORAGE_ENV,
+        help="Optuna storage URL (default: sqlite:///RUNS/STUDY/study.db), or grpc://HOST:PORT "
+        "of a gentune storage-proxy.",
+    )
 
 
 @app.command()
@@ -349,7 +357,11 @@ def _tune(
 @app.command()
 def worker(
     study: str = typer.Option(..., help="Name of an existing study (created by gentune tune)."),
-    storage: str = typer.Option(..., help="The study's storage URL, e.g. postgresql://user:pw@host/db."),
+    storage: str = typer.Option(
+        ...,
+        envvar=STORAGE_ENV,
+        help="The study's storage URL, e.g. postgresql://user:pw@host/db or grpc://HOST:PORT.",
+    ),
     trials: Optional[int] = typer.Option(
         None,
         help="Stop when the study holds this many finished "
@@ -524,3 +536,31 @@ def main() -> None:
             raise
         e.show()
         raise SystemExit(getattr(e, "exit_code", 2)) from None
+
+
+@app.command("storage-proxy")
+def storage_proxy(
+    storage: str = typer.Option(
+        ...,
+        envvar=STORAGE_ENV,
+        help="The database to serve: postgresql://user:pw@host/db or sqlite:///path/study.db.",
+    ),
+    host: str = typer.Option(
+        "127.0.0.1",
+        help="Address to listen on. The proxy has no authentication: anyone who reaches it can "
+        "change every study, so keep it on a private network.",
+    ),
+    port: int = typer.Option(13000, min=1, max=65535, help="Port to listen on."),
+):
+    """Serve a study database to many workers over gRPC (Optuna's storage proxy): they pass
+    --storage grpc://HOST:PORT and share the proxy's database connections. Runs until Ctrl-C."""
+    from gentune.study.proxy import proxy_url, serve, served_storage
+    from gentune.study.storage import hide_password
+
+    served = served_storage(storage)
+    url = proxy_url(host, port)
+    out.print(
+        f"storage proxy for {hide_password(storage)} on {url}; Ctrl-C stops it", markup=False, soft_wrap=True
+    )
+    out.print(f"  workers: gentune worker --storage {url} --study NAME", markup=False, soft_wrap=True)
+    serve(served, host, port)

@@ -1,18 +1,21 @@
 """Storage for a study shared by many workers: URLs, heartbeats, and retries on a lost database.
 
-Three kinds of URL:
+Four kinds of URL:
 
 - `sqlite:///path/study.db`: one machine (the default);
 - `postgresql://user:pw@host:5432/db`: one database server, workers on many machines. Opened
   with psycopg 3 (`postgresql+psycopg://`); a plain `postgresql://` is rewritten to it unless
   psycopg2 is installed;
 - `journal:///shared/path/study.log` (or any path ending in `.log`): Optuna's journal file, for
-  machines that share a filesystem but no database server.
+  machines that share a filesystem but no database server;
+- `grpc://host:port`: a `gentune storage-proxy` (Optuna's gRPC storage proxy) in front of one of
+  the above, so that many workers share the proxy's few database connections.
 
 Every worker sends a heartbeat for its running trial; a trial whose heartbeat stops (its
 process was killed, its machine lost) is marked failed by another worker and its parameters
-are queued again. Optuna's journal storage has no heartbeats, so `HeartbeatJournalStorage`
-adds them. A worker that loses its database connection retries each call with backoff.
+are queued again. Optuna's journal storage and its gRPC proxy client have no heartbeats, so
+`HeartbeatJournalStorage` and `HeartbeatGrpcStorage` add them. A worker that loses its database
+connection (or its storage proxy) retries each call with backoff.
 """
 
 from __future__ import annotations
@@ -24,13 +27,14 @@ import os
 import random
 import threading
 import time
+import urllib.parse
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
-from optuna.storages import RDBStorage
+from optuna.storages import GrpcStorageProxy, RDBStorage
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
@@ -95,8 +99,55 @@ def rdb_url(url: str) -> str:
     return url
 
 
+def grpc_address(url: str) -> tuple[str, int] | None:
+    """(host, port) of a `grpc://host:port` storage URL, None for other URLs.
+
+    >>> grpc_address("grpc://127.0.0.1:13000"), grpc_address("sqlite:///x.db")
+    (('127.0.0.1', 13000), None)
+    """
+    if not url.startswith("grpc://"):
+        return None
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if not parts.hostname or port is None or parts.path not in ("", "/") or parts.query:
+        raise StudyError(
+            "a grpc:// storage URL names the storage proxy's host and port, and nothing else",
+            value=url,
+            fix="pass e.g. grpc://127.0.0.1:13000 (the --host and --port of gentune storage-proxy)",
+        )
+    return parts.hostname, port
+
+
+PROXY_WAIT_SECONDS = 20.0  # how long a worker waits for a storage proxy that is starting
+
+
+def _open_proxy(url: str, host: str, port: int, on_stale: STALE_CALLBACK | None) -> HeartbeatGrpcStorage:
+    require("grpc", "a grpc:// storage (gentune storage-proxy)")
+    require("google.protobuf", "a grpc:// storage (gentune storage-proxy)")
+    with warnings.catch_warnings():  # the proxy is experimental in Optuna; gentune tests it
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = HeartbeatGrpcStorage(host, port, heartbeat_interval(), grace_period(), on_stale)
+    try:
+        storage.wait_server_ready(timeout=PROXY_WAIT_SECONDS)
+    except ConnectionError:
+        storage.close()
+        raise StudyError(
+            f"no storage proxy answered at {url} within {PROXY_WAIT_SECONDS:g} s",
+            value=url,
+            fix=f"start one with gentune storage-proxy --storage URL --host {host} --port {port}, "
+            "or check the host and port",
+        ) from None
+    return storage
+
+
 def make_storage(url: str, on_stale: STALE_CALLBACK | None) -> optuna.storages.BaseStorage:
     """An Optuna storage for `url` with heartbeats; `on_stale(study, trial)` runs for each lost trial."""
+    address = grpc_address(url)
+    if address is not None:
+        return _open_proxy(url, *address, on_stale)
     path = journal_path(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -152,17 +203,15 @@ def hide_password(url: str) -> str:
     return f"{scheme}{sep}{creds.split(':')[0]}:***@{host}"
 
 
-class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
-    """Optuna's journal storage with heartbeats kept as a trial system attribute.
+class AttrHeartbeat(optuna.storages.BaseStorage, BaseHeartbeat):
+    """Heartbeats kept as a trial system attribute, for storages that have none of their own.
 
-    The journal is an append-only log replayed in order, so when two workers race to finish
-    a trial, the first entry wins and the other gets UpdateFinishedTrialError. Heartbeats use
-    each machine's clock: keep the machines' clocks within a few seconds of each other.
+    They use each machine's clock: keep the machines' clocks within a few seconds of each other.
     """
 
-    def __init__(self, backend, interval: int, grace: int, on_stale: STALE_CALLBACK | None):
-        super().__init__(backend)
-        self._interval, self._grace, self._on_stale = interval, grace, on_stale
+    _interval: int
+    _grace: int
+    _on_stale: STALE_CALLBACK | None
 
     def record_heartbeat(self, trial_id: int) -> None:
         try:
@@ -182,6 +231,32 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         return self._on_stale
 
 
+class HeartbeatJournalStorage(JournalStorage, AttrHeartbeat):
+    """Optuna's journal storage with heartbeats (AttrHeartbeat).
+
+    The journal is an append-only log replayed in order, so when two workers race to finish
+    a trial, the first entry wins and the other gets UpdateFinishedTrialError.
+    """
+
+    def __init__(self, backend, interval: int, grace: int, on_stale: STALE_CALLBACK | None):
+        super().__init__(backend)
+        self._interval, self._grace, self._on_stale = interval, grace, on_stale
+
+
+class HeartbeatGrpcStorage(GrpcStorageProxy, AttrHeartbeat):
+    """A client of `gentune storage-proxy` (Optuna's gRPC storage proxy), with heartbeats.
+
+    The proxy's protocol has no heartbeat call, so heartbeats are a trial system attribute, as on
+    a journal; workers that reach the same database directly keep theirs in Optuna's heartbeat
+    table, and neither kind sees the other's (so neither fails the other's running trials). A
+    call that finds the proxy unreachable (restarting) is retried like a lost database.
+    """
+
+    def __init__(self, host: str, port: int, interval: int, grace: int, on_stale: STALE_CALLBACK | None):
+        super().__init__(host=host, port=port)
+        self._interval, self._grace, self._on_stale = interval, grace, on_stale
+
+
 def is_connection_error(exc: BaseException | None) -> bool:
     """True for a lost or refused database connection (also when wrapped by Optuna)."""
     import sqlalchemy.exc as sa
@@ -189,10 +264,23 @@ def is_connection_error(exc: BaseException | None) -> bool:
     while exc is not None:
         if isinstance(exc, (sa.OperationalError, sa.InterfaceError, sa.DisconnectionError)):
             return True
+        if _proxy_unreachable(exc):
+            return True
         if isinstance(exc, sa.DBAPIError) and exc.connection_invalidated:
             return True
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+def _proxy_unreachable(exc: BaseException) -> bool:
+    """A gRPC call that found the storage proxy down (status UNAVAILABLE); grpc is not imported
+    here, since it is an optional extra."""
+    code = getattr(exc, "code", None)
+    return (
+        type(exc).__module__.startswith("grpc")
+        and callable(code)
+        and getattr(code(), "name", None) == "UNAVAILABLE"
+    )
 
 
 _nesting = threading.local()  # only the outermost storage call retries, not the calls inside it
@@ -278,3 +366,7 @@ _RETRIED += [
 ]
 for _name in _RETRIED:
     setattr(ResilientRDBStorage, _name, _retrying(getattr(RDBStorage, _name)))
+# The proxy client's calls too, so that a worker rides out a proxy restart.
+for _name in _RETRIED:
+    if hasattr(HeartbeatGrpcStorage, _name):
+        setattr(HeartbeatGrpcStorage, _name, _retrying(getattr(HeartbeatGrpcStorage, _name)))
