@@ -28,7 +28,11 @@ out = Console()
 
 
 def _command_line() -> str:
-    return "gentune " + shlex.join(sys.argv[1:])
+    """This command, to store in the study, with every storage password replaced by ***: the
+    command is shown in the report, which is made to be shared."""
+    from gentune.study.storage import hide_command_password
+
+    return hide_command_password("gentune " + shlex.join(sys.argv[1:]))
 
 
 STORAGE_ENV = "GENTUNE_STORAGE"  # a storage URL read from the environment stays off command lines
@@ -476,13 +480,20 @@ def _say_created(study: Any, run: Any) -> None:
     from gentune.study.storage import hide_password
     from gentune.study.store import default_storage
 
-    url = hide_password(run.storage or default_storage(study.study_name, Path(run.runs_dir)))
+    given = run.storage or default_storage(study.study_name, Path(run.runs_dir))
+    url = hide_password(given)
     out.print(
         f"created study {study.study_name} ({url}); it runs no trial until workers join it:", markup=False
     )
     out.print(
         f"  gentune worker --study {shlex.quote(study.study_name)} --storage {shlex.quote(url)}", markup=False
     )
+    if url != given:
+        out.print(
+            "  (the password is shown as ***: put it in, or leave it out of the URL and give it "
+            "in PGPASSWORD or ~/.pgpass on each worker)",
+            markup=False,
+        )
 
 
 def _given(**options: Any) -> dict[str, Any]:

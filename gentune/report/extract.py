@@ -18,6 +18,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from gentune.study.storage import hide_command_password
 from gentune.study.store import open_or_create
 from gentune.trial import attrs
 
@@ -64,7 +65,7 @@ class StudyInfo:
     directions: tuple[str, ...]  # "minimize" / "maximize", one per objective
     objective_names: tuple[str, ...]
     gentune: dict
-    command: str | None
+    command: str | None  # passwords hidden: studies made before gentune hid them hold them
     floor: dict
     extractor: dict
     real_png: str | None
@@ -175,12 +176,18 @@ def extract_study(study: optuna.Study) -> StudyInfo:
         directions=tuple(d.name.lower() for d in study.directions),
         objective_names=_objective_names(study, gentune),
         gentune=gentune,
-        command=attrs.command(study),
+        command=_without_passwords(attrs.command(study)),
         floor=dict(attrs.floor(study) or {}),
         extractor=dict(attrs.extractor(study) or {}),
         real_png=clean_png(attrs.real_png(study)),
         trials=tuple(_trial_info(t) for t in study.get_trials(deepcopy=False)),
     )
+
+
+def _without_passwords(command: str | None) -> str | None:
+    """A stored command line as the report may show it: a report is made to be shared, and
+    studies created before gentune hid passwords stored --storage URLs whole."""
+    return None if command is None else hide_command_password(command)
 
 
 def state_counts(info: StudyInfo) -> dict:

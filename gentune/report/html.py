@@ -25,6 +25,7 @@ from gentune.report.extract import (
     state_counts,
 )
 from gentune.report.plots import Panel
+from gentune.study.storage import hide_password
 
 SECTIONS = ("Summary", "Plots", "Samples", "Trials")
 NUM = ' class="num"'
@@ -158,8 +159,9 @@ def _extractor_card(info: StudyInfo) -> str:
 def _study_card(info: StudyInfo) -> str:
     g = info.gentune
     objective = ", ".join(f"{n} ({d})" for n, d in zip(info.objective_names, info.directions))
+    # Settings are hidden like the command: a hand-made or future study may hold a URL there.
     rows = [
-        (label, _e(json.dumps(g[key]) if isinstance(g[key], (dict, list)) else g[key]))
+        (label, _e(hide_password(json.dumps(g[key]) if isinstance(g[key], (dict, list)) else str(g[key]))))
         for key, label in (
             ("model", "model"),
             ("dataset", "dataset"),

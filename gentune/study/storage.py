@@ -25,6 +25,8 @@ import importlib.util
 import logging
 import os
 import random
+import re
+import shlex
 import threading
 import time
 import urllib.parse
@@ -184,23 +186,69 @@ def make_storage(url: str, on_stale: STALE_CALLBACK | None) -> optuna.storages.B
                 else "check that the database server runs and the URL's user, password, "
                 "host, port and database name"
             )
-            raise StudyError(f"cannot open the storage {hide_password(url)}: {e}", fix=fix) from None
+            raise StudyError(
+                f"cannot open the storage {hide_password(url)}: {hide_password(str(e))}", fix=fix
+            ) from None
     try:
         return optuna.storages.get_storage(url)
     except Exception as e:  # noqa: BLE001 - Optuna raises several types for a bad URL
         raise StudyError(
-            f"cannot open the storage {url!r}: {e}",
+            f"cannot open the storage {hide_password(url)!r}: {hide_password(str(e))}",
             fix="pass sqlite:///runs/x/study.db, postgresql://user:pass@host/db "
             "or journal:///shared/folder/study.log",
         ) from None
 
 
-def hide_password(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    creds, at, host = rest.rpartition("@")
-    if not at or ":" not in creds:
-        return url
-    return f"{scheme}{sep}{creds.split(':')[0]}:***@{host}"
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+# user:PASSWORD@ of a URL inside other text: the password runs to the last "@" before a space, so
+# one holding "@" or a shell's quotes (shlex.join) is hidden whole.
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@'\"]*:)\S*(?=@)")
+# password=... in a URL's query (postgresql://u@host/db?password=...) or a libpq conninfo.
+_PARAM_PASSWORD = re.compile(r"(\bpassword=)[^\s&'\"]*", re.IGNORECASE)
+
+
+def hide_password(text: str) -> str:
+    """`text` with every password in it replaced by ***: a storage URL's (user:***@host, and
+    ?password=***), or those of the URLs inside a message or a stored command line. gentune
+    prints, stores and writes storage URLs only through this.
+
+    >>> hide_password("postgresql://u:s3cr@t w@host:5432/db")
+    'postgresql://u:***@host:5432/db'
+    >>> hide_password("gentune worker --storage postgresql://u:p@ss@h/db --study s")
+    'gentune worker --storage postgresql://u:***@h/db --study s'
+    >>> hide_password("cannot open 'postgresql://u@h/db?sslmode=require&password=pw': refused")
+    "cannot open 'postgresql://u@h/db?sslmode=require&password=***': refused"
+    """
+    scheme = _SCHEME.match(text)
+    if scheme:
+        # The text is one URL (a --storage value): its password may hold any character.
+        creds, at, host = text[scheme.end() :].rpartition("@")
+        if at and ":" in creds:
+            text = f"{scheme.group()}{creds.split(':')[0]}:***@{host}"
+    else:
+        text = _URL_PASSWORD.sub(r"\1***", text)
+    return _PARAM_PASSWORD.sub(r"\1***", text)
+
+
+def hide_command_password(command: str) -> str:
+    """A shell command line with every password hidden (`hide_password`), argument by argument,
+    so that a quoted password holding spaces or quotes is hidden whole.
+
+    >>> hide_command_password("gentune worker --storage='postgresql://u:a b@h/db' --study s")
+    "gentune worker '--storage=postgresql://u:***@h/db' --study s"
+    """
+    try:
+        args = shlex.split(command)
+    except ValueError:  # not a command line after all (unbalanced quotes)
+        return hide_password(command)
+    hidden = []
+    for arg in args:
+        option, eq, value = arg.partition("=")
+        hidden.append(
+            option + eq + hide_password(value) if eq and option.startswith("--") else hide_password(arg)
+        )
+    # Rebuilt only when something was hidden: a command shown as it was typed reads best.
+    return hide_password(command if hidden == args else shlex.join(hidden))
 
 
 class AttrHeartbeat(optuna.storages.BaseStorage, BaseHeartbeat):
