@@ -17,6 +17,7 @@ drawn here, stored in the study, read by the trial.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,17 @@ FALLBACK_STEPS = 3000
 DEFAULT_TRIALS = 20  # finished trials a study should hold when the user names no number
 DEFAULT_EVALS = 5  # evaluations during training before the final one: 6 points on the curve
 DATA_SEED = 0  # splits are fixed by this seed, so every study of a dataset shares them
+# A study name is a folder under runs/ and a file name, so it may only be a plain name: no path
+# separator, no "." or "..", nothing a shell or another filesystem reads differently.
+STUDY_NAME_MAX = 100
+# The names phases derive add suffixes to a name (<study>-screen, -stage2, -narrow, -confirm,
+# chained: <study>-stage3-narrow-confirm); they get this much room beyond STUDY_NAME_MAX.
+DERIVED_NAME_ROOM = 40
+STUDY_NAME_RULE = (
+    f"a study name is 1-{STUDY_NAME_MAX} characters: letters a-z A-Z, digits, '-', '_' and '.', "
+    "not starting with '.' or '-' (it names the folder runs/<study>)"
+)
+_NAME_CHARS = re.compile(r"[A-Za-z0-9._-]")
 
 
 def default_objective(kind: str) -> str:
@@ -164,6 +176,10 @@ class RunOptions:
     report: bool = True  # write runs/STUDY/report.html at the end
     progress: bool = True
     command: str | None = None  # the command line, kept with a new study
+
+    def __post_init__(self) -> None:
+        if self.study is not None:
+            check_study_name(self.study)
 
 
 @dataclass(frozen=True)
@@ -381,9 +397,66 @@ def resolve_settings(
 
 
 def default_study_name(model: str, dataset: str, strategy: str, objective: str) -> str:
-    """MODEL-DATASET-STRATEGY-OBJECTIVE, safe as a folder name."""
-    dataset = dataset.replace("/", "_").replace(":", "-")
-    return f"{model}-{dataset}-{strategy}-{objective}"
+    """MODEL-DATASET-STRATEGY-OBJECTIVE, made a valid study name (`safe_study_name`).
+
+    >>> default_study_name("gan-mlp", "files:my faces", "tpe", "fid")
+    'gan-mlp-files-my_faces-tpe-fid'
+    """
+    dataset = dataset.replace(":", "-")
+    return safe_study_name(f"{model}-{dataset}-{strategy}-{objective}")
+
+
+def safe_study_name(text: str) -> str:
+    """The valid study name nearest to `text`: other characters become '_', leading '.', '-'
+    and '_' go (what is left of "../"), and it is cut to STUDY_NAME_MAX characters.
+
+    >>> safe_study_name("../runs/x y"), safe_study_name("..")
+    ('runs_x_y', 'study')
+    """
+    name = "".join(c if _NAME_CHARS.fullmatch(c) else "_" for c in text).lstrip("._-")
+    return name[:STUDY_NAME_MAX] or "study"
+
+
+def check_study_name(name: Any, *, derived: bool = False) -> str:
+    """`name` if it is a valid study name (STUDY_NAME_RULE), else a GentuneError naming what
+    broke the rule, before anything is created. `derived`: a name a phase made from a valid
+    one by adding a suffix, which may be up to DERIVED_NAME_ROOM characters longer.
+
+    >>> check_study_name("gan-mlp-digits-tpe-fid")
+    'gan-mlp-digits-tpe-fid'
+    >>> for bad in ("../../x", "/abs", "..", "a" * 300, "a\\0b"):
+    ...     try:
+    ...         check_study_name(bad)
+    ...     except GentuneError as e:
+    ...         print(e.rule.split(":")[0], "| fix:", e.fix[:25])
+    the study name contains '/' | fix: pass e.g. --study x
+    the study name contains '/' | fix: pass e.g. --study abs
+    the study name starts with '.' | fix: pass e.g. --study study
+    the study name is 300 characters long (at most 100) | fix: pass e.g. --study aaaaaaa
+    the study name contains '\\x00' | fix: pass e.g. --study a_b
+    """
+    limit = STUDY_NAME_MAX + (DERIVED_NAME_ROOM if derived else 0)
+    if not isinstance(name, str):
+        raise GentuneError(
+            f"the study name is not a string: {STUDY_NAME_RULE}", value=name, fix="pass e.g. --study my-study"
+        )
+    bad = sorted({c for c in name if not _NAME_CHARS.fullmatch(c)})
+    if not name:
+        why = "is empty"
+    elif len(name) > limit:
+        why = f"is {len(name)} characters long (at most {limit})"
+    elif bad:
+        why = f"contains {', '.join(repr(c) for c in bad)}"
+    elif name[0] in ".-":
+        why = f"starts with {name[0]!r}"
+    else:
+        return name
+    shown = name if len(name) <= 60 else name[:60] + "..."
+    raise GentuneError(
+        f"the study name {why}: {STUDY_NAME_RULE}",
+        value=shown,
+        fix=f"pass e.g. --study {safe_study_name(name)}",
+    )
 
 
 def check_same_settings(study_name: str, stored: Any, asked: Any) -> None:

@@ -115,7 +115,8 @@ def test_dataset_labels_and_study_names():
     ref = DatasetRef("files", "/data/my faces")
     assert ref.label == "files:my faces" and DatasetRef.parse(ref.label).name == "files"
     assert DatasetRef("mnist", "/somewhere").label == "mnist"  # a local copy is the same data
-    assert default_study_name("gan-mlp", ref.label, "tpe", "fid") == "gan-mlp-files-my faces-tpe-fid"
+    # A study name is a folder name: the space of the folder's name becomes "_" (check_study_name).
+    assert default_study_name("gan-mlp", ref.label, "tpe", "fid") == "gan-mlp-files-my_faces-tpe-fid"
 
 
 def test_a_resumed_study_must_ask_for_what_it_stored():

@@ -38,6 +38,12 @@ def _command_line() -> str:
 STORAGE_ENV = "GENTUNE_STORAGE"  # a storage URL read from the environment stays off command lines
 
 
+def _check_name(study: str) -> str:
+    from gentune.settings import check_study_name
+
+    return check_study_name(study)
+
+
 def _storage_option():
     return typer.Option(
         None,
@@ -298,7 +304,9 @@ def _tune(
                 value=objective_fn,
                 fix="drop them, and budget the training inside your objective",
             )
-        name = study or f"user-{Path(objective_fn.split(':')[0]).stem}"
+        from gentune.settings import safe_study_name
+
+        name = study or safe_study_name(f"user-{Path(objective_fn.split(':')[0]).stem}")
         if create_only:
             created = create_objective(
                 _portable_spec(objective_fn),
@@ -385,6 +393,7 @@ def worker(
     """Join an existing study and run its trials; it needs no file but the storage URL."""
     from gentune.study.runner import work
 
+    _check_name(study)
     work(
         study,
         storage,
@@ -415,6 +424,7 @@ def best(
     from gentune.study.store import open_or_create
     from gentune.study.summary import best_summary
 
+    _check_name(study)
     opened = open_or_create(study, storage or _existing_storage(study, runs_dir))
     summary = best_summary(opened)
     if summary is None:
@@ -443,6 +453,7 @@ def sample(
     """Write N samples of a trial's generator as an (N, H, W) float array in [0, 1]."""
     from gentune.study.sampling import sample_trial
 
+    _check_name(study)
     path, source = sample_trial(
         study,
         trial=trial,
@@ -467,6 +478,7 @@ def report(
     """Write the study's report: one offline HTML file, or the key plots as PNG files."""
     from gentune.report import write_report
 
+    _check_name(study)
     if format not in ("html", "png"):
         raise GentuneError("--format must be html or png", value=format, fix="pass --format html")
     url = storage or _existing_storage(study, runs_dir)

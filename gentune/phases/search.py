@@ -28,6 +28,7 @@ from gentune.settings import (
     TuneRequest,
     UserSettings,
     check_objective,
+    check_study_name,
     default_study_name,
     resolve_settings,
     target_trials,
@@ -126,8 +127,9 @@ class BuiltinSearch:
             self.family, self.request.dataset.kind, request.objective, self.request.dataset.name
         )
         s = self.request.search
-        self.name = run.study or default_study_name(
-            self.family.name, self.request.dataset.label, s.strategy, self.objective
+        self.name = check_study_name(
+            run.study
+            or default_study_name(self.family.name, self.request.dataset.label, s.strategy, self.objective)
         )
 
     def known_space(self) -> SearchSpace:
@@ -163,7 +165,7 @@ class BuiltinSearch:
         )
         early = req.early_stop if pruner is None else replace(req.early_stop, pruner=pruner, patience=None)
         req = replace(req, search=search, early_stop=early)
-        name = study or self.name
+        name = check_study_name(study or self.name, derived=True)
         resolved_space = resolve_space(self.family, search.space, req.dataset.kind)
         storage = run.storage or default_storage(name, Path(run.runs_dir))
         settings = resolve_settings(req, existing_settings(storage, name), self.family, resolved_space)
@@ -209,7 +211,7 @@ class UserSearch:
             raise GentuneError(
                 "direction must be minimize or maximize", value=direction, fix="pass --direction minimize"
             )
-        self.objective, self.name, self.direction = objective, study, direction
+        self.objective, self.name, self.direction = objective, check_study_name(study), direction
         self.search, self.options, self.spec = search, run, objective_spec
 
     def known_space(self) -> None:
@@ -238,7 +240,7 @@ class UserSearch:
     ) -> TuneResult:
         del pruner  # a user's objective does its own pruning, if any
         s, run = self.search, self.options
-        name = study or self.name
+        name = check_study_name(study or self.name, derived=True)
         strategy = strategy or s.strategy
         file_space = s.space
         base_space = (
