@@ -1,27 +1,45 @@
-"""Load a user's objective function or family from FILE.py:NAME or module:NAME."""
+"""Load a user's objective function or family from FILE.py:NAME or module:NAME.
+
+A study stores the sha256 of the FILE.py it was created with (`source_sha256`), and a worker
+that loads the file from the study passes that hash to `load_object`, which runs the file only
+if the bytes it read have that hash: whoever can write to a shared study database chooses what
+file the workers import, so a worker runs no code the study was not created with unless the
+user says so (`trust_changed_code`, `gentune worker --trust-changed-code`).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
+import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from gentune.errors import GentuneError
 
+# Set (to 1) by --trust-changed-code for the process: run a user's file whose hash changed.
+TRUST_ENV = "GENTUNE_TRUST_CHANGED_CODE"
+SHORT_HASH = 12  # hex digits of a sha256 shown in messages
 
-def load_object(spec: str, what: str = "objective") -> Callable[..., Any]:
+
+class CodeChangedError(GentuneError):
+    """A user's file differs from the one its study was created with."""
+
+
+def load_object(spec: str, what: str = "objective", *, sha256: str | None = None) -> Callable[..., Any]:
     """Import `NAME` from `FILE.py:NAME` or `package.module:NAME`.
 
     A file is imported as the module ``gentune_user_<stem>``, with its own folder on `sys.path`
     while it runs (so that it can import its neighbours; `sys.path` is restored afterwards).
     Loading the same unchanged file again returns the same object; a file changed since is
-    run again.
+    run again. With `sha256`, a file whose bytes have another hash is not run
+    (CodeChangedError); the bytes hashed are the bytes run.
 
     >>> load_object("math:sqrt", "function")(4.0)
     2.0
@@ -34,7 +52,7 @@ def load_object(spec: str, what: str = "objective") -> Callable[..., Any]:
             fix="e.g. --objective-fn my_study.py:objective",
         )
     if target.endswith(".py"):
-        module = _load_file(Path(target), what)
+        module = _load_file(Path(target), what, sha256)
     else:
         try:
             module = importlib.import_module(target)
@@ -55,15 +73,73 @@ def load_object(spec: str, what: str = "objective") -> Callable[..., Any]:
     return obj
 
 
-def load_objective(spec: str) -> Callable[..., Any]:
-    return load_object(spec, "objective")
+def load_objective(spec: str, *, sha256: str | None = None) -> Callable[..., Any]:
+    return load_object(spec, "objective", sha256=sha256)
+
+
+def spec_file(spec: str) -> Path | None:
+    """The file a `FILE.py:NAME` spec names, resolved; None for `module:NAME`.
+
+    >>> spec_file("math:sqrt") is None, spec_file("/x/obj.py:f")
+    (True, PosixPath('/x/obj.py'))
+    """
+    target, sep, _ = spec.rpartition(":")
+    return Path(target).resolve() if sep and target.endswith(".py") else None
+
+
+def source_sha256(spec: str) -> str | None:
+    """The sha256 (hex) of the file `spec` names: of the bytes this process ran, when it loaded
+    the file, else of the file as it is now; None for `module:NAME` or a missing file."""
+    path = spec_file(spec)
+    if path is None:
+        return None
+    for loaded_path, digest, _ in _loaded.values():
+        if loaded_path == path:
+            return digest
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def trust_changed_code() -> bool:
+    """Whether this process may run a user's file whose hash differs from its study's (TRUST_ENV)."""
+    return os.environ.get(TRUST_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@contextlib.contextmanager
+def trusting_changed_code(trust: bool = True) -> Iterator[None]:
+    """Set TRUST_ENV while the block runs (and in the processes it starts), then restore it."""
+    before = os.environ.get(TRUST_ENV)
+    if trust:
+        os.environ[TRUST_ENV] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(TRUST_ENV, None)
+        else:
+            os.environ[TRUST_ENV] = before
+
+
+def code_changed(path: Path | str, what: str, stored: str, now: str | None) -> CodeChangedError:
+    """The error for a user's file whose hash `now` (None: unreadable) is not the `stored` one."""
+    here = f"sha256 {now[:SHORT_HASH]} now" if now else "it cannot be read now"
+    return CodeChangedError(
+        f"the {what} file {path} is not the file this study was created with ({here}, "
+        f"sha256 {stored[:SHORT_HASH]} stored in the study); a worker runs only the code its "
+        "study was created with, since whoever can write to the study's database decides "
+        "which file the workers import",
+        fix="if you changed the file yourself, rerun with --trust-changed-code (gentune tune "
+        "then stores the new hash); otherwise restore the file the study was created with",
+    )
 
 
 # module name -> (file, hash of its bytes, module): what each gentune_user_* module was run from
 _loaded: dict[str, tuple[Path, str, ModuleType]] = {}
 
 
-def _load_file(path: Path, what: str) -> ModuleType:
+def _load_file(path: Path, what: str, sha256: str | None = None) -> ModuleType:
     if not path.is_file():
         raise GentuneError(
             f"the {what} file does not exist",
@@ -71,7 +147,10 @@ def _load_file(path: Path, what: str) -> ModuleType:
             fix="check the path (relative to the current folder)",
         )
     path = path.resolve()
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    source = path.read_bytes()
+    digest = hashlib.sha256(source).hexdigest()
+    if sha256 is not None and digest != sha256:
+        raise code_changed(path, what, sha256, digest)
     # The module stays in sys.modules: pickle and Optuna find classes and functions by module name.
     module_name = f"gentune_user_{path.stem}"
     previous = sys.modules.get(module_name)
@@ -89,7 +168,8 @@ def _load_file(path: Path, what: str) -> ModuleType:
     folder = str(path.parent)
     sys.path.insert(0, folder)  # let the file import its neighbours
     try:
-        mod_spec.loader.exec_module(module)
+        # The bytes hashed above are the bytes run: the file may change between two reads.
+        exec(compile(source, str(path), "exec", dont_inherit=True), module.__dict__)
     except BaseException as e:
         if previous is None:
             sys.modules.pop(module_name, None)

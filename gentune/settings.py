@@ -176,6 +176,9 @@ class RunOptions:
     report: bool = True  # write runs/STUDY/report.html at the end
     progress: bool = True
     command: str | None = None  # the command line, kept with a new study
+    # Run a user's FILE.py (--objective-fn, --model FILE.py:Class) whose content changed since
+    # the study stored its hash; the study then stores the new hash.
+    trust_changed_code: bool = False
 
     def __post_init__(self) -> None:
         if self.study is not None:

@@ -38,6 +38,16 @@ def _command_line() -> str:
 STORAGE_ENV = "GENTUNE_STORAGE"  # a storage URL read from the environment stays off command lines
 
 
+def _trust_option():
+    return typer.Option(
+        False,
+        "--trust-changed-code",
+        help="Run your FILE.py (--objective-fn, --model FILE.py:Class) even though its content "
+        "changed since the study stored its hash (a study's database decides which file workers "
+        "import; see docs/distributed.md).",
+    )
+
+
 def _check_name(study: str) -> str:
     from gentune.settings import check_study_name
 
@@ -188,6 +198,7 @@ def tune(
         "validation loss rises for 3 evaluations while its training "
         "loss falls (it is flagged either way).",
     ),
+    trust_changed_code: bool = _trust_option(),
 ):
     """Run (or resume) a tuning study and print the best configuration."""
     _tune(False, **locals())
@@ -246,6 +257,7 @@ def _tune(
     confirm: Any,
     confirm_seeds: Any,
     prune_overfitting: Any,
+    trust_changed_code: Any = False,
 ) -> None:
     from gentune.api import (
         Budget,
@@ -294,6 +306,7 @@ def _tune(
             threads=threads,
             report=report,
             command=_command_line(),
+            trust_changed_code=trust_changed_code,
         )
     )
     if objective_fn:
@@ -389,23 +402,26 @@ def worker(
     ),
     threads: Optional[int] = typer.Option(None, help="Torch threads for this worker (default: all cores)."),
     progress: bool = typer.Option(True, help="Show this worker's progress."),
+    trust_changed_code: bool = _trust_option(),
 ):
     """Join an existing study and run its trials; it needs no file but the storage URL."""
+    from gentune.loading import trusting_changed_code
     from gentune.study.runner import work
 
     _check_name(study)
-    work(
-        study,
-        storage,
-        data_dir=data_dir,
-        device=device,
-        trials=trials,
-        timeout=timeout,
-        runs_dir=runs_dir,
-        worker_index=worker_index,
-        threads=threads,
-        progress=progress,
-    )
+    with trusting_changed_code(trust_changed_code):
+        work(
+            study,
+            storage,
+            data_dir=data_dir,
+            device=device,
+            trials=trials,
+            timeout=timeout,
+            runs_dir=runs_dir,
+            worker_index=worker_index,
+            threads=threads,
+            progress=progress,
+        )
 
 
 @app.command()

@@ -33,9 +33,10 @@ def builtin_for(kind: str) -> list[str]:
     return [n for n, cls in BUILTIN_FAMILIES.items() if kind in cls.data_kinds]
 
 
-def get_family(name: str, kind: str = "image") -> Family:
+def get_family(name: str, kind: str = "image", *, sha256: str | None = None) -> Family:
     """The family `name`: a built-in one, "auto" (all built-ins that model `kind` data), or a
-    user's class given as "pkg.module:Class" or "FILE.py:Class".
+    user's class given as "pkg.module:Class" or "FILE.py:Class" (run only if its content has
+    the hash `sha256`, when given: gentune.loading).
 
     >>> get_family("vae").name, sorted(get_family("auto", "text").members)
     ('vae', ['transformer'])
@@ -45,7 +46,7 @@ def get_family(name: str, kind: str = "image") -> Family:
     if name in BUILTIN_FAMILIES:
         return BUILTIN_FAMILIES[name]()
     if ":" in name:
-        return load_family(name)
+        return load_family(name, sha256=sha256)
     raise unknown_choice("model", name, MODELS + ("pkg.module:Class", "FILE.py:Class"))
 
 
@@ -76,12 +77,12 @@ def check_contract(obj: Any, where: str) -> type[Family]:
     return cls
 
 
-def load_family(spec: str) -> Family:
+def load_family(spec: str, *, sha256: str | None = None) -> Family:
     """A user's family from "pkg.module:Class" or "FILE.py:Class" (a class or an instance),
-    checked against the contract (`check_contract`)."""
+    checked against the contract (`check_contract`); a FILE.py only with the hash `sha256`."""
     from gentune.loading import load_object
 
-    obj = load_object(spec, "model family")
+    obj = load_object(spec, "model family", sha256=sha256)
     cls = check_contract(obj, spec)
     return obj if isinstance(obj, Family) else cls()
 

@@ -18,6 +18,7 @@ import optuna
 
 from gentune.errors import GentuneError
 from gentune.families import Family, default_space, get_family, portable_model
+from gentune.loading import code_changed, source_sha256
 from gentune.search.space import SearchSpace, check_field, load_space_file
 from gentune.search.strategies import make_sampler
 from gentune.settings import (
@@ -44,6 +45,7 @@ from gentune.study.store import (
 from gentune.study.summary import best_summary
 from gentune.study.targets import BuiltinTarget
 from gentune.study.workers import run_workers
+from gentune.trial import attrs
 from gentune.trial.attrs import StudyKey, TrialKey
 from gentune.trial.user_objective import observed_space
 
@@ -179,6 +181,7 @@ class BuiltinSearch:
             sampler=make_sampler(search.strategy, resolved_space, search.seed),
             command=run.command,
         )
+        pin_code(opened, req.model, "model family", trust=run.trust_changed_code)
         opened.set_user_attr(StudyKey.TARGET_TRIALS, trials_target)
         if search.strategy == "grid":
             enqueue_grid(opened, resolved_space.grid())
@@ -266,6 +269,8 @@ class UserSearch:
             sampler=make_sampler(strategy, base_space, s.seed),
             command=run.command,
         )
+        if self.spec:
+            pin_code(opened, self.spec, "objective", trust=run.trust_changed_code)
         opened.set_user_attr(StudyKey.TARGET_TRIALS, trials_target)
         if strategy == "grid":
             enqueue_grid(opened, base_space.grid())
@@ -282,6 +287,20 @@ class UserSearch:
         if execute:
             _execute(name, storage, trials_target, s.timeout, run, "value", objective=self.objective)
         return finish(opened, Path(run.runs_dir) / name, run.report and execute, storage)
+
+
+def pin_code(study: optuna.Study, spec: str, what: str, *, trust: bool) -> None:
+    """Store the sha256 of the user's FILE.py that `spec` names in a new study, so that workers
+    run only that code; on an existing study, refuse a file whose hash differs unless `trust`
+    (then store the new one). Nothing for a built-in family or a module:NAME spec."""
+    digest = source_sha256(spec)
+    if digest is None:
+        return
+    stored = attrs.code_sha256(study)
+    if stored is not None and stored != digest and not trust:
+        raise code_changed(spec.rpartition(":")[0], what, stored, digest)
+    if stored != digest:
+        study.set_user_attr(StudyKey.CODE_SHA256, digest)
 
 
 def _execute(

@@ -19,13 +19,13 @@ from gentune.device import resolve_device
 from gentune.errors import StudyError
 from gentune.families import Family, get_family
 from gentune.images import b64, grid_png
-from gentune.loading import load_objective
+from gentune.loading import load_objective, trust_changed_code
 from gentune.metrics import Evaluator
 from gentune.search.space import SearchSpace
 from gentune.search.strategies import make_sampler
 from gentune.settings import DATA_SEED, StudySettings, UserSettings
 from gentune.study.store import stored_settings
-from gentune.trial.attrs import StudyKey
+from gentune.trial.attrs import StudyKey, code_sha256
 from gentune.trial.objective import GenerativeObjective
 from gentune.trial.user_objective import phase_objective
 
@@ -53,9 +53,10 @@ class Target(Protocol):
 class BuiltinTarget:
     """A built-in (or a user's) model family, trained and scored by what it generates."""
 
-    def __init__(self, settings: StudySettings):
+    def __init__(self, settings: StudySettings, sha256: str | None = None):
+        """`sha256`: the hash a user's FILE.py family must have to be run (see gentune.loading)."""
         self.settings = settings
-        self.family: Family = get_family(settings.model, settings.dataset_ref.kind)
+        self.family: Family = get_family(settings.model, settings.dataset_ref.kind, sha256=sha256)
         self.space = SearchSpace.from_dict(settings.space)
         self.metric = settings.objective
 
@@ -126,7 +127,7 @@ class UserTarget:
                     "so a worker cannot load it",
                     fix="run it with gentune tune --objective-fn FILE.py:FUNC",
                 )
-            fn = load_objective(self.settings.objective_fn)
+            fn = load_objective(self.settings.objective_fn, sha256=pinned_sha256(study))
         seeded = phase_objective(fn, study)
 
         def call(trial: optuna.Trial) -> float:
@@ -144,4 +145,12 @@ def target_of(
     settings = stored_settings(study)
     if isinstance(settings, UserSettings):
         return UserTarget(settings, fn)
-    return BuiltinTarget(settings)
+    return BuiltinTarget(settings, sha256=pinned_sha256(study))
+
+
+def pinned_sha256(study: optuna.Study) -> str | None:
+    """The hash a user's file loaded from `study`'s settings must have: the one stored at its
+    creation, or None (any) with --trust-changed-code. The study names the file, so whoever can
+    write to its database chooses what a worker imports; the hash keeps that to the file the
+    study was created with (docs/distributed.md)."""
+    return None if trust_changed_code() else code_sha256(study)

@@ -30,6 +30,7 @@ class StudyKey:
 
     SETTINGS = "gentune"  # dict: StudySettings.to_dict(), or a user objective's {model: user, ...}
     COMMAND = "command"  # str: the command line that created the study
+    CODE_SHA256 = "code_sha256"  # str: sha256 of the user's FILE.py (objective or family) it runs
     TARGET_TRIALS = "target_trials"  # int: the finished trials the last tune asked for; workers' default
     GRID_QUEUE = "grid_queue"  # int: points queued up front; while set, workers run only queued trials
     FLOOR = "floor"  # dict: metrics of N real images against the reference split
@@ -127,6 +128,10 @@ def settings(study: _HasUserAttrs) -> dict[str, Any]:
 
 def command(study: _HasUserAttrs) -> str | None:
     return _get(study, StudyKey.COMMAND, str)
+
+
+def code_sha256(study: _HasUserAttrs) -> str | None:
+    return _get(study, StudyKey.CODE_SHA256, str)
 
 
 def target_trials(study: _HasUserAttrs) -> int | None:
