@@ -420,6 +420,18 @@ def safe_study_name(text: str) -> str:
     return name[:STUDY_NAME_MAX] or "study"
 
 
+def check_existing_study_name(name: Any) -> str:
+    """`name` if it can name a study already on disk: names made before check_study_name's rule
+    (a space, say) still open, but none may leave runs/ or be a path.
+
+    >>> check_existing_study_name("gan-mlp-files-my faces-tpe-fid")
+    'gan-mlp-files-my faces-tpe-fid'
+    """
+    if isinstance(name, str) and name and name not in (".", "..") and not set(name) & set("/\\\0"):
+        return name
+    return check_study_name(name)
+
+
 def check_study_name(name: Any, *, derived: bool = False) -> str:
     """`name` if it is a valid study name (STUDY_NAME_RULE), else a GentuneError naming what
     broke the rule, before anything is created. `derived`: a name a phase made from a valid

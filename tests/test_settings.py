@@ -145,3 +145,15 @@ def test_settings_stored_by_gentune_0_1_still_read():
     }
     s = StudySettings.from_dict(stored)
     assert s.pruner == "none" and s.evals == 0 and s.budget_for(GAN) == {"steps": 3000}
+
+
+def test_studies_named_before_the_naming_rule_still_open_but_none_leaves_runs():
+    from gentune.settings import check_existing_study_name, check_study_name
+
+    old = "gan-mlp-files-my faces-tpe-fid"  # the default name of a folder with a space, before 0.2
+    assert check_existing_study_name(old) == old
+    with pytest.raises(GentuneError, match="contains ' '"):
+        check_study_name(old)  # a new study gets a valid name
+    for bad in ("../x", "/abs", "..", ".", "a\0b", "a\\b"):
+        with pytest.raises(GentuneError, match="the study name"):
+            check_existing_study_name(bad)

@@ -49,9 +49,11 @@ def _trust_option():
 
 
 def _check_name(study: str) -> str:
-    from gentune.settings import check_study_name
+    """A study name that best, sample, report and worker may open: one made before today's
+    naming rule still opens, but no name may point outside runs/."""
+    from gentune.settings import check_existing_study_name
 
-    return check_study_name(study)
+    return check_existing_study_name(study)
 
 
 def _storage_option():
