@@ -59,6 +59,11 @@ class ImageDataset:
         return {"train": self.train, "val": self.val, "test": self.test}[name]
 
 
+# Labels name classes 0..K-1, and the classifier extractor gets one output per class: a stray
+# label of 1e12 would otherwise ask for a terabyte-sized layer. ImageNet has 1000 classes.
+MAX_CLASSES = 1000
+
+
 def fingerprint(*arrays: np.ndarray | torch.Tensor | None) -> str:
     """A short, stable hash of the given arrays (their bytes, shapes and dtypes)."""
     h = hashlib.sha256()
@@ -89,11 +94,13 @@ def make_splits(
     val_fraction: float,
     test_fraction: float,
     num_classes: int | None,
+    min_val: int = 0,
 ) -> ImageDataset:
-    """Shuffle (N, ...) data with `seed` and cut it into train/val/test."""
+    """Shuffle (N, ...) data with `seed` and cut it into train/val/test; the validation split
+    gets at least `min_val` images (a small dataset's share of 10% can be too few to score)."""
     n = int(x.shape[0])
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    n_test, n_val = int(round(n * test_fraction)), int(round(n * val_fraction))
+    n_test, n_val = int(round(n * test_fraction)), max(int(round(n * val_fraction)), min_val)
     idx_test, idx_val, idx_train = perm[:n_test], perm[n_test : n_test + n_val], perm[n_test + n_val :]
 
     def take(idx):

@@ -9,21 +9,35 @@ repeated to three channels, an alpha channel dropped); PNGs must have 8 bits per
 
 Values: integer arrays must lie in [0, 255]; float arrays in [0, 1] are scaled to [-1, 1]; float
 arrays with negative values must already lie in [-1, 1] and are kept.
+
+Labels (optional) are integers 0..K-1 with K <= MAX_CLASSES, one per image. Arrays of Python
+objects are refused, never unpickled.
+
+Splits: 80/10/10, except that the validation split, the reference every sample is scored
+against, gets a quarter of a small set, up to SMALL_SET_VAL images: 10% of 200 images would
+leave 20 to score against, and the metric wants more than its 64 feature dimensions.
+
+At least MIN_IMAGES = 100 images: FID fits 64-d Gaussians to N generated and N real images, its
+floor takes the N real ones from the train split, and at N <= 64 (a train split of 64 or fewer)
+FID was measured to rank pure noise and blur as better than real images. 100 images leave 65 to
+train on, 25 for validation and 10 for the test.
 """
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from gentune.data.base import ImageDataset, make_splits, to_unit_range
+from gentune.data.base import MAX_CLASSES, ImageDataset, make_splits, to_unit_range
 from gentune.errors import DataError
 
 VAL_FRACTION = 0.1
 TEST_FRACTION = 0.1
-MIN_IMAGES = 10  # so that validation and test get at least one image each
+SMALL_SET_VAL = 65  # one more than the metric's 64 feature dimensions: full-rank FID from 650 images
+MIN_IMAGES = 100  # see the module docstring: a train split of 65, one more than FID's 64 dimensions
 IMAGE_KEYS = ("x", "images")
 LABEL_KEYS = ("y", "labels")
 SHAPES = "(N, H, W), (N, 1, H, W), (N, H, W, 1), (N, 3, H, W) or (N, H, W, 3)"
@@ -32,7 +46,7 @@ _WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}  # >8 bits per pixel
 
 
 def load_files(path: str | Path | None, *, seed: int = 0) -> ImageDataset:
-    """Images from a .npy / .npz file or a PNG folder, split 80/10/10 with `seed`."""
+    """Images from a .npy / .npz file or a PNG folder, split with `seed` (module docstring)."""
     if path is None:
         raise DataError(
             "the files dataset needs the path of your images",
@@ -57,9 +71,11 @@ def load_files(path: str | Path | None, *, seed: int = 0) -> ImageDataset:
     n = int(x.shape[0])
     if n < MIN_IMAGES:
         raise DataError(
-            f"need at least {MIN_IMAGES} images to make train, validation and test splits",
+            f"the files dataset needs at least {MIN_IMAGES} images, so that 65 go to the train "
+            "split: the sample metric, FID, needs more real train images than its 64 feature "
+            "dimensions; with fewer it ranked pure noise above real images",
             value=n,
-            fix="add more images",
+            fix=f"add images until there are {MIN_IMAGES} or more (a few hundred give steadier scores)",
         )
     y, num_classes = _check_labels(labels, n)
     return make_splits(
@@ -70,27 +86,46 @@ def load_files(path: str | Path | None, *, seed: int = 0) -> ImageDataset:
         val_fraction=VAL_FRACTION,
         test_fraction=TEST_FRACTION,
         num_classes=num_classes,
+        min_val=min(SMALL_SET_VAL, n // 4),
     )
 
 
 def _load_npy(path: Path) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as e:
-        raise DataError(
-            f"{path} is not a readable numpy array file", value=str(e), fix="save your images with numpy.save"
-        ) from None
+    except ValueError as e:
+        if _holds_objects(e):
+            raise _objects_refused(path.name, None) from None
+        raise _unreadable(path, e, "save your images with numpy.save") from None
+    except (OSError, EOFError) as e:
+        raise _unreadable(path, e, "save your images with numpy.save") from None
+
+
+def _holds_objects(error: ValueError) -> bool:
+    # numpy's one signal that an array would need unpickling; its message names allow_pickle.
+    return "allow_pickle" in str(error)
+
+
+def _objects_refused(file: str, key: str | None) -> DataError:
+    where = file if key is None else f"array {key!r} of {file}"
+    return DataError(
+        f"{where} holds Python objects, which gentune never unpickles (a pickle can run code); "
+        "images and labels must be numeric arrays",
+        value="dtype object",
+        fix="save numeric arrays, e.g. numpy.savez(path, x=np.stack(images).astype('float32'), "
+        "y=np.asarray(labels, dtype='int64'))",
+    )
+
+
+def _unreadable(path: Path, error: Exception, fix: str) -> DataError:
+    return DataError(f"{path} is not a readable numpy file", value=str(error), fix=fix)
 
 
 def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     try:
         archive = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as e:
-        raise DataError(
-            f"{path} is not a readable .npz archive",
-            value=str(e),
-            fix="save your images with numpy.savez(path, x=images, y=labels)",
-        ) from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise _unreadable(path, e, "save your images with numpy.savez(path, x=images, y=labels)") from None
     with archive:
         keys = list(archive.files)
         image_key = next((k for k in IMAGE_KEYS if k in keys), keys[0] if len(keys) == 1 else None)
@@ -101,7 +136,21 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
                 fix="save with numpy.savez(path, x=images, y=labels)",
             )
         label_key = next((k for k in LABEL_KEYS if k in keys), None)
-        return archive[image_key], None if label_key is None else archive[label_key]
+        return _member(archive, image_key, path), None if label_key is None else _member(
+            archive, label_key, path
+        )
+
+
+def _member(archive, key: str, path: Path) -> np.ndarray:
+    """archive[key], read only now (npz members load lazily), with numpy's errors as messages."""
+    try:
+        return archive[key]
+    except ValueError as e:
+        if _holds_objects(e):
+            raise _objects_refused(path.name, key) from None
+        raise _unreadable(path, e, "save your images with numpy.savez(path, x=images, y=labels)") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as e:  # a damaged member is read only now
+        raise _unreadable(path, e, "save your images with numpy.savez(path, x=images, y=labels)") from None
 
 
 def _png_groups(folder: Path) -> list[tuple[str | None, list[Path]]]:
@@ -120,12 +169,24 @@ def _png_groups(folder: Path) -> list[tuple[str | None, list[Path]]]:
             fix="move the top-level PNG files into a class subfolder",
         )
     if not top and not subs:
-        raise DataError(
-            "found no .png files in the folder or its subfolders",
-            value=str(folder),
-            fix="pass a folder of PNG files, or a .npy / .npz array file",
-        )
+        raise _no_images(folder)
     return [(None, top)] if top else subs
+
+
+def _no_images(folder: Path) -> DataError:
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    folders = [p for p in folder.iterdir() if p.is_dir()]
+    arrays = [p for p in files if p.suffix in (".npy", ".npz")]
+    kinds = ", ".join(sorted({p.suffix.lower() or "no extension" for p in files})[:6])
+    held = [f"{len(files)} file{'s' * (len(files) != 1)} ({kinds})"] if files else []
+    held += [f"{len(folders)} folder{'s' * (len(folders) != 1)} without PNG files"] if folders else []
+    return DataError(
+        "found no .png files in the folder or its subfolders (other image formats are not read)",
+        value=f"{folder} (holds {' and '.join(held) or 'nothing'})",
+        fix=f"pass the array file itself: --data-dir {arrays[0]}"
+        if arrays
+        else "pass a folder of PNG files (convert other formats to PNG), or a .npy / .npz array file",
+    )
 
 
 def _read_png_folder(folder: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -205,6 +266,7 @@ def _to_tensor(images: np.ndarray) -> torch.Tensor:
 
 
 def _check_labels(labels: np.ndarray | None, n: int) -> tuple[torch.Tensor | None, int | None]:
+    """(labels as int64, K) for labels 0..K-1, one per image, K <= MAX_CLASSES; else an error."""
     if labels is None:
         return None, None
     labels = np.asarray(labels)
@@ -214,4 +276,13 @@ def _check_labels(labels: np.ndarray | None, n: int) -> tuple[torch.Tensor | Non
             value=f"dtype {labels.dtype}, shape {labels.shape}",
             fix="save labels as an integer array of shape (N,), or leave them out",
         )
-    return torch.from_numpy(labels.astype(np.int64)), int(labels.max()) + 1
+    top = int(labels.max())
+    if top >= MAX_CLASSES:
+        raise DataError(
+            f"labels must number classes 0..K-1 with K <= {MAX_CLASSES}, since the feature "
+            "extractor learns one output per class",
+            value=f"largest label {top}",
+            fix="renumber them 0..K-1, e.g. y = numpy.unique(y, return_inverse=True)[1] (a PNG "
+            f"folder: at most {MAX_CLASSES} class subfolders), or leave the labels out",
+        )
+    return torch.from_numpy(labels.astype(np.int64)), top + 1

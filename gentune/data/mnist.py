@@ -22,7 +22,7 @@ import torch
 
 from gentune.data.base import ImageDataset, Split, fingerprint, to_unit_range
 from gentune.errors import ChecksumError, DataError
-from gentune.paths import gentune_home
+from gentune.paths import gentune_home, writable_folder
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def download_mnist(dest: Path, mirrors: Sequence[str] | None = None, timeout: fl
     (they are verified when loaded).
     """
     dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
+    writable_folder(dest)
     mirrors = tuple(mirrors) if mirrors is not None else configured_mirrors()
     for name, expected in FILES.items():
         if not (dest / name).exists():

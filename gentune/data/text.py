@@ -20,7 +20,7 @@ import torch
 
 from gentune.data.base import fingerprint
 from gentune.errors import ChecksumError, DataError
-from gentune.paths import gentune_home
+from gentune.paths import gentune_home, writable_folder
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def download_text(dest: Path, url: str | None = None, md5: str = MD5, timeout: f
     `dest`, check its MD5, and move it into place; a partial or altered file is never kept."""
     url = url or os.environ.get(URL_ENV) or URL
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    writable_folder(dest.parent)
     fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
     try:
         log.info("downloading %s", url)
@@ -123,7 +123,7 @@ def load_text(data_file: str | Path | None = None, *, seed: int = 0, url: str | 
         path = Path(data_file)
         if not path.is_file():
             raise DataError(
-                "the text file does not exist",
+                "the text file is a folder, not a file" if path.is_dir() else "the text file does not exist",
                 value=str(path),
                 fix="pass --data-file with the path of a UTF-8 text file",
             )

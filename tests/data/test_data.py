@@ -70,18 +70,19 @@ def _load(tmp_path, name, array, **npz):
 
 
 def test_npy_uint8_grayscale(tmp_path):
-    x = np.zeros((20, 5, 7), np.uint8)
+    x = np.zeros((100, 5, 7), np.uint8)
     x[:, 0, 0] = 255
     ds = _load(tmp_path, "imgs.npy", x)
     assert ds.name == "files:imgs.npy" and not ds.labelled and ds.num_classes is None
     assert ds.shape == (1, 5, 7)
-    assert (len(ds.train), len(ds.val), len(ds.test)) == (16, 2, 2)
+    # 100 images, the fewest: 10% would leave 10 to score against, a small set's val gets a quarter
+    assert (len(ds.train), len(ds.val), len(ds.test)) == (65, 25, 10)
     assert torch.all(ds.train.x[:, 0, 0, 0] == 1) and torch.all(ds.train.x[:, 0, 1:, :] == -1)
 
 
 @pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
 def test_npy_rgb_either_channel_order(tmp_path, layout):
-    x = np.zeros((12, 4, 6, 3), np.uint8)
+    x = np.zeros((100, 4, 6, 3), np.uint8)
     x[..., 1], x[..., 2] = 51, 255  # one constant per channel shows where channels ended up
     if layout == "NCHW":
         x = x.transpose(0, 3, 1, 2)
@@ -92,12 +93,12 @@ def test_npy_rgb_either_channel_order(tmp_path, layout):
 
 
 def test_npy_nhw1_becomes_one_channel(tmp_path):
-    ds = _load(tmp_path, "one.npy", np.full((10, 3, 3, 1), 255, np.uint8))
+    ds = _load(tmp_path, "one.npy", np.full((100, 3, 3, 1), 255, np.uint8))
     assert ds.shape == (1, 3, 3) and torch.all(ds.test.x == 1)
 
 
 def test_float_ranges(tmp_path):
-    unit = np.linspace(0, 1, 10 * 4, dtype=np.float32).reshape(10, 2, 2)
+    unit = np.linspace(0, 1, 100 * 4, dtype=np.float32).reshape(100, 2, 2)
     ds = _load(tmp_path, "unit.npy", unit)
     all_x = torch.cat([ds.train.x, ds.val.x, ds.test.x])
     assert all_x.min() == -1 and all_x.max() == 1
@@ -109,7 +110,7 @@ def test_float_ranges(tmp_path):
 
 
 def test_npz_with_labels_keeps_them_with_their_images(tmp_path):
-    y = np.arange(30) % 3
+    y = np.arange(120) % 3
     x = np.repeat((y * 100).astype(np.uint8)[:, None, None], 4, 1).repeat(4, 2)
     ds = _load(tmp_path, "set.npz", None, images=x, labels=y)
     assert ds.labelled and ds.num_classes == 3 and ds.name == "files:set.npz"
@@ -120,14 +121,14 @@ def test_npz_with_labels_keeps_them_with_their_images(tmp_path):
 
 def test_npz_single_unnamed_array(tmp_path):
     path = tmp_path / "plain.npz"
-    np.savez(path, np.zeros((10, 2, 2), np.uint8))
+    np.savez(path, np.zeros((100, 2, 2), np.uint8))
     ds = load_dataset("files", data_dir=path)
     assert ds.shape == (1, 2, 2) and not ds.labelled
 
 
 def test_files_same_seed_same_fingerprint(tmp_path):
     path = tmp_path / "r.npy"
-    np.save(path, np.random.default_rng(0).integers(0, 256, (40, 3, 3), dtype=np.uint8))
+    np.save(path, np.random.default_rng(0).integers(0, 256, (100, 3, 3), dtype=np.uint8))
     a, b = (load_dataset("files", data_dir=path, seed=s) for s in (5, 5))
     assert a.fingerprint == b.fingerprint
     assert load_dataset("files", data_dir=path, seed=6).fingerprint != a.fingerprint
@@ -158,13 +159,18 @@ def test_bad_shapes(tmp_path, shape):
 
 
 def test_too_few_images(tmp_path):
-    with pytest.raises(DataError, match="at least 10 images"):
-        _load(tmp_path, "few.npy", np.zeros((9, 2, 2), np.uint8))
+    with pytest.raises(DataError, match="at least 100 images") as info:
+        _load(tmp_path, "few.npy", np.zeros((99, 2, 2), np.uint8))
+    assert (
+        info.value.value == 99
+        and "64 feature dimensions" in str(info.value)
+        and "add images" in info.value.fix
+    )
 
 
 def test_bad_labels(tmp_path):
-    with pytest.raises(DataError, match="labels must be 10 non-negative integers"):
-        _load(tmp_path, "l.npz", None, x=np.zeros((10, 2, 2), np.uint8), y=np.zeros(9, np.int64))
+    with pytest.raises(DataError, match="labels must be 100 non-negative integers"):
+        _load(tmp_path, "l.npz", None, x=np.zeros((100, 2, 2), np.uint8), y=np.zeros(99, np.int64))
 
 
 @pytest.mark.parametrize("name", [None, "missing.npy", "notes.txt"])
@@ -184,18 +190,18 @@ def _png(path, value, size=(6, 5), mode="L"):
 
 
 def test_png_class_subfolders_give_sorted_labels(tmp_path):
-    for i in range(6):  # created out of order: labels follow sorted folder names, not creation
+    for i in range(50):  # created out of order: labels follow sorted folder names, not creation
         _png(tmp_path / "pngs" / "zebra" / f"{i}.png", 255)
         _png(tmp_path / "pngs" / "ant" / f"{i}.png", 0)
     ds = load_dataset("files", data_dir=tmp_path / "pngs")
     assert ds.name == "files:pngs" and ds.num_classes == 2 and ds.shape == (1, 5, 6)
-    assert (len(ds.train), len(ds.val), len(ds.test)) == (10, 1, 1)
+    assert (len(ds.train), len(ds.val), len(ds.test)) == (65, 25, 10)
     for split in (ds.train, ds.val, ds.test):  # ant = 0 = black, zebra = 1 = white
         assert torch.equal(split.x[:, 0, 0, 0], split.y.float() * 2 - 1)
 
 
 def test_png_flat_folder_rgb(tmp_path):
-    for i in range(10):
+    for i in range(100):
         _png(tmp_path / f"{i}.png", (255, 0, 0) if i % 2 else (0, 0, 255), mode="RGB")
     ds = load_dataset("files", data_dir=tmp_path)
     assert ds.shape == (3, 5, 6) and not ds.labelled
