@@ -3,6 +3,11 @@
 FID at finite N is biased upwards (roughly in proportion to 1/N), so an Evaluator fixes N once
 and reports, next to every score, the floor: the same metrics for N real TRAIN images against
 the same reference split. A perfect generator scores about the floor, not 0.
+
+N must exceed the feature dimension (64), so the train split, where the floor's N real images
+come from, needs 65 images or more. The reference split may hold fewer (a small dataset's
+validation split): its covariance is then rank-deficient, FID sits further above 0 even for
+real images, and the info's trust note says to read it next to the floor at the same N.
 """
 
 from __future__ import annotations
@@ -21,15 +26,18 @@ from gentune.metrics.coverage import label_coverage
 from gentune.metrics.features import EXTRACTOR_VERSION, FEATURE_DIM, embed, get_extractor
 from gentune.metrics.fid import frechet_distance, gaussian_stats
 from gentune.metrics.kid import kid
-from gentune.metrics.prdc import RealManifold
+from gentune.metrics.prdc import DEFAULT_K, RealManifold
+from gentune.paths import writable_folder, write_failed
 
 MAX_DEFAULT_N = 10_000
 REFERENCE_SPLITS = ("val", "test")
 
 
 def default_n(dataset: ImageDataset) -> int:
-    """min(10000, train size), rounded down to a multiple of 100: 1000 for digits, 10000 for MNIST."""
-    return min(MAX_DEFAULT_N, len(dataset.train)) // 100 * 100
+    """min(10000, train size), rounded down to a multiple of 100: 1000 for digits, 10000 for
+    MNIST; a train split of 65 to 99 images (a small --dataset files) gives all of it."""
+    n = min(MAX_DEFAULT_N, len(dataset.train)) // 100 * 100
+    return n if n > FEATURE_DIM else len(dataset.train)
 
 
 class Evaluator:
@@ -113,6 +121,15 @@ class Evaluator:
                 f"the train split has only {self._floor_n} images, fewer than "
                 f"n={self._n}; the floor uses all of them and sits a little high"
             )
+        if info["n_ref"] <= FEATURE_DIM:
+            note = (
+                f"the reference split holds {info['n_ref']} images, no more than the {FEATURE_DIM} "
+                "feature dimensions, so its covariance is rank-deficient and FID sits further above "
+                "0 even for real images; read FID next to the floor (real images at the same N), "
+                "never against other datasets"
+            )
+            info["small_data_note"] = note
+            info["trust"] = f"{info['trust']}; {note}"
         return info
 
     # -- internals ---------------------------------------------------------------------------
@@ -120,6 +137,15 @@ class Evaluator:
     def _checked_n(self) -> int:
         if self.reference not in REFERENCE_SPLITS:
             raise unknown_choice("reference split", self.reference, REFERENCE_SPLITS)
+        n_train = len(self.dataset.train)
+        if n_train <= FEATURE_DIM:
+            raise GentuneError(
+                f"the train split must hold more than {FEATURE_DIM} images, the feature dimension: "
+                "the floor scores N of them and FID needs N > 64 (at fewer it ranked pure noise "
+                "above real images)",
+                value=n_train,
+                fix="use more images (--dataset files needs at least 100)",
+            )
         n = default_n(self.dataset) if self.n is None else int(self.n)
         if n <= FEATURE_DIM:
             raise GentuneError(
@@ -129,11 +155,13 @@ class Evaluator:
                 fix="use n >= 1000 (more images give a lower, steadier FID)",
             )
         n_ref = len(self.dataset.split(self.reference))
-        if n_ref <= FEATURE_DIM:
+        if n_ref <= DEFAULT_K:
             raise GentuneError(
-                f"the reference split {self.reference!r} must hold more than {FEATURE_DIM} images",
+                f"the reference split {self.reference!r} must hold more than {DEFAULT_K} images "
+                "(precision/recall measure each image's distance to its 3rd-nearest neighbour)",
                 value=n_ref,
-                fix="use a larger validation fraction or reference='test'",
+                fix="use more images: --dataset files puts a quarter of a small set (25 of 100 "
+                "images) into the validation split",
             )
         return n
 
@@ -206,12 +234,15 @@ class Evaluator:
 
 
 def _savez_atomic(path: Path, **arrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    writable_folder(path.parent)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
         os.replace(tmp, path)
+    except OSError as e:  # a full disk, or a folder made read-only since it was checked
+        raise write_failed(path, e, "the reference features' cache file") from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)

@@ -8,6 +8,10 @@ be downloaded here, so each dataset gets its own extractor, trained on its own T
   output. This is the "Frechet LeNet distance" idea used for MNIST in the literature.
 - unlabelled data: a small convolutional autoencoder; features are its 64-d bottleneck. There
   are no logits, so label entropy and class coverage are unavailable.
+- labelled data whose labels cannot teach a classifier (one class, a class with fewer than
+  MIN_CLASS_IMAGES train images, more than MAX_CLASSES classes) gets the autoencoder too, with
+  the reason in the info's trust note: a one-class "classifier" is 100% accurate and its
+  features mean nothing.
 
 The feature dimension is fixed at FEATURE_DIM = 64, so FID needs more than 64 images per set.
 Features are multiplied by one fixed scale, set after training so that the train features have
@@ -29,10 +33,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gentune.data.base import ImageDataset
+from gentune.data.base import MAX_CLASSES, ImageDataset
 from gentune.device import resolve_device
 from gentune.errors import GentuneError
-from gentune.paths import gentune_home
+from gentune.paths import gentune_home, writable_folder, write_failed
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,9 @@ _BATCH_SIZE = 128
 _LR = 2e-3
 _SEED = 0
 _INFER_BATCH = 2048
+# Fewer train images than this in any class, and the classifier's features are not trusted.
+MIN_CLASS_IMAGES = 10
+_WARNED: set[str] = set()  # fingerprints whose unused labels this process has warned about
 
 _CLASSIFIER_TRUST = (
     "features come from a small CNN classifier trained on this dataset's train split; FID and KID "
@@ -204,7 +211,48 @@ def get_extractor(
     if not loaded:
         _save_atomic(path, model, info)
     model.eval()
-    return model, {**info, "path": str(path), "loaded_from_cache": loaded}
+    info = {**info, "path": str(path), "loaded_from_cache": loaded}
+    unused = labels_unused(dataset)
+    if unused is not None:
+        if dataset.fingerprint not in _WARNED:  # once per process, not once per Evaluator
+            _WARNED.add(dataset.fingerprint)
+            log.warning(
+                "%s: the labels are not used, because %s; the metric's features come from an "
+                "autoencoder instead, and label entropy / class coverage are not measured",
+                dataset.name,
+                unused,
+            )
+        info.update(
+            labels_unused=unused, trust=f"{_AUTOENCODER_TRUST}; the labels were not used, because {unused}"
+        )
+    return model, info
+
+
+def labels_unused(dataset: ImageDataset) -> str | None:
+    """Why the labels of `dataset` cannot train the classifier extractor, or None when they can
+    (or when there are none: unlabelled data needs no reason).
+
+    >>> from gentune.data.base import Split
+    >>> x = torch.zeros(30, 1, 8, 8)
+    >>> one = ImageDataset("one", Split(x, torch.zeros(30, dtype=torch.long)), Split(x), Split(x), 1, "fp")
+    >>> labels_unused(one)
+    'the train split holds one class only (label 0)'
+    """
+    y = dataset.train.y
+    if dataset.num_classes is None or y is None:
+        return None
+    if dataset.num_classes > MAX_CLASSES:
+        return f"they number {dataset.num_classes} classes, more than {MAX_CLASSES}"
+    classes, counts = torch.unique(y, return_counts=True)
+    if len(classes) < 2:
+        return f"the train split holds one class only (label {int(classes[0]) if len(classes) else None})"
+    fewest = int(counts.argmin())
+    if counts[fewest] < MIN_CLASS_IMAGES:
+        return (
+            f"class {int(classes[fewest])} has {int(counts[fewest])} train images, fewer than the "
+            f"{MIN_CLASS_IMAGES} per class a classifier needs"
+        )
+    return None
 
 
 def embed(
@@ -223,7 +271,7 @@ def embed(
 
 
 def _build(dataset: ImageDataset) -> Extractor:
-    if dataset.num_classes is not None:
+    if dataset.num_classes is not None and labels_unused(dataset) is None:
         return Classifier(dataset.shape, dataset.num_classes)
     return Autoencoder(dataset.shape)
 
@@ -231,7 +279,7 @@ def _build(dataset: ImageDataset) -> Extractor:
 def _train(dataset: ImageDataset, device: torch.device) -> tuple[Extractor, dict]:
     """Seeded training with Adam and a cosine schedule, indexing tensors (no DataLoader)."""
     x = dataset.train.x.to(device)
-    y = dataset.train.y.to(device) if dataset.train.y is not None else None
+    y = dataset.train.y.to(device) if dataset.train.y is not None and labels_unused(dataset) is None else None
     steps_per_epoch = math.ceil(len(x) / _BATCH_SIZE)
     epochs = max(_MIN_EPOCHS, math.ceil(_TRAIN_STEPS / steps_per_epoch))
     start = time.perf_counter()
@@ -278,7 +326,7 @@ def _test_quality(model: Extractor, dataset: ImageDataset, device: torch.device)
     if len(test) == 0:
         return (
             {"test_accuracy": None, "trust": _CLASSIFIER_TRUST}
-            if dataset.labelled
+            if isinstance(model, Classifier)
             else {"test_accuracy": None, "reconstruction_mse": None, "trust": _AUTOENCODER_TRUST}
         )
     if isinstance(model, Classifier):
@@ -314,13 +362,16 @@ def _load(path: Path, dataset: ImageDataset, device: torch.device) -> tuple[Extr
 
 def _save_atomic(path: Path, model: Extractor, info: dict) -> None:
     """Write to a temporary file in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    writable_folder(path.parent)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        os.close(fd)
         torch.save({"state_dict": state, "info": info}, tmp)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # a full disk (torch's writer raises RuntimeError), or lost rights
+        raise write_failed(path, e, "the feature extractor's cache file") from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
