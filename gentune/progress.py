@@ -2,6 +2,9 @@
 
 On a terminal it is a live rich display; elsewhere (CI logs, pipes) it prints one plain line
 per finished trial and a line at each quarter of a trial's steps, so logs stay readable.
+Every line is printed as plain text: parameter values and error messages may hold brackets,
+which rich would otherwise read as markup. The count of done trials is of complete and pruned
+ones, the trials that count towards the study's target; failed trials are reported, not counted.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from rich.progress import (
     TextColumn,
     TimeRemainingColumn,
 )
+
+COUNTED = ("complete", "pruned")  # the states that count towards a study's target
+SHOWN = {"fail": "failed"}
 
 
 def _fmt(value: float | None) -> str:
@@ -60,10 +66,10 @@ class TrialProgress:
     def __enter__(self) -> TrialProgress:
         if self.live:
             progress = Progress(
-                TextColumn("{task.description}"),
+                TextColumn("{task.description}", markup=False),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"),
+                TextColumn("{task.fields[info]}", markup=False),
                 TimeRemainingColumn(),
                 console=self.console,
                 transient=False,
@@ -99,7 +105,7 @@ class TrialProgress:
         else:
             k = self.done + 1
             of = f"/{self.total}" if self.total else ""
-            self.console.print(f"trial {number} ({k}{of}) started: {params}", highlight=False)
+            self.console.print(f"trial {number} ({k}{of}) started: {params}", markup=False, highlight=False)
 
     def step(self, step: int, total: int) -> None:
         if self._bars is not None:
@@ -108,7 +114,7 @@ class TrialProgress:
         quarter = 4 * step // max(total, 1)
         if quarter != self._last_quarter and 0 < quarter < 4:
             self._last_quarter = quarter
-            self.console.print(f"  step {step}/{total}", highlight=False)
+            self.console.print(f"  step {step}/{total}", markup=False, highlight=False)
 
     def trial_finished(
         self,
@@ -119,18 +125,19 @@ class TrialProgress:
         best_trial: int | None,
         note: str = "",
     ) -> None:
-        self.done += 1
-        self._finished_here += 1
+        if state in COUNTED:
+            self.done += 1
+            self._finished_here += 1
         self.best, self.best_trial = best, best_trial
         eta = self.eta()
         line = (
-            f"trial {number} {state}: {self.metric}={_fmt(value)}{note}  |  {self.done}"
+            f"trial {number} {SHOWN.get(state, state)}: {self.metric}={_fmt(value)}{note}  |  {self.done}"
             f"{'/' + str(self.total) if self.total else ''} done, {self._best_info()}, "
             f"elapsed {_clock(time.monotonic() - self._start)}"
             + (f", eta {_clock(eta)}" if eta is not None else "")
         )
         if self._bars is not None:
             self._bars.progress.update(self._bars.trials, completed=self.done, info=self._best_info())
-            self._bars.progress.console.print(line, highlight=False)
+            self._bars.progress.console.print(line, markup=False, highlight=False)
         else:
-            self.console.print(line, highlight=False)
+            self.console.print(line, markup=False, highlight=False)

@@ -26,6 +26,7 @@ from gentune.data import dataset_kind
 from gentune.errors import GentuneError, StudyError, unknown_choice
 from gentune.families import OBJECTIVES as FAMILY_OBJECTIVES
 from gentune.families import check_data
+from gentune.metrics.features import FEATURE_DIM
 from gentune.search.pruners import PRUNERS, default_pruner, make_pruner
 from gentune.search.space import SearchSpace
 from gentune.search.strategies import DEFAULT_STRATEGY, STRATEGIES, grid_size
@@ -54,6 +55,9 @@ FALLBACK_STEPS = 3000
 DEFAULT_TRIALS = 20  # finished trials a study should hold when the user names no number
 DEFAULT_EVALS = 5  # evaluations during training before the final one: 6 points on the curve
 DATA_SEED = 0  # splits are fixed by this seed, so every study of a dataset shares them
+# NumPy's generators take seeds below 2**32, and a worker draws from the study seed plus its
+# index (up to about 1e6), so the study seed stays below 2**31.
+MAX_SEED = 2**31 - 1
 # A study name is a folder under runs/ and a file name, so it may only be a plain name: no path
 # separator, no "." or "..", nothing a shell or another filesystem reads differently.
 STUDY_NAME_MAX = 100
@@ -147,6 +151,11 @@ class SearchOptions:
     space: str | Path | SearchSpace | None = None  # a YAML/TOML file or a SearchSpace
     seed: int = 0  # the sampler's and training's seed
 
+    def __post_init__(self) -> None:
+        check_count("--trials", self.trials, example=20)
+        check_seconds("--timeout", self.timeout, example=3600)
+        check_seed(self.seed)
+
 
 @dataclass(frozen=True)
 class EarlyStop:
@@ -160,6 +169,12 @@ class EarlyStop:
     eval_samples: int | None = None  # N of those evaluations
     detectors: Any = None  # DetectorConfig, its dict, True/"on", False/"off"
     prune_overfitting: bool = False  # prune a trial whose validation loss rises while training falls
+
+    def __post_init__(self) -> None:
+        check_count("--patience", self.patience, example=3)
+        check_count("--evals", self.evals, minimum=0, example=5)
+        check_count("--eval-every", self.eval_every, example=500)
+        check_sample_count("--eval-samples", self.eval_samples)
 
 
 @dataclass(frozen=True)
@@ -183,6 +198,10 @@ class RunOptions:
     def __post_init__(self) -> None:
         if self.study is not None:
             check_study_name(self.study)
+        check_count("--workers", self.workers, example=2)
+        check_count("--threads", self.threads, example=1)
+        for gpu in self.gpus or []:
+            check_count("--gpus", gpu, minimum=0, example=0)
 
 
 @dataclass(frozen=True)
@@ -197,6 +216,13 @@ class Phases:
     confirm: int | None = None  # re-run the top K under extra seeds
     confirm_seeds: int | None = None
 
+    def __post_init__(self) -> None:
+        check_count("--screen-trials", self.screen_trials, example=10)
+        check_count("--narrow-top", self.narrow_top, example=5)
+        check_count("--narrow-trials", self.narrow_trials, example=20)
+        check_count("--confirm", self.confirm, minimum=0, example=3)
+        check_count("--confirm-seeds", self.confirm_seeds, example=2)
+
 
 @dataclass(frozen=True)
 class TuneRequest:
@@ -209,6 +235,9 @@ class TuneRequest:
     budget: Budget = field(default_factory=Budget)
     search: SearchOptions = field(default_factory=SearchOptions)
     early_stop: EarlyStop = field(default_factory=EarlyStop)
+
+    def __post_init__(self) -> None:
+        check_sample_count("--n-eval", self.n_eval)
 
 
 @dataclass(frozen=True)
@@ -486,6 +515,48 @@ def check_same_settings(study_name: str, stored: Any, asked: Any) -> None:
                 f"{f.name}={b!r}; a study keeps one setting so its trials stay comparable",
                 fix=f"rerun with the original {f.name}, or start a new study with --study NAME",
             )
+
+
+def check_count(option: str, value: Any, *, minimum: int = 1, example: int) -> None:
+    """Refuse a count below `minimum` (or not an integer); None (not given) passes.
+
+    >>> check_count("--workers", 0, example=2)
+    Traceback (most recent call last):
+    gentune.errors.GentuneError: --workers must be an integer >= 1 (got 0). Fix: pass e.g. --workers 2
+    """
+    if value is not None and (not _is_int(value) or value < minimum):
+        raise GentuneError(
+            f"{option} must be an integer >= {minimum}", value=value, fix=f"pass e.g. {option} {example}"
+        )
+
+
+def check_seconds(option: str, value: Any, *, example: float) -> None:
+    """Refuse a duration that is not a finite number of seconds > 0; None (no limit) passes."""
+    if value is not None and not _positive(value):
+        raise GentuneError(
+            f"{option} must be a finite number of seconds > 0",
+            value=value,
+            fix=f"pass e.g. {option} {example:g}, or leave it out for no limit",
+        )
+
+
+def check_seed(seed: Any) -> None:
+    """A seed every generator gentune seeds accepts: an integer in [0, MAX_SEED]."""
+    if not _is_int(seed) or not 0 <= seed <= MAX_SEED:
+        raise GentuneError(
+            f"--seed must be an integer from 0 to {MAX_SEED}", value=seed, fix="pass e.g. --seed 0"
+        )
+
+
+def check_sample_count(option: str, n: Any) -> None:
+    """N of a sample metric: FID's covariance needs more images than the feature dimension."""
+    if n is not None and (not _is_int(n) or n <= FEATURE_DIM):
+        raise GentuneError(
+            f"{option} must be an integer above {FEATURE_DIM}, the feature dimension: FID needs "
+            "more images than that for a full-rank covariance",
+            value=n,
+            fix=f"pass e.g. {option} 1000 (more images give a lower, steadier FID)",
+        )
 
 
 def _is_int(value: Any) -> bool:

@@ -89,7 +89,11 @@ def tune(
     trials: Optional[int] = typer.Option(
         None, help="Finished trials the study should hold (default: 20; grid: the grid size)."
     ),
-    timeout: Optional[float] = typer.Option(None, help="Wall-clock limit for this run, in seconds."),
+    timeout: Optional[float] = typer.Option(
+        None,
+        help="Wall-clock limit for this run, in seconds: no trial starts after it, and one still "
+        "running 10% of it (at least 5 s) later is stopped and queued again.",
+    ),
     space: Optional[Path] = typer.Option(
         None, help="YAML/TOML file narrowing or replacing the search space."
     ),
@@ -274,6 +278,7 @@ def _tune(
     )
     from gentune.api import tune as tune_family
     from gentune.loading import load_objective
+    from gentune.study.runner import check_writable
     from gentune.study.workers import parse_gpus
     from gentune.trial.detectors import detector_config
 
@@ -311,6 +316,14 @@ def _tune(
             trust_changed_code=trust_changed_code,
         )
     )
+    if direction is not None and not objective_fn:
+        raise GentuneError(
+            "--direction applies to your own --objective-fn only: gentune's objectives "
+            "(fid, kid, nll, loss) are all minimised",
+            value=direction,
+            fix="drop --direction",
+        )
+    check_writable(run.runs_dir)
     if objective_fn:
         if steps is not None or epochs is not None or trial_seconds is not None:
             raise GentuneError(
@@ -394,7 +407,11 @@ def worker(
         help="Stop when the study holds this many finished "
         "trials (default: the target stored by gentune tune).",
     ),
-    timeout: Optional[float] = typer.Option(None, help="Wall-clock limit for this worker, in seconds."),
+    timeout: Optional[float] = typer.Option(
+        None,
+        help="Wall-clock limit for this worker, in seconds; a trial still running 10% of it (at "
+        "least 5 s) later is stopped and queued again.",
+    ),
     data_dir: Optional[Path] = typer.Option(None, help="Local data folder on this machine."),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda or cuda:N."),
     runs_dir: Path = typer.Option(Path("runs"), help="Folder for this worker's checkpoints and grids."),

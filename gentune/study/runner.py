@@ -5,12 +5,26 @@ study's finished, running and queued trials fall short of its target, else it wa
 over the re-queued trials of workers that died; a grid study hands out only its queued points.
 Ctrl-C (or SIGTERM) marks the running trial, queues its parameters again and raises
 `Interrupted`, so rerunning the same command continues where this one stopped.
+
+What an objective hands back is checked before Optuna sees it (`value_problem`): a trial whose
+value is not one finite number fails with what it returned, and a value that can only be a
+programming error (a string, a tuple) stops the run. An objective that calls `sys.exit` fails
+its trial and stops the run; one that outruns `timeout` by its grace period is stopped
+(`timeout_grace`) and queued again.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import numbers
+import reprlib
 import signal
+import sys
+import sysconfig
+import tempfile
 import time
+import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -23,6 +37,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from gentune.errors import GentuneError, StudyError
 from gentune.progress import TrialProgress
+from gentune.settings import check_count, check_seconds
 from gentune.study.store import (
     auto_worker_index,
     count_finished,
@@ -35,6 +50,19 @@ from gentune.study.targets import target_of
 from gentune.trial.attrs import OptunaKey, StudyKey, TrialKey
 
 POLL_SECONDS = 1.0  # how often an idle worker looks at the study
+# A trial still running this long after the run's timeout is stopped: 10% of the timeout, so a
+# long run lets a nearly finished trial end, and at least a few seconds for a short one.
+GRACE_FRACTION = 0.1
+GRACE_MIN_SECONDS = 5.0
+
+
+def timeout_grace(timeout: float) -> float:
+    """Seconds a trial may run past the run's `timeout` before it is stopped.
+
+    >>> timeout_grace(5), timeout_grace(3600)
+    (5.0, 360.0)
+    """
+    return max(GRACE_MIN_SECONDS, GRACE_FRACTION * timeout)
 
 
 class Interrupted(Exception):
@@ -47,6 +75,104 @@ class Interrupted(Exception):
 
 class Surplus(Exception):
     """A fresh trial that another worker's trial already covers; it is failed unrun."""
+
+
+class TrialFailed(Exception):
+    """A trial that gentune failed itself (a bad value, sys.exit, the timeout); its reason is
+    stored in the trial's `error` attribute."""
+
+
+class TrialTimeout(BaseException):
+    """Raised in the main thread when a trial outruns the run's timeout and its grace.
+
+    A BaseException, as KeyboardInterrupt is, so that an objective's `except Exception` does
+    not swallow it.
+    """
+
+
+@contextmanager
+def hard_deadline(at: float | None) -> Iterator[None]:
+    """Raise TrialTimeout in this thread at `time.monotonic()` == `at` (None: never).
+
+    A SIGALRM handler, so that it also ends a `time.sleep` or a blocking read, which an
+    exception sent from another thread would not. It needs the main thread; elsewhere the
+    timeout stays a bound between trials only.
+    """
+    if at is None or not hasattr(signal, "setitimer"):
+        yield
+        return
+    armed = True
+
+    def handler(signum: int, frame: Any) -> None:
+        if armed:
+            raise TrialTimeout
+
+    try:
+        old = signal.signal(signal.SIGALRM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        signal.setitimer(signal.ITIMER_REAL, max(at - time.monotonic(), 0.001))
+        yield
+    finally:
+        armed = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def value_problem(value: Any) -> tuple[str, bool] | None:
+    """None when `value` is one finite number; else (what is wrong, whether it can only be a
+    programming error, which stops the run rather than fail trial after trial).
+
+    >>> value_problem(0.5) is None, value_problem(float("nan"))
+    (True, ('the objective returned nan; it must return one finite number', False))
+    >>> value_problem("0.5")
+    ("the objective returned '0.5' (type str); it must return one finite number", True)
+    """
+    expected = "it must return one finite number"
+    shown = reprlib.repr(value)
+    if isinstance(value, bool) or isinstance(value, (str, bytes)):
+        return f"the objective returned {shown} (type {type(value).__name__}); {expected}", True
+    if value is None:
+        return f"the objective returned None (did it reach a return statement?); {expected}", False
+    if isinstance(value, (tuple, list)):
+        return (
+            f"the objective returned {shown}, a {type(value).__name__} of {len(value)} values; "
+            f"this study has one objective, so {expected}",
+            True,
+        )
+    shape = getattr(value, "shape", None)
+    if shape is not None and tuple(shape) != ():
+        return f"the objective returned an array of shape {tuple(shape)}; {expected}", True
+    if not isinstance(value, numbers.Real):
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            return f"the objective returned {shown} (type {type(value).__name__}); {expected}", True
+    if not math.isfinite(value):
+        return f"the objective returned {float(value)}; {expected}", False
+    return None
+
+
+def describe_error(e: BaseException) -> str:
+    """'Type: message (at FILE line N)': the line is the innermost one outside Python's own
+    library and installed packages, usually the user's, since a trial's traceback is not shown.
+    """
+    text = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+    outside = tuple({sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")})
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if not f.filename.startswith(outside)]
+    if frames and frames[-1].lineno:
+        text += f" (at {frames[-1].filename} line {frames[-1].lineno})"
+    return text
+
+
+class _NoFailedTrialLog(logging.Filter):
+    """Drops Optuna's warning (with a traceback) for each failed trial: the runner stores the
+    reason in the trial and the progress display prints it on one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.WARNING and " failed with " in record.getMessage())
 
 
 @contextmanager
@@ -65,6 +191,32 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+def check_writable(folder: str | Path, option: str = "--runs-dir") -> None:
+    """Refuse a folder gentune cannot write its outputs to, before anything trains.
+
+    The nearest part of the path that exists is probed with a temporary file, so a refused
+    run leaves nothing behind (the folder itself is made when the study is).
+    """
+    path = Path(folder)
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        problem = f"{probe} is not a folder"
+    else:
+        try:
+            with tempfile.TemporaryFile(dir=probe):
+                problem = ""
+        except OSError as e:
+            problem = f"{probe} is not writable ({e.strerror or e})"
+    if problem:
+        raise GentuneError(
+            f"{option} {path} cannot hold the study's outputs (database, checkpoints, report): {problem}",
+            fix=f"pass {option} FOLDER that you can write to"
+            + (f", or make {probe} writable" if probe.is_dir() else ""),
+        )
 
 
 def next_move(study: optuna.Study, n_trials: int | None, grid_queue: bool) -> str:
@@ -143,11 +295,23 @@ class Runner:
         self.current: int | None = None
         self.failures = 0
         self.fatal: GentuneError | None = None
+        self.deadline: float | None = None  # time.monotonic() at which the run stops starting trials
+        self.stopped: int | None = None  # the trial the timeout stopped
+        self.requeued = False  # whether its parameters were queued again
+
+    def _say(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.console.print(text, markup=False, highlight=False)
+        else:
+            print(text, file=sys.stderr)
 
     def run(self) -> None:
         recovered = recover_orphans(self.study)
         if recovered and self.progress is not None:
-            self.progress.console.print(f"re-queued trials {recovered}: their process ended mid-trial")
+            self._say(f"re-queued trials {recovered}: their process ended mid-trial")
+        quiet = _NoFailedTrialLog()
+        optuna_log = logging.getLogger("optuna.study._optimize")
+        optuna_log.addFilter(quiet)
         with sigterm_as_interrupt():
             try:
                 self._loop()
@@ -155,8 +319,20 @@ class Runner:
                 if self.current is not None:
                     requeue(self.study, self.study.get_trials(deepcopy=False)[self.current])
                 raise Interrupted(self.current) from None
+            finally:
+                optuna_log.removeFilter(quiet)
         if self.fatal is not None:
             raise self.fatal
+        if self.stopped is not None and self.timeout is not None:
+            self._say(
+                f"--timeout {self.timeout:g} s: trial {self.stopped} was still running "
+                f"{timeout_grace(self.timeout):g} s after it and was stopped; "
+                + (
+                    "its parameters are queued again, and the next run of this study starts with them"
+                    if self.requeued
+                    else "its parameters were retried too often to be queued again"
+                )
+            )
         if self.failures >= self.max_failures:
             last = self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))[-1]
             error = last.user_attrs.get(TrialKey.ERROR)
@@ -167,9 +343,9 @@ class Runner:
 
     def _loop(self) -> None:
         """Start trials while the study needs them; wait while other workers' trials may fail."""
-        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        self.deadline = None if self.timeout is None else time.monotonic() + self.timeout
         while self.fatal is None and self.failures < self.max_failures:
-            if deadline is not None and time.monotonic() >= deadline:
+            if self.deadline is not None and time.monotonic() >= self.deadline:
                 return
             recover_orphans(self.study)  # a worker of this host that died: its trial, at once
             move = next_move(self.study, self.n_trials, self.grid_queue)
@@ -199,8 +375,12 @@ class Runner:
             trial.set_user_attr(TrialKey.SURPLUS, True)
             raise Surplus("another worker's trial already covers this one; not run")
         trial.set_user_attr(TrialKey.WORKER, worker_id())
+        stop_at = None
+        if self.deadline is not None and self.timeout is not None:
+            stop_at = self.deadline + timeout_grace(self.timeout)
         try:
-            return self.objective(trial)
+            with hard_deadline(stop_at):
+                value = self.objective(trial)
         except optuna.TrialPruned:  # stopped early on purpose (pruner, detector): no error
             raise
         except GentuneError as e:
@@ -208,17 +388,53 @@ class Runner:
             trial.set_user_attr(TrialKey.ERROR, str(e))
             raise
         except Exception as e:
-            trial.set_user_attr(TrialKey.ERROR, f"{type(e).__name__}: {e}")
+            trial.set_user_attr(TrialKey.ERROR, describe_error(e))
             raise
         except KeyboardInterrupt:
             trial.set_user_attr(TrialKey.INTERRUPTED, True)
             raise
+        except TrialTimeout:
+            assert self.timeout is not None
+            why = (
+                f"stopped: still running {timeout_grace(self.timeout):g} s after the run's "
+                f"timeout of {self.timeout:g} s"
+            )
+            self.stopped = trial.number
+            trial.set_user_attr(TrialKey.ERROR, why)
+            raise TrialFailed(why) from None
+        except SystemExit as e:
+            why = f"the objective called sys.exit({e.code!r}), which would end gentune mid-trial"
+            trial.set_user_attr(TrialKey.ERROR, why)
+            self.fatal = GentuneError(
+                f"trial {trial.number} failed: {why}",
+                fix="return the trial's value, or raise an exception to fail the trial, instead "
+                "of calling sys.exit() or exit() in the objective",
+            )
+            raise TrialFailed(why) from None
+        problem = value_problem(value)
+        if problem is None:
+            return float(value)
+        why, fatal = problem
+        trial.set_user_attr(TrialKey.ERROR, why)
+        if fatal:
+            self.fatal = GentuneError(
+                f"trial {trial.number} failed: {why}",
+                fix="return a float, e.g. `return float(score)`",
+            )
+        raise TrialFailed(why)
 
     def _after(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.current = None
         if trial.user_attrs.get(TrialKey.SURPLUS):
             return
-        self.failures = self.failures + 1 if trial.state == TrialState.FAIL else 0
+        if trial.number == self.stopped and trial.state == TrialState.FAIL:
+            # Nothing is lost: the next run starts with it. It counts as a retry, so that
+            # parameters that hang every time are given up after the cap.
+            requeue(study, trial)
+            waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+            self.requeued = any(t.user_attrs.get(TrialKey.RETRY_OF) == trial.number for t in waiting)
+        else:
+            self.failures = self.failures + 1 if trial.state == TrialState.FAIL else 0
         if self.progress is not None:
             _report_progress(self.progress, study, trial)
 
@@ -232,9 +448,9 @@ def _report_progress(progress: Any, study: optuna.Study, trial: FrozenTrial) -> 
         pass
     note = ""
     if trial.state == TrialState.PRUNED:
-        note = f" ({trial.user_attrs.get('prune_reason', 'pruned')})"
+        note = f" ({trial.user_attrs.get(TrialKey.PRUNE_REASON, 'pruned')})"
     elif trial.state == TrialState.FAIL:
-        note = f" ({trial.user_attrs.get('error', 'failed')})"
+        note = f" ({trial.user_attrs.get(TrialKey.ERROR, 'failed')})"
     progress.trial_finished(trial.number, trial.state.name.lower(), trial.value, best, best_number, note)
 
 
@@ -270,6 +486,10 @@ def work(
     """
     if worker_index is None:
         worker_index = auto_worker_index()
+    check_count("--trials", trials, example=20)
+    check_seconds("--timeout", timeout, example=3600)
+    check_writable(runs_dir)
+    check_count("--threads", threads, example=1)
     if threads is not None:
         torch.set_num_threads(threads)
     target = target_of(open_or_create(study, storage), objective)

@@ -22,7 +22,7 @@ import optuna
 from optuna.trial import TrialState
 
 from gentune.errors import GentuneError, StudyError
-from gentune.study.runner import POLL_SECONDS, Interrupted, sigterm_as_interrupt
+from gentune.study.runner import POLL_SECONDS, Interrupted, sigterm_as_interrupt, timeout_grace
 from gentune.study.store import FINISHED, count_finished, open_or_create
 from gentune.trial import attrs
 
@@ -174,6 +174,9 @@ def run_workers(
     ]
     opened = open_or_create(study, storage)
     restarts_left = workers if max_restarts is None else max_restarts
+    # Each worker stops its own trial past the timeout; one stuck where a signal cannot reach
+    # it (inside native code) is stopped from here, after twice the grace.
+    hard_stop = None if timeout is None else time.monotonic() + timeout + 2 * timeout_grace(timeout)
     procs = {i: _spawn(cmd, threads) for i, cmd in enumerate(commands)}
     failed: dict[int, int] = {}
     with _Reporter(progress, opened, trials, metric) as reporter, sigterm_as_interrupt():
@@ -181,6 +184,11 @@ def run_workers(
             while procs:
                 time.sleep(POLL_SECONDS)
                 reporter.update()
+                if hard_stop is not None and time.monotonic() > hard_stop:
+                    reporter.note(f"--timeout {timeout:g} s: stopping the workers that still run")
+                    _stop(procs.values())
+                    procs.clear()
+                    break
                 for i, proc in list(procs.items()):
                     code = proc.poll()
                     if code is None:
@@ -265,7 +273,7 @@ class _Reporter:
 
     def note(self, text: str) -> None:
         if self.bar is not None:
-            self.bar.console.print(text, highlight=False)
+            self.bar.console.print(text, markup=False, highlight=False)
 
     def update(self) -> None:
         if self.bar is None:
