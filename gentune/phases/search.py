@@ -184,7 +184,7 @@ class BuiltinSearch:
         pin_code(opened, req.model, "model family", trust=run.trust_changed_code)
         opened.set_user_attr(StudyKey.TARGET_TRIALS, trials_target)
         if search.strategy == "grid":
-            enqueue_grid(opened, resolved_space.grid())
+            enqueue_grid(opened, resolved_space.grid(), trials_target)
         if prepare is not None:
             prepare(opened)
         data_dir = req.dataset.path
@@ -273,7 +273,7 @@ class UserSearch:
             pin_code(opened, self.spec, "objective", trust=run.trust_changed_code)
         opened.set_user_attr(StudyKey.TARGET_TRIALS, trials_target)
         if strategy == "grid":
-            enqueue_grid(opened, base_space.grid())
+            enqueue_grid(opened, base_space.grid(), trials_target)
         if space is not None:  # a phase's space, applied to the objective's suggest calls
             opened.set_user_attr(StudyKey.PHASE_SPACE, space.to_dict())
         if prepare is not None:

@@ -9,7 +9,7 @@ gentune opens a study.
 
 from __future__ import annotations
 
-import itertools
+import math
 import os
 import socket
 import zlib
@@ -81,30 +81,63 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
     return open_storage(url, on_stale=requeue)
 
 
-def enqueue_grid(study: optuna.Study, grid: dict[str, list]) -> int:
-    """Queue every grid point once, as a waiting trial, when a grid study is created.
+def enqueue_grid(study: optuna.Study, grid: dict[str, list], trials: int | None = None) -> int:
+    """Queue the grid points the study still needs, each once, as waiting trials.
 
-    Workers pop waiting trials atomically, so each point is handed out exactly once however
-    many workers run; the points carry GridSampler's grid_id, so `requeue` keeps them.
+    `trials` is the study's target (None: every point). Points are queued in GridSampler's
+    order (grid_id i is the i-th point of the product of the sorted names), from the first not
+    yet queued, until the study's finished, running and queued trials reach the target: a
+    rerun with a larger --trials adds the next points, and one after a failed point adds one
+    in its place. Workers pop waiting trials atomically, so each point is handed out exactly
+    once however many workers run; the points carry GridSampler's grid_id, so `requeue` keeps
+    them. Queueing costs a database transaction per point (about 40 ms on a local disk), so a
+    run stopped while queueing continues after the last point queued. Returns the number of
+    points queued now.
     """
-    if study.user_attrs.get(StudyKey.GRID_QUEUE) is not None or study.get_trials(deepcopy=False):
-        return 0
-    names = sorted(grid)  # GridSampler's order: grid_id i is the i-th point of this product
+    queued = study.user_attrs.get(StudyKey.GRID_QUEUE)
+    trials_now = study.get_trials(deepcopy=False)
+    if queued is None and trials_now:
+        return 0  # trials that were not queued as grid points: not a grid study
+    if queued is None:
+        study.set_user_attr(StudyKey.GRID_QUEUE, 0)  # a grid study from now on, even if stopped
+    names = sorted(grid)
     space = {name: list(grid[name]) for name in names}
-    points = list(itertools.product(*space.values()))
-    for grid_id, values in enumerate(points):
+    size = math.prod(len(values) for values in space.values())
+    target = size if trials is None else min(trials, size)
+    held = sum(t.state != TrialState.FAIL for t in trials_now)
+    start = max(
+        [queued or 0]
+        + [t.system_attrs[OptunaKey.GRID_ID] + 1 for t in trials_now if OptunaKey.GRID_ID in t.system_attrs]
+    )
+    stop = min(size, start + max(0, target - held))
+    for grid_id in range(start, stop):
         study.add_trial(
             optuna.trial.create_trial(
                 state=TrialState.WAITING,
                 system_attrs={
-                    OptunaKey.FIXED_PARAMS: dict(zip(names, values)),
+                    OptunaKey.FIXED_PARAMS: grid_point(space, grid_id),
                     OptunaKey.GRID_ID: grid_id,
                     OptunaKey.SEARCH_SPACE: space,
                 },
             )
         )
-    study.set_user_attr(StudyKey.GRID_QUEUE, len(points))
-    return len(points)
+    if stop > start:
+        study.set_user_attr(StudyKey.GRID_QUEUE, stop)
+    return stop - start
+
+
+def grid_point(space: dict[str, list], grid_id: int) -> dict:
+    """Point `grid_id` of the product of `space`'s values, in itertools.product's order (the last
+    name varies fastest), found without listing the points before it.
+
+    >>> grid_point({"a": [1, 2], "b": ["x", "y", "z"]}, 4)
+    {'a': 2, 'b': 'y'}
+    """
+    point = {}
+    for name in reversed(space):
+        grid_id, index = divmod(grid_id, len(space[name]))
+        point[name] = space[name][index]
+    return {name: point[name] for name in space}
 
 
 def study_names(storage: str) -> list[str]:
