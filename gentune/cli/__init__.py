@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from gentune.errors import GentuneError
 
@@ -23,8 +24,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Tune generative models by what they generate.",
 )
-err = Console(stderr=True, soft_wrap=True)
-out = Console()
+# Plain by default: what gentune prints holds the user's names, values and messages, whose
+# brackets rich would read as markup ("[adam, sgd]" vanished, "[/x]" crashed). Styled words
+# are Text spans.
+err = Console(stderr=True, soft_wrap=True, markup=False, highlight=False)
+out = Console(markup=False, highlight=False)
 
 
 def _command_line() -> str:
@@ -356,9 +360,12 @@ def _tune(
     else:
         if objective == "loss":
             err.print(
-                "[yellow]warning:[/] --objective loss ranks trials by the final generator loss, "
-                "which does not measure sample quality (lowest-loss GANs are often "
-                "mode-collapsed). The sample metrics are still recorded for every trial."
+                Text.assemble(
+                    ("warning:", "yellow"),
+                    " --objective loss ranks trials by the final generator loss, "
+                    "which does not measure sample quality (lowest-loss GANs are often "
+                    "mode-collapsed). The sample metrics are still recorded for every trial.",
+                )
             )
         data = data_file or data_dir
         request: dict[str, Any] = dict(
@@ -453,9 +460,8 @@ def best(
     ),
 ):
     """Print the best trial's parameters and metrics, and write best.json."""
-    import json
-
     from gentune.cli.show import print_best
+    from gentune.phases.search import write_json
     from gentune.study.store import open_or_create
     from gentune.study.summary import best_summary
 
@@ -470,7 +476,7 @@ def best(
     print_best(out, summary)
     path = output or runs_dir / study / "best.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(summary, indent=2))
+    write_json(path, summary)
     out.print(f"wrote {path}")
 
 
@@ -479,13 +485,19 @@ def sample(
     study: str = typer.Option(..., help="Study name."),
     trial: Optional[int] = typer.Option(None, help="Trial number (default: the best trial)."),
     n: int = typer.Option(10000, help="Number of samples."),
-    output: Path = typer.Option(Path("samples.npy"), "-o", "--output", help="Output .npy file."),
+    output: Path = typer.Option(
+        Path("samples.npy"),
+        "-o",
+        "--output",
+        help="Output file: .npy (an array), .npz (the array under 'x') or .png (a grid of the "
+        "samples); a name without a suffix gets .npy. A text model writes a .txt file.",
+    ),
     seed: int = typer.Option(0, help="Latent seed for sampling."),
     storage: Optional[str] = _storage_option(),
     runs_dir: Path = typer.Option(Path("runs"), help="Folder for study outputs."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
 ):
-    """Write N samples of a trial's generator as an (N, H, W) float array in [0, 1]."""
+    """Write N samples of a trial's generator: an (N, H, W) float array in [0, 1], or a PNG grid."""
     from gentune.study.sampling import sample_trial
 
     _check_name(study)
@@ -578,7 +590,7 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except GentuneError as e:
-        err.print(f"[red]error:[/] {e}", highlight=False)
+        err.print(Text.assemble(("error:", "red"), f" {e}"))
         raise SystemExit(e.exit_code) from None
     except Interrupted as e:
         which = f"trial {e.trial_number} was stopped and queued again; " if e.trial_number is not None else ""

@@ -8,14 +8,13 @@ new trial.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
 from rich.console import Console
 
 from gentune.phases.confirm import CONFIRM_SEEDS, confirm
 from gentune.phases.narrow import run_narrow
-from gentune.phases.search import Search, TuneResult
+from gentune.phases.search import Search, TuneResult, write_json
 from gentune.phases.stages import SCREEN_TRIALS, importance_order, parse_stages, run_stages, split_groups
 from gentune.settings import Phases
 from gentune.study.summary import best_summary
@@ -41,7 +40,7 @@ def run_phases(search: Search, phases: Phases, say: Callable[[str], None] | None
         confirm(studies, search, top=phases.confirm, seeds=phases.confirm_seeds or CONFIRM_SEEDS)
         best = best_summary(result.study)
         if best is not None:
-            (result.out_dir / "best.json").write_text(json.dumps(best, indent=2))
+            write_json(result.out_dir / "best.json", best)
         result = TuneResult(result.study, result.out_dir, best)
     return result
 

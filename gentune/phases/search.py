@@ -8,6 +8,7 @@ family (`BuiltinSearch`) or a user's own objective (`UserSearch`).
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -350,10 +351,33 @@ def finish(study: optuna.Study, out_dir: Path, report: bool, storage: str) -> Tu
     out_dir.mkdir(parents=True, exist_ok=True)
     best = best_summary(study)
     if best is not None:
-        (out_dir / "best.json").write_text(json.dumps(best, indent=2))
+        write_json(out_dir / "best.json", best)
     if report:
         write_study_report(storage, study.study_name, out_dir / "report.html")
     return TuneResult(study, out_dir, best)
+
+
+def write_json(path: Path, data: Any) -> Path:
+    """Write `data` as strict JSON: an infinite or NaN number (a diverged loss, a metric that
+    could not be computed) becomes null, since JSON has no Infinity and strict readers refuse it.
+
+    >>> import tempfile
+    >>> p = write_json(Path(tempfile.mkdtemp()) / "b.json", {"fid": float("inf"), "n": [1.5, float("nan")]})
+    >>> p.read_text().split()
+    ['{', '"fid":', 'null,', '"n":', '[', '1.5,', 'null', ']', '}']
+    """
+    path.write_text(json.dumps(_finite(data), indent=2, allow_nan=False))
+    return path
+
+
+def _finite(data: Any) -> Any:
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(v) for v in data]
+    return data
 
 
 def write_study_report(storage: str, study_name: str, path: Path) -> Path | None:

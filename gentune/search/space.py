@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -281,7 +281,7 @@ def load_space_file(
         if path.suffix == ".toml":
             doc = tomllib.loads(text)
         elif path.suffix in (".yaml", ".yml"):
-            doc = yaml.safe_load(text)
+            doc = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
         else:
             raise SpaceError(
                 "a search-space file must end in .yaml, .yml or .toml", value=path.name, fix="rename the file"
@@ -290,6 +290,14 @@ def load_space_file(
         raise SpaceError(
             f"{path.name} is not valid {path.suffix[1:].upper()}: {e}",
             fix="check the syntax near the reported line",
+        ) from None
+    except _DuplicateKey as e:
+        lines = f"lines {e.first} and {e.again}" if e.first != e.again else f"line {e.first}"
+        raise SpaceError(
+            f"{path.name} gives the key {e.key!r} twice in one table ({lines}); YAML would keep "
+            "the last one silently",
+            value=e.key,
+            fix="keep one of them",
         ) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("params"), dict):
         raise SpaceError(
@@ -313,11 +321,98 @@ def load_space_file(
             "replace tunes only the listed ones",
         )
     user = SearchSpace.from_dict(doc["params"], validate_value=validate_value, where="params")
-    if mode == "replace":
-        return user
-    merged = dict(default.params)
-    merged.update(user.params)
-    return SearchSpace(merged)
+    space = user if mode == "replace" else SearchSpace({**default.params, **user.params})
+    check_conditions(space, f"{path.name}: params", only=user.params)
+    return space
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, first: int, again: int):
+        self.key, self.first, self.again = key, first, again
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key, line = loader.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+        try:
+            if key in seen:
+                raise _DuplicateKey(key, seen[key], line)
+            seen[key] = line
+        except TypeError:  # an unhashable key: construct_mapping says so
+            continue
+    return loader.construct_mapping(node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def check_conditions(space: SearchSpace, where: str = "space", only: Iterable[str] | None = None) -> None:
+    """Refuse a `when` no trial can meet: its parameter would never be tuned.
+
+    Each parameter a condition names must come earlier in the space (parameters are drawn in
+    order) and be able to take one of the listed values. `only` limits the check to the
+    conditions of those parameters (a file's own: narrowing the optimizer to SGD may leave
+    the default space's beta1 untuned, as meant).
+
+    >>> check_conditions(SearchSpace({"opt": CategoricalSpec(choices=["sgd"]),
+    ...                               "beta1": FloatSpec(low=0, high=0.9, when={"opt": ["adam"]})}))
+    ... # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    gentune.errors.SpaceError: space.beta1.when.opt: opt never takes one of these values, ...
+    """
+    names = list(space.params)
+    checked = set(names if only is None else only)
+    for i, (name, spec) in enumerate(space.params.items()):
+        if name not in checked or not isinstance(spec, _Spec) or not spec.when:
+            continue
+        for other, values in spec.when.items():
+            field = f"{where}.{name}.when.{other}"
+            if other not in space.params:
+                raise SpaceError(
+                    f"{field}: {name} depends on {other}, which is not in the space, so {name} "
+                    "would never be tuned",
+                    value=other,
+                    fix=f"add {other} to params, or drop the condition",
+                )
+            if names.index(other) > i:
+                raise SpaceError(
+                    f"{field}: {other} comes after {name} in the space, so it has no value yet when "
+                    f"{name} is drawn and {name} would never be tuned",
+                    value=names,
+                    fix=f"list {other} before {name}",
+                )
+            target = space.params[other]
+            if not any(_can_take(target, v) for v in values):
+                raise SpaceError(
+                    f"{field}: {other} never takes one of these values, so {name} would never be tuned",
+                    value=list(values),
+                    fix=f"use values {other} can take: {_takes(target)}",
+                )
+
+
+def _can_take(spec: Any, value: Any) -> bool:
+    if isinstance(spec, CategoricalSpec):
+        return value in spec.choices
+    if isinstance(spec, IntSpec):
+        return (
+            isinstance(value, int) and spec.low <= value <= spec.high and (value - spec.low) % spec.step == 0
+        )
+    if isinstance(spec, FloatSpec):
+        return isinstance(value, (int, float)) and spec.low <= value <= spec.high
+    return bool(value == spec)
+
+
+def _takes(spec: Any) -> Any:
+    if isinstance(spec, CategoricalSpec):
+        return list(spec.choices)
+    if isinstance(spec, (IntSpec, FloatSpec)):
+        return f"{spec.low} to {spec.high}"
+    return [spec]
 
 
 def check_field(valid: set[str], make: Callable[[dict], Any]) -> Callable[[str, Any, str], None]:

@@ -5,10 +5,22 @@ again as it was trained: its config, its own seed (a `--confirm` re-run trains u
 seed than the study's), the study's budget for its family and the study's time cap per trial.
 Training is deterministic for a seed, so the same model comes back, except after a time cap:
 where a trial stopped then depends on the machine's speed, and the retrain says so.
+
+Samples are drawn CHUNK at a time and streamed to the file, so `--n` is bounded by the disk
+(checked before writing), not by memory; a file is written under a temporary name and renamed,
+so an interrupted run never leaves a truncated one.
 """
 
 from __future__ import annotations
 
+import itertools
+import os
+import shutil
+import tempfile
+import zipfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,9 +30,15 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from gentune.errors import GentuneError
+from gentune.images import grid_png
 from gentune.settings import DATA_SEED, StudySettings
 from gentune.study.store import builtin_settings, open_or_create
+from gentune.train.checkpoint import file_mode
 from gentune.trial import attrs
+
+CHUNK = 10_000  # samples drawn at once: 10,000 28x28 images are 31 MB
+PNG_MAX = CHUNK  # samples a PNG grid holds (a 100 x 100 grid)
+SUFFIXES = {".npy": "an (N, H, W) array", ".npz": "the array under 'x'", ".png": "a grid of the samples"}
 
 
 @dataclass(frozen=True)
@@ -80,10 +98,11 @@ def sample_trial(
     runs_dir: Path,
     device: str = "auto",
 ) -> tuple[Path, str]:
-    """Write `n` samples of a trial (default: the best) as (N, H, W) float32 in [0, 1]; for a
-    text model, n strings to a .txt file beside `output`.
+    """Write `n` samples of a trial (default: the best) to `output`, in the format its suffix
+    names (`sample_path`): (N, H, W) float32 in [0, 1] as .npy or under 'x' in a .npz (N, H, W, C
+    for colour), or a PNG grid; for a text model, n strings to a .txt file beside `output`.
 
-    Returns the output path and where the generator came from ("checkpoint" or "retrained").
+    Returns the path written and where the generator came from ("checkpoint" or "retrained").
     """
     from gentune.device import resolve_device
 
@@ -91,6 +110,8 @@ def sample_trial(
         raise GentuneError("--n must be at least 1", value=n, fix="pass --n 10000")
     study = open_or_create(study_name, storage)
     settings = builtin_settings(study)
+    text = settings.dataset_ref.kind == "text"
+    output = output.with_suffix(".txt") if text else sample_path(output, n)
     chosen = _choose_trial(study, trial)
     family = trial_family(settings, chosen)
     dev = str(resolve_device(device))
@@ -113,17 +134,103 @@ def sample_trial(
         source = f"retrained trial {chosen.number}; checkpoint kept at {ckpt}" + again.note(
             chosen, settings.trial_seconds
         )
-    images = family.sample(generator, n, seed=seed, device=dev)
-    if isinstance(images, list):  # a text model
-        output = output.with_suffix(".txt")
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text("\n\n---\n\n".join(images))
-        return output, source
-    arr = ((images.numpy().astype(np.float32) + 1.0) / 2.0).clip(0.0, 1.0)
-    arr = arr[:, 0] if arr.shape[1] == 1 else arr.transpose(0, 2, 3, 1)
+    chunks = (family.sample(generator, m, seed=s, device=dev) for m, s in _chunks(n, seed))
     output.parent.mkdir(parents=True, exist_ok=True)
-    np.save(output, arr)
+    if text:
+        with _replacing(output) as tmp, open(tmp, "w") as f:
+            for i, texts in enumerate(chunks):
+                f.write(("\n\n---\n\n" if i else "") + "\n\n---\n\n".join(texts))
+        return output, source
+    if output.suffix == ".png":  # n <= PNG_MAX == CHUNK: one chunk
+        with _replacing(output) as tmp:
+            tmp.write_bytes(grid_png(next(chunks)))
+        return output, source
+    arrays = (_to_unit(images) for images in chunks)
+    first = next(arrays)
+    _check_room(output, n, first.nbytes // len(first))
+    with _replacing(output) as tmp:
+        if output.suffix == ".npz":
+            with tempfile.TemporaryDirectory(dir=output.parent) as scratch:
+                npy = Path(scratch) / "x.npy"
+                _stream(npy, n, itertools.chain([first], arrays))
+                with zipfile.ZipFile(tmp, "w", allowZip64=True) as z:
+                    z.write(npy, "x.npy")
+        else:
+            _stream(tmp, n, itertools.chain([first], arrays))
     return output, source
+
+
+def sample_path(output: Path, n: int) -> Path:
+    """The file `gentune sample -o output` writes: its suffix says the format (.npy without one).
+
+    >>> sample_path(Path("out"), 10), sample_path(Path("grid.png"), 10)
+    (PosixPath('out.npy'), PosixPath('grid.png'))
+    """
+    if not output.suffix:
+        return output.with_suffix(".npy")
+    if output.suffix not in SUFFIXES:
+        raise GentuneError(
+            "the samples file must end in " + ", ".join(f"{k} ({v})" for k, v in SUFFIXES.items()),
+            value=str(output),
+            fix=f"pass -o {output.with_suffix('.npy')}",
+        )
+    if output.suffix == ".png" and n > PNG_MAX:
+        raise GentuneError(
+            f"a PNG grid holds at most {PNG_MAX:,} samples",
+            value=n,
+            fix=f"pass --n {PNG_MAX} or less, or -o FILE.npy",
+        )
+    return output
+
+
+def _chunks(n: int, seed: int) -> Iterator[tuple[int, int]]:
+    """(size, latent seed) of each chunk; the first keeps `seed`, so up to CHUNK samples are the
+    ones a single call draws."""
+    for i, start in enumerate(range(0, n, CHUNK)):
+        yield min(CHUNK, n - start), seed if i == 0 else zlib.crc32(f"{seed}:{i}".encode())
+
+
+def _to_unit(images: Any) -> np.ndarray:
+    """(N, C, H, W) in [-1, 1] -> float32 in [0, 1], (N, H, W) for one channel, else (N, H, W, C)."""
+    arr = ((images.numpy().astype(np.float32) + 1.0) / 2.0).clip(0.0, 1.0)
+    return arr[:, 0] if arr.shape[1] == 1 else arr.transpose(0, 2, 3, 1)
+
+
+def _check_room(output: Path, n: int, per_sample: int) -> None:
+    need, free = n * per_sample, shutil.disk_usage(output.parent).free
+    if need > free:
+        raise GentuneError(
+            f"{n:,} samples take {need / 1e9:.1f} GB, but {output.parent} has {free / 1e9:.1f} GB free",
+            value=n,
+            fix=f"pass a smaller --n (about {free // per_sample:,} fit here), or -o a disk with more room",
+        )
+
+
+def _stream(path: Path, n: int, chunks: Iterator[np.ndarray]) -> None:
+    """Write the chunks as one .npy array of n samples, one chunk in memory at a time."""
+    first = next(chunks)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, *first.shape[1:]))
+    start = 0
+    for chunk in itertools.chain([first], chunks):
+        out[start : start + len(chunk)] = chunk
+        start += len(chunk)
+    out.flush()
+    del out  # closes the map before the file is renamed
+
+
+@contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path` that replaces it on success and is removed on failure."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        tmp.chmod(file_mode())  # mkstemp makes 0600; outputs follow the umask
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def trial_family(settings: StudySettings, trial: FrozenTrial):

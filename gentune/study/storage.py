@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import logging
 import os
 import random
@@ -153,6 +154,7 @@ def make_storage(url: str, on_stale: STALE_CALLBACK | None) -> optuna.storages.B
     path = journal_path(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        check_journal(path)
         return HeartbeatJournalStorage(
             JournalFileBackend(str(path)), heartbeat_interval(), grace_period(), on_stale
         )
@@ -205,6 +207,38 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@'\"]*:)\S*(?=@)")
 # password=... in a URL's query (postgresql://u@host/db?password=...) or a libpq conninfo.
 _PARAM_PASSWORD = re.compile(r"(\bpassword=)[^\s&'\"]*", re.IGNORECASE)
+
+
+def check_journal(path: Path, settle_seconds: float = 1.0) -> None:
+    """Refuse a journal file with a line that is not a JSON record (Optuna fails on it with a
+    traceback, or glues its next record to it). A bad last line is read again after
+    `settle_seconds`, since another worker may be writing it."""
+    if not path.is_file():
+        return
+    for attempt in (0, 1):
+        lines = path.read_bytes().splitlines(keepends=True)
+        bad = next((i for i, line in enumerate(lines) if not _is_record(line)), None)
+        if bad is None:
+            return
+        if bad == len(lines) - 1 and attempt == 0:
+            time.sleep(settle_seconds)
+            continue
+        raise StudyError(
+            f"the journal file {path} is corrupted: line {bad + 1} of {len(lines)} is not a complete "
+            "JSON record",
+            value=lines[bad][:80].decode(errors="replace"),
+            fix="restore the file from a copy, or delete that line and every line after it (the "
+            "trials they recorded are lost)",
+        )
+
+
+def _is_record(line: bytes) -> bool:
+    if not line.endswith(b"\n"):
+        return False
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
 
 
 def hide_password(text: str) -> str:

@@ -43,6 +43,14 @@ def _check_plain(value, where: str) -> None:
     )
 
 
+def file_mode() -> int:
+    """The mode a file created with open() gets under this process's umask (0o644 under the
+    usual 0o022); mkstemp makes 0o600 files whatever the umask."""
+    mask = os.umask(0)  # the only way to read it: set it and put it back at once
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def _write_atomic(path: Path, payload: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     # A crash mid-write must never leave a truncated checkpoint under the real name.
@@ -52,6 +60,7 @@ def _write_atomic(path: Path, payload: dict) -> Path:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, file_mode())  # readable like the trial's other outputs
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
