@@ -481,7 +481,9 @@ def work(
     the settings stored in the study, so this is what a worker on another machine runs.
     `objective` is a user's objective function already loaded in this process. `trials`
     defaults to the target stored by `gentune tune`. Each worker seeds its sampler with the
-    study seed + `worker_index` (None: an index drawn from this worker's host and pid);
+    study seed + `worker_index` (None: an index drawn from this worker's host and pid), and
+    starts a stream of its own when it resumes a study or other processes share it
+    (gentune.search.strategies.StreamSampler), so no process repeats another's draws;
     `threads` caps torch's threads, so that workers sharing a machine do not oversubscribe it.
     """
     if worker_index is None:

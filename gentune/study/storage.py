@@ -169,13 +169,7 @@ def make_storage(url: str, on_stale: STALE_CALLBACK | None) -> optuna.storages.B
         try:
             with warnings.catch_warnings():  # heartbeats are experimental in Optuna; we rely on them
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return ResilientRDBStorage(
-                    url,
-                    heartbeat_interval=heartbeat_interval(),
-                    grace_period=grace_period(),
-                    heartbeat_stale_trial_callback=on_stale,
-                    engine_kwargs=engine_kwargs,
-                )
+                return _new_rdb_storage(url, on_stale, engine_kwargs)
         except ImportError as e:
             raise StudyError(
                 f"the database driver for {url.split(':')[0]} is missing: {e}",
@@ -207,6 +201,29 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@'\"]*:)\S*(?=@)")
 # password=... in a URL's query (postgresql://u@host/db?password=...) or a libpq conninfo.
 _PARAM_PASSWORD = re.compile(r"(\bpassword=)[^\s&'\"]*", re.IGNORECASE)
+
+
+def _new_rdb_storage(url: str, on_stale: STALE_CALLBACK | None, engine_kwargs: dict) -> ResilientRDBStorage:
+    """A ResilientRDBStorage; when two processes create one new database at the same moment,
+    Optuna's schema set-up in the second fails (a table or its version row already exists), and
+    opening it again finds the schema complete."""
+    import sqlalchemy.exc as sa
+
+    for attempt in range(5):
+        try:
+            return ResilientRDBStorage(
+                url,
+                heartbeat_interval=heartbeat_interval(),
+                grace_period=grace_period(),
+                heartbeat_stale_trial_callback=on_stale,
+                engine_kwargs=engine_kwargs,
+            )
+        except (sa.IntegrityError, sa.OperationalError) as e:
+            racing = isinstance(e, sa.IntegrityError) or "already exists" in str(e)
+            if not racing or attempt == 4:
+                raise
+            time.sleep(0.2 * (1 + attempt))
+    raise AssertionError("unreachable")
 
 
 def check_journal(path: Path, settle_seconds: float = 1.0) -> None:
