@@ -20,6 +20,7 @@ connection (or its storage proxy) retries each call with backoff.
 
 from __future__ import annotations
 
+import errno
 import functools
 import importlib.util
 import json
@@ -356,6 +357,74 @@ class HeartbeatGrpcStorage(GrpcStorageProxy, AttrHeartbeat):
         self._interval, self._grace, self._on_stale = interval, grace, on_stale
 
 
+# Storage failures that waiting does not cure, by SQLite's error name, PostgreSQL's SQLSTATE and
+# errno: (what is wrong, the fix). Retried as lost connections, they took 10 minutes to fail.
+_READ_ONLY = (
+    "it is read-only",
+    "gentune best, report and sample read a study without writing to it; to run trials, copy "
+    "the database somewhere writable and pass --storage with the copy (or remount it read-write)",
+)
+_FULL = (
+    "the disk (or the database's quota) is full",
+    "free space where the database lives (df -h) and rerun the same command: finished trials are kept",
+)
+_DENIED = (
+    "permission denied",
+    "give this user write access to the database file and its folder (SQLite writes a journal "
+    "file beside it), or pass --storage somewhere writable",
+)
+_CANNOT_OPEN = (
+    "SQLite cannot open it, or the journal file it writes beside it",
+    "check that the database's folder exists and that this user may write to it, or pass "
+    "--storage somewhere writable",
+)
+_PERMANENT = {
+    "SQLITE_READONLY": _READ_ONLY,
+    "SQLITE_FULL": _FULL,
+    "SQLITE_PERM": _DENIED,
+    "SQLITE_CANTOPEN": _CANNOT_OPEN,
+    "25006": _READ_ONLY,  # read_only_sql_transaction (a hot standby, default_transaction_read_only)
+    "53100": _FULL,  # disk_full
+    "42501": _DENIED,  # insufficient_privilege
+    errno.EROFS: _READ_ONLY,
+    errno.ENOSPC: _FULL,
+    errno.EDQUOT: _FULL,
+    errno.EACCES: _DENIED,
+    errno.EPERM: _DENIED,
+}
+
+
+def storage_failure(exc: BaseException | None, url: str = "") -> StudyError | None:
+    """A StudyError for a database that refuses writes for good (read-only, full, no
+    permission), also when wrapped by SQLAlchemy or Optuna; None for anything else.
+
+    >>> import sqlite3
+    >>> err = sqlite3.connect("file::memory:?mode=ro", uri=True).execute
+    >>> try:
+    ...     err("CREATE TABLE t (x)")
+    ... except sqlite3.OperationalError as e:
+    ...     print(storage_failure(e, "sqlite:///x.db").rule)
+    cannot write to the study's database: it is read-only (attempt to write a readonly database)
+    """
+    while exc is not None:
+        for code in (
+            getattr(exc, "sqlite_errorname", None),  # sqlite3
+            getattr(exc, "sqlstate", None),  # psycopg 3
+            getattr(exc, "pgcode", None),  # psycopg2
+            exc.errno if isinstance(exc, OSError) else None,
+        ):
+            if code in _PERMANENT:
+                what, fix = _PERMANENT[code]
+                said = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                return StudyError(
+                    f"cannot write to the study's database: {what} ({said})",
+                    value=hide_password(url) if url else None,
+                    fix=fix,
+                )
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def is_connection_error(exc: BaseException | None) -> bool:
     """True for a lost or refused database connection (also when wrapped by Optuna)."""
     import sqlalchemy.exc as sa
@@ -411,6 +480,9 @@ def _call_with_retry(method: Callable, self, args, kwargs):
                 return True
             raise
         except Exception as e:
+            failure = storage_failure(e, getattr(self, "url", ""))
+            if failure is not None:
+                raise failure from None
             if not is_connection_error(e) or time.monotonic() + delay > deadline:
                 raise
             if not retried:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import urllib.parse
 import zlib
 from pathlib import Path
 
@@ -34,9 +35,16 @@ def default_storage(study_name: str, runs_dir: Path) -> str:
 
 
 def _file_of(url: str) -> Path | None:
-    """The file a SQLite or journal storage keeps its data in, or None for a database server."""
+    """The file a SQLite or journal storage keeps its data in, or None for a database server.
+
+    >>> _file_of("sqlite:///file:runs/x/study.db?mode=ro&uri=true")  # SQLite's URI form (read-only)
+    PosixPath('runs/x/study.db')
+    """
     if url.startswith("sqlite:///"):
-        return Path(url.removeprefix("sqlite:///"))
+        path = url.removeprefix("sqlite:///")
+        if path.startswith("file:"):
+            return Path(urllib.parse.unquote(urllib.parse.urlsplit(path).path))
+        return Path(path)
     return journal_path(url)
 
 
@@ -192,21 +200,22 @@ def open_or_create(
                 value=name,
                 fix="check --study and --storage, or create the study with gentune tune",
             )
+        # Loading writes nothing (create_study tries an INSERT even for a study that exists),
+        # so best, report and sample read a study on a read-only mount.
+        return optuna.load_study(
+            study_name=name, storage=make_storage(storage), sampler=sampler, pruner=pruner
+        )
     file = _file_of(storage)
     if file is not None:
         file.parent.mkdir(parents=True, exist_ok=True)
-    store = make_storage(storage)
-    direction = None if settings is None else optuna.study.StudyDirection[settings.direction.upper()]
     study = optuna.create_study(
-        storage=store,
+        storage=make_storage(storage),
         study_name=name,
         sampler=sampler,
         pruner=pruner,
-        direction=direction,
+        direction=optuna.study.StudyDirection[settings.direction.upper()],
         load_if_exists=True,
     )
-    if settings is None:
-        return study
     stored = study.user_attrs.get(StudyKey.SETTINGS)
     if stored is None:
         study.set_user_attr(StudyKey.SETTINGS, settings.to_dict())
