@@ -316,8 +316,8 @@ class Runner:
             try:
                 self._loop()
             except KeyboardInterrupt:
-                if self.current is not None:
-                    requeue(self.study, self.study.get_trials(deepcopy=False)[self.current])
+                if self.current is not None:  # not a crash: no retry counted against its parameters
+                    requeue(self.study, self.study.get_trials(deepcopy=False)[self.current], crashed=False)
                 raise Interrupted(self.current) from None
             finally:
                 optuna_log.removeFilter(quiet)

@@ -45,12 +45,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from gentune.errors import StudyError
 from gentune.extras import require
-from gentune.trial.attrs import SystemKey
+from gentune.trial.attrs import SystemKey, TrialKey
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_KEY = SystemKey.HEARTBEAT  # kept: the name other modules and tests import
 STALE_CALLBACK = Callable[[optuna.Study, FrozenTrial], None]
+DESCRIBE_STALE = Callable[[FrozenTrial], str]  # the `error` of a trial whose heartbeat stopped
 
 
 def _env_seconds(name: str, default: float) -> float:
@@ -147,8 +148,18 @@ def _open_proxy(url: str, host: str, port: int, on_stale: STALE_CALLBACK | None)
     return storage
 
 
-def make_storage(url: str, on_stale: STALE_CALLBACK | None) -> optuna.storages.BaseStorage:
-    """An Optuna storage for `url` with heartbeats; `on_stale(study, trial)` runs for each lost trial."""
+def make_storage(
+    url: str, on_stale: STALE_CALLBACK | None, describe_stale: DESCRIBE_STALE | None = None
+) -> optuna.storages.BaseStorage:
+    """An Optuna storage for `url` with heartbeats; `on_stale(study, trial)` runs for each lost
+    trial, once it is failed with the `error` that `describe_stale(trial)` gives."""
+    storage = _open_storage(url, on_stale)
+    if isinstance(storage, (ResilientRDBStorage, AttrHeartbeat)):
+        storage._describe_stale = describe_stale
+    return storage
+
+
+def _open_storage(url: str, on_stale: STALE_CALLBACK | None) -> optuna.storages.BaseStorage:
     address = grpc_address(url)
     if address is not None:
         return _open_proxy(url, *address, on_stale)
@@ -312,6 +323,7 @@ class AttrHeartbeat(optuna.storages.BaseStorage, BaseHeartbeat):
     _interval: int
     _grace: int
     _on_stale: STALE_CALLBACK | None
+    _describe_stale: DESCRIBE_STALE | None = None
 
     def record_heartbeat(self, trial_id: int) -> None:
         try:
@@ -322,7 +334,8 @@ class AttrHeartbeat(optuna.storages.BaseStorage, BaseHeartbeat):
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         now = time.time()
         running = self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
-        return [t._trial_id for t in running if now - t.system_attrs.get(HEARTBEAT_KEY, now) > self._grace]
+        stale = [t._trial_id for t in running if now - t.system_attrs.get(HEARTBEAT_KEY, now) > self._grace]
+        return _note_stale(self, stale, self._describe_stale)
 
     def get_heartbeat_interval(self) -> int | None:
         return self._interval
@@ -355,6 +368,22 @@ class HeartbeatGrpcStorage(GrpcStorageProxy, AttrHeartbeat):
     def __init__(self, host: str, port: int, interval: int, grace: int, on_stale: STALE_CALLBACK | None):
         super().__init__(host=host, port=port)
         self._interval, self._grace, self._on_stale = interval, grace, on_stale
+
+
+def _note_stale(
+    storage: optuna.storages.BaseStorage, trial_ids: list[int], describe: DESCRIBE_STALE | None
+) -> list[int]:
+    """Store why each stale trial is about to be failed. Optuna fails it first and calls the
+    stale-trial callback after, when a finished trial takes no more attributes; in the rare
+    case that the trial's worker was only late and finishes it now, the note stays on it."""
+    if describe is None:
+        return trial_ids
+    for trial_id in trial_ids:
+        try:
+            storage.set_trial_user_attr(trial_id, TrialKey.ERROR, describe(storage.get_trial(trial_id)))
+        except UpdateFinishedTrialError:
+            pass  # it finished, or another worker failed it first
+    return trial_ids
 
 
 # Storage failures that waiting does not cure, by SQLite's error name, PostgreSQL's SQLSTATE and
@@ -519,6 +548,11 @@ class ResilientRDBStorage(RDBStorage):
     for the rest, where it would at worst write the same attribute twice.
     """
 
+    _describe_stale: DESCRIBE_STALE | None = None
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        return _note_stale(self, RDBStorage._get_stale_trial_ids(self, study_id), self._describe_stale)
+
 
 # Every call that reaches the database, including the private ones that Optuna's cache
 # layer (_CachedStorage, which wraps any RDBStorage a study opens) calls directly.
@@ -536,7 +570,7 @@ _RETRIED += [
     "_get_trials",
 ]
 for _name in _RETRIED:
-    setattr(ResilientRDBStorage, _name, _retrying(getattr(RDBStorage, _name)))
+    setattr(ResilientRDBStorage, _name, _retrying(getattr(ResilientRDBStorage, _name)))
 # The proxy client's calls too, so that a worker rides out a proxy restart.
 for _name in _RETRIED:
     if hasattr(HeartbeatGrpcStorage, _name):

@@ -3,8 +3,8 @@
 A study's settings are stored in the study itself (gentune.settings), so re-running the same
 command resumes it and a worker on another machine needs no other file. A trial interrupted
 by Ctrl-C, a crash or a killed process is marked failed and its parameters are queued again,
-so the study still reaches its requested number of trials. `open_or_create` is the one way
-gentune opens a study.
+so the study still reaches its requested number of trials; parameters whose process died
+MAX_RETRIES + 1 times are not queued again. `open_or_create` is the one way gentune opens a study.
 """
 
 from __future__ import annotations
@@ -27,6 +27,10 @@ from gentune.trial.attrs import REQUEUE_KEYS, OptunaKey, StudyKey, TrialKey
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 Settings = StudySettings | UserSettings
+# Times the parameters of a trial whose process died are queued again. A configuration that
+# kills every worker that takes it (out of memory, a crash in native code) would otherwise
+# loop forever. Ctrl-C and SIGTERM do not count: an interrupted trial is not a crashing one.
+MAX_RETRIES = 3
 
 
 def default_storage(study_name: str, runs_dir: Path) -> str:
@@ -58,8 +62,18 @@ def worker_id() -> str:
     return f"{host_name()}:{os.getpid()}"
 
 
-def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
-    """Queue a failed trial's parameters again (same grid point, same values)."""
+def requeue(study: optuna.Study, trial: FrozenTrial, *, crashed: bool = True) -> bool:
+    """Queue a failed trial's parameters again (same grid point, same values); False when not.
+
+    `crashed`: its process died (killed, out of memory, a lost machine), which counts towards
+    MAX_RETRIES; after that many retries the parameters are not queued again (the caller
+    stored why, `lost_trial_error`). An interrupted trial (Ctrl-C, SIGTERM) counts nothing.
+    """
+    retries = retries_of(trial)
+    if crashed:
+        if retries >= MAX_RETRIES:
+            return False
+        retries += 1
     system_attrs = {
         k: v
         for k, v in trial.system_attrs.items()
@@ -69,6 +83,8 @@ def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
         system_attrs[OptunaKey.FIXED_PARAMS] = trial.params
     # What a queued trial was given to run (a --confirm re-run's config and seed) goes along.
     kept = {k: trial.user_attrs[k] for k in REQUEUE_KEYS if k in trial.user_attrs}
+    if retries:
+        kept[TrialKey.RETRIES] = retries
     study.add_trial(
         optuna.trial.create_trial(
             state=TrialState.WAITING,
@@ -78,6 +94,27 @@ def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
             system_attrs=system_attrs,
         )
     )
+    return True
+
+
+def retries_of(trial: FrozenTrial) -> int:
+    """How many times a trial's parameters were queued again after their process died."""
+    return int(trial.user_attrs.get(TrialKey.RETRIES, 0))
+
+
+def lost_trial_error(trial: FrozenTrial, how: str) -> str:
+    """The `error` of a trial whose process died (`how`), saying when it is not queued again."""
+    if retries_of(trial) < MAX_RETRIES:
+        return how
+    return (
+        f"{how}; these parameters ended their process on {MAX_RETRIES + 1} runs in a row "
+        f"({MAX_RETRIES} retries, gentune's most), so they are not queued again: check whether "
+        "they need more memory or time than a worker has"
+    )
+
+
+def _heartbeat_error(trial: FrozenTrial) -> str:
+    return lost_trial_error(trial, "its worker stopped sending heartbeats (killed, or its machine lost)")
 
 
 def make_storage(url: str) -> optuna.storages.BaseStorage:
@@ -86,7 +123,11 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
     A trial whose process stops sending heartbeats (killed, machine lost) is marked failed
     by the next worker and its parameters are queued again; see gentune/study/storage.py.
     """
-    return open_storage(url, on_stale=requeue)
+    return open_storage(url, on_stale=_requeue_lost, describe_stale=_heartbeat_error)
+
+
+def _requeue_lost(study: optuna.Study, trial: FrozenTrial) -> None:
+    requeue(study, trial)
 
 
 def enqueue_grid(study: optuna.Study, grid: dict[str, list], trials: int | None = None) -> int:
@@ -256,7 +297,8 @@ def auto_worker_index() -> int:
 
 
 def recover_orphans(study: optuna.Study) -> list[int]:
-    """Fail and requeue RUNNING trials whose process on this host is gone (crash, SIGKILL).
+    """Fail and requeue RUNNING trials whose process on this host is gone (crash, SIGKILL);
+    returns their numbers (those given up after MAX_RETRIES included).
 
     Trials of other hosts are left to the heartbeat mechanism.
     """
@@ -268,7 +310,8 @@ def recover_orphans(study: optuna.Study) -> list[int]:
         if name != host or not pid.isdigit() or _alive(int(pid)):
             continue
         try:
-            study._storage.set_trial_user_attr(t._trial_id, TrialKey.ERROR, "its process ended mid-trial")
+            error = lost_trial_error(t, "its process ended mid-trial")
+            study._storage.set_trial_user_attr(t._trial_id, TrialKey.ERROR, error)
             study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another worker of this host recovered it first

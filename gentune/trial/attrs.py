@@ -68,6 +68,7 @@ class TrialKey:
     INTERRUPTED = "interrupted"  # true: stopped by Ctrl-C or SIGTERM (failed, and re-queued)
     SURPLUS = "surplus"  # true: a worker lost the race for the last slot; failed unrun
     RETRY_OF = "retry_of"  # int: the failed trial whose parameters this queued trial runs again
+    RETRIES = "retries"  # int: times these parameters were queued again after their process died
     TRAIN_SEED = "train_seed"  # int: the seed a queued --confirm re-run must train with
     FIXED_CONFIG = "fixed_config"  # dict: the whole config a queued --confirm re-run trains
     FIXED_FAMILY = "fixed_family"  # str: the family of fixed_config (it matters with --model auto)
