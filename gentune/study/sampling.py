@@ -6,7 +6,7 @@ seed than the study's), the study's budget for its family and the study's time c
 Training is deterministic for a seed, so the same model comes back, except after a time cap:
 where a trial stopped then depends on the machine's speed, and the retrain says so.
 
-Samples are drawn CHUNK at a time and streamed to the file, so `--n` is bounded by the disk
+Samples are drawn CHUNK at a time and appended to the file, so `--n` is bounded by the disk
 (checked before writing), not by memory; a file is written under a temporary name and renamed,
 so an interrupted run never leaves a truncated one.
 """
@@ -207,15 +207,20 @@ def _check_room(output: Path, n: int, per_sample: int) -> None:
 
 
 def _stream(path: Path, n: int, chunks: Iterator[np.ndarray]) -> None:
-    """Write the chunks as one .npy array of n samples, one chunk in memory at a time."""
+    """Write the chunks as one .npy array of n samples, one chunk in memory at a time.
+
+    The header (with all n rows) goes first and each chunk is appended to the file: a memory
+    map of the whole array would count every page written towards the process's memory.
+    """
     first = next(chunks)
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, *first.shape[1:]))
-    start = 0
-    for chunk in itertools.chain([first], chunks):
-        out[start : start + len(chunk)] = chunk
-        start += len(chunk)
-    out.flush()
-    del out  # closes the map before the file is renamed
+    header = {"descr": "<f4", "fortran_order": False, "shape": (n, *first.shape[1:])}
+    written = 0
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        for chunk in itertools.chain([first], chunks):
+            f.write(np.ascontiguousarray(chunk, dtype="<f4").tobytes())
+            written += len(chunk)
+    assert written == n, (written, n)  # a family's sample() returned another count
 
 
 @contextmanager
