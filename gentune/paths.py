@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -46,7 +47,7 @@ def writable_folder(
     return path
 
 
-def write_failed(path: Path, error: Exception, what: str) -> GentuneError:
+def write_failed(path: Path, error: Exception, what: str, fix: str | None = None) -> GentuneError:
     """The error for a failed write of `what` to `path` (full disk, lost permission), with the
     space left on that disk: torch's writer reports a full disk only as "unexpected pos"."""
     reason = getattr(error, "strerror", None) or "the write stopped part-way"
@@ -57,5 +58,25 @@ def write_failed(path: Path, error: Exception, what: str) -> GentuneError:
     return GentuneError(
         f"could not write {what} ({reason})",
         value=str(path),
-        fix=f"free space there or make it writable, or {HOME_FIX}",
+        fix=fix or f"free space there or make it writable, or {HOME_FIX}",
     )
+
+
+def write_atomic(
+    path: Path, text: str, what: str, fix: str = "free space there, or make the folder writable"
+) -> Path:
+    """Write `text` to `path` whole or not at all: a temporary file beside it, renamed over it,
+    so a full disk or a lost permission leaves no truncated file under the name (an older one
+    stays as it was) and raises write_failed's GentuneError. open(), not mkstemp: the umask's
+    mode, like every other output."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):  # nothing to remove when the folder is not there
+            tmp.unlink()
+        raise write_failed(path, e, what, fix) from None
+    return path

@@ -39,9 +39,6 @@ def _command_line() -> str:
     return hide_command_password("gentune " + shlex.join(sys.argv[1:]))
 
 
-STORAGE_ENV = "GENTUNE_STORAGE"  # a storage URL read from the environment stays off command lines
-
-
 def _trust_option():
     return typer.Option(
         False,
@@ -58,6 +55,9 @@ def _check_name(study: str) -> str:
     from gentune.settings import check_existing_study_name
 
     return check_existing_study_name(study)
+
+
+STORAGE_ENV = "GENTUNE_STORAGE"  # a storage URL read from the environment stays off command lines
 
 
 def _storage_option():
@@ -475,7 +475,6 @@ def best(
         )
     print_best(out, summary)
     path = output or runs_dir / study / "best.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, summary)
     out.print(f"wrote {path}")
 

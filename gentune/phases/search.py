@@ -20,6 +20,7 @@ import optuna
 from gentune.errors import GentuneError
 from gentune.families import Family, default_space, get_family, portable_model
 from gentune.loading import code_changed, source_sha256
+from gentune.paths import write_atomic
 from gentune.search.space import SearchSpace, check_field, load_space_file
 from gentune.search.strategies import make_sampler
 from gentune.settings import (
@@ -366,8 +367,8 @@ def write_json(path: Path, data: Any) -> Path:
     >>> p.read_text().split()
     ['{', '"fid":', 'null,', '"n":', '[', '1.5,', 'null', ']', '}']
     """
-    path.write_text(json.dumps(_finite(data), indent=2, allow_nan=False))
-    return path
+    text = json.dumps(_finite(data), indent=2, allow_nan=False)
+    return write_atomic(path, text, path.name, fix="free space there, or pass -o with a path elsewhere")
 
 
 def _finite(data: Any) -> Any:

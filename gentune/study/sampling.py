@@ -29,10 +29,13 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from gentune.device import resolve_device
 from gentune.errors import GentuneError
+from gentune.families import Family, get_family
 from gentune.images import grid_png
 from gentune.settings import DATA_SEED, StudySettings
 from gentune.study.store import builtin_settings, open_or_create
+from gentune.study.targets import pinned_sha256
 from gentune.train.checkpoint import file_mode
 from gentune.trial import attrs
 
@@ -104,8 +107,6 @@ def sample_trial(
 
     Returns the path written and where the generator came from ("checkpoint" or "retrained").
     """
-    from gentune.device import resolve_device
-
     if n < 1:
         raise GentuneError("--n must be at least 1", value=n, fix="pass --n 10000")
     study = open_or_create(study_name, storage)
@@ -113,7 +114,7 @@ def sample_trial(
     text = settings.dataset_ref.kind == "text"
     output = output.with_suffix(".txt") if text else sample_path(output, n)
     chosen = _choose_trial(study, trial)
-    family = trial_family(settings, chosen)
+    family = trial_family(settings, chosen, pinned_sha256(study))
     dev = str(resolve_device(device))
     ckpt = runs_dir / study_name / "trials" / str(chosen.number) / "generator.pt"
     if ckpt.exists():
@@ -238,11 +239,10 @@ def _replacing(path: Path) -> Iterator[Path]:
         raise
 
 
-def trial_family(settings: StudySettings, trial: FrozenTrial):
-    """The family that trained `trial`: the study's, or with --model auto the one it drew."""
-    from gentune.families import get_family
-
-    family = get_family(settings.model, settings.dataset_ref.kind)
+def trial_family(settings: StudySettings, trial: FrozenTrial, sha256: str | None = None) -> Family:
+    """The family that trained `trial`: the study's, or with --model auto the one it drew; a
+    user's FILE.py:Class runs only if its content has the hash the study pinned (`sha256`)."""
+    family = get_family(settings.model, settings.dataset_ref.kind, sha256=sha256)
     if settings.model == "auto":
         family, _ = family.pick({"model": attrs.family(trial)})
     return family
