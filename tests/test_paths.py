@@ -21,3 +21,16 @@ def test_a_failed_write_leaves_the_old_file_whole_and_says_why(tmp_path):
         "blocker",
     ]
     assert oct(target.stat().st_mode & 0o777) != oct(0o600)  # the umask's mode, like other outputs
+
+
+def test_the_api_refuses_a_runs_folder_it_cannot_write(tmp_path):
+    from gentune.api import RunOptions, SearchOptions, run_objective
+
+    (tmp_path / "f").write_text("a file where runs/ should be")
+    with pytest.raises(GentuneError, match="the study's folder must be a folder gentune can write to"):
+        run_objective(
+            lambda t: t.suggest_float("x", 0, 1),
+            study="q",
+            search=SearchOptions(trials=1),
+            run=RunOptions(runs_dir=tmp_path / "f", progress=False),
+        )

@@ -20,6 +20,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from gentune.errors import GentuneError, StudyError
+from gentune.paths import writable_folder
 from gentune.settings import StudySettings, UserSettings, check_same_settings, is_user_study
 from gentune.study.storage import hide_password, journal_path
 from gentune.study.storage import make_storage as open_storage
@@ -248,7 +249,9 @@ def open_or_create(
         )
     file = _file_of(storage)
     if file is not None:
-        file.parent.mkdir(parents=True, exist_ok=True)
+        writable_folder(
+            file.parent, "the study's folder", fix="pass --runs-dir or --storage with a folder you can write"
+        )
     study = optuna.create_study(
         storage=make_storage(storage),
         study_name=name,
