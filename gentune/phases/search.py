@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import optuna
 
+from gentune.data import load_dataset
 from gentune.errors import GentuneError
 from gentune.families import Family, default_space, get_family, portable_model
 from gentune.loading import code_changed, source_sha256
@@ -24,6 +25,7 @@ from gentune.paths import write_atomic
 from gentune.search.space import SearchSpace, check_field, load_space_file
 from gentune.search.strategies import make_sampler
 from gentune.settings import (
+    DATA_SEED,
     DIRECTIONS,
     LOSS_WARNING,
     RunOptions,
@@ -176,6 +178,9 @@ class BuiltinSearch:
         if settings.objective == "loss":
             warnings.warn(LOSS_WARNING, UserWarning, stacklevel=3)
         trials_target = target_trials(search.strategy, search.trials, resolved_space)
+        # Loaded before the study is made: data that cannot be used leaves no study behind.
+        data_dir = req.dataset.path
+        data = load_dataset(req.dataset.name, data_dir=data_dir, seed=DATA_SEED)
         opened = open_or_create(
             name,
             storage,
@@ -189,13 +194,21 @@ class BuiltinSearch:
             enqueue_grid(opened, resolved_space.grid(), trials_target)
         if prepare is not None:
             prepare(opened)
-        data_dir = req.dataset.path
         if run.workers > 1 or not execute:
             # The parent trains the feature extractor (cached) and stores the floor once, so
             # the workers do not all do it at the same time.
-            BuiltinTarget(settings).prepare(opened, data_dir, run.device)
+            BuiltinTarget(settings, data=data).prepare(opened, data_dir, run.device)
         if execute:
-            _execute(name, storage, trials_target, search.timeout, run, settings.objective, data_dir=data_dir)
+            _execute(
+                name,
+                storage,
+                trials_target,
+                search.timeout,
+                run,
+                settings.objective,
+                data_dir=data_dir,
+                data=data,
+            )
         return finish(opened, Path(run.runs_dir) / name, run.report and execute, storage)
 
 
@@ -314,6 +327,7 @@ def _execute(
     metric: str,
     *,
     data_dir: Any = None,
+    data: Any = None,
     objective: Callable[[optuna.Trial], float] | None = None,
 ) -> None:
     """Run the study's trials here, or in `run.workers` processes that share its storage."""
@@ -338,6 +352,7 @@ def _execute(
             storage,
             objective=objective,
             data_dir=data_dir,
+            data=data,
             device=run.device,
             trials=trials,
             timeout=timeout,

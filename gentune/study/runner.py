@@ -467,6 +467,7 @@ def work(
     *,
     objective: Callable[[optuna.Trial], float] | None = None,
     data_dir: Any = None,
+    data: Any = None,
     device: str = "auto",
     trials: int | None = None,
     timeout: float | None = None,
@@ -479,7 +480,8 @@ def work(
 
     Everything else (model, data, space, budget, metric; or the user's objective) comes from
     the settings stored in the study, so this is what a worker on another machine runs.
-    `objective` is a user's objective function already loaded in this process. `trials`
+    `objective` is a user's objective function, and `data` the study's dataset, already loaded in
+    this process. `trials`
     defaults to the target stored by `gentune tune`. Each worker seeds its sampler with the
     study seed + `worker_index` (None: an index drawn from this worker's host and pid), and
     starts a stream of its own when it resumes a study or other processes share it
@@ -494,7 +496,7 @@ def work(
     check_count("--threads", threads, example=1)
     if threads is not None:
         torch.set_num_threads(threads)
-    target = target_of(open_or_create(study, storage), objective)
+    target = target_of(open_or_create(study, storage), objective, data)
     opened = open_or_create(study, storage, sampler=target.sampler(worker_index), pruner=target.pruner())
     if trials is None:
         trials = opened.user_attrs.get(StudyKey.TARGET_TRIALS)

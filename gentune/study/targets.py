@@ -53,9 +53,10 @@ class Target(Protocol):
 class BuiltinTarget:
     """A built-in (or a user's) model family, trained and scored by what it generates."""
 
-    def __init__(self, settings: StudySettings, sha256: str | None = None):
-        """`sha256`: the hash a user's FILE.py family must have to be run (see gentune.loading)."""
-        self.settings = settings
+    def __init__(self, settings: StudySettings, sha256: str | None = None, data: Any = None):
+        """`sha256`: the hash a user's FILE.py family must have to be run (see gentune.loading);
+        `data`: the study's dataset when this process has already loaded it."""
+        self.settings, self.data = settings, data
         self.family: Family = get_family(settings.model, settings.dataset_ref.kind, sha256=sha256)
         self.space = SearchSpace.from_dict(settings.space)
         self.metric = settings.objective
@@ -73,7 +74,9 @@ class BuiltinTarget:
         """
         dev = resolve_device(device)
         ref = self.settings.dataset_ref
-        data = load_dataset(ref.name, data_dir=data_dir, seed=DATA_SEED)
+        data = (
+            self.data if self.data is not None else load_dataset(ref.name, data_dir=data_dir, seed=DATA_SEED)
+        )
         if not isinstance(data, ImageDataset):  # text is scored by its NLL
             return dev, data, None
         evaluator = Evaluator(data, n=self.settings.n_eval, device=dev, seed=self.settings.seed).prepare()
@@ -139,13 +142,14 @@ class UserTarget:
 
 
 def target_of(
-    study: optuna.Study, fn: Callable[[optuna.Trial], float] | None = None
+    study: optuna.Study, fn: Callable[[optuna.Trial], float] | None = None, data: Any = None
 ) -> BuiltinTarget | UserTarget:
-    """The target a study's stored settings describe; `fn` is a user's objective in this process."""
+    """The target a study's stored settings describe; `fn` is a user's objective and `data` the
+    study's dataset, when this process already holds them."""
     settings = stored_settings(study)
     if isinstance(settings, UserSettings):
         return UserTarget(settings, fn)
-    return BuiltinTarget(settings, sha256=pinned_sha256(study))
+    return BuiltinTarget(settings, sha256=pinned_sha256(study), data=data)
 
 
 def pinned_sha256(study: optuna.Study) -> str | None:

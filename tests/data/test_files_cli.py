@@ -54,10 +54,6 @@ def test_fewer_than_100_images_are_refused_in_one_line(tmp_path, home, n):
     assert not any(home.rglob("*.pt"))  # no extractor was trained for data that is refused
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="phases/search.py creates the study before the target loads the data (issue 14, item 9)",
-)
 def test_a_refused_dataset_leaves_no_study_behind(tmp_path, home):
     assert tune_files(12, tmp_path, home).returncode == 2
     assert not (tmp_path / "runs" / "mine12").exists()
