@@ -497,3 +497,12 @@ def test_the_trust_boundary_is_documented():
     doc = (ROOT / "docs" / "distributed.md").read_text()
     assert "## A shared study database is a trust boundary" in doc
     assert "--trust-changed-code" in doc and "code_sha256" in doc and "PGPASSWORD" in doc
+
+
+def test_worker_processes_get_the_storage_url_in_their_environment_not_their_command_line():
+    from gentune.study.workers import worker_command
+
+    cmd = worker_command(
+        "s", 0, device="cpu", threads=1, trials=2, timeout=None, data_dir=None, runs_dir="runs"
+    )
+    assert "--storage" not in cmd and not any("secretpw" in part for part in cmd)  # `ps` shows this

@@ -26,6 +26,7 @@ from gentune.study.runner import POLL_SECONDS, Interrupted, sigterm_as_interrupt
 from gentune.study.store import FINISHED, count_finished, open_or_create
 from gentune.trial import attrs
 
+STORAGE_ENV = "GENTUNE_STORAGE"  # read by `gentune worker --storage` (gentune.cli)
 STOP_GRACE_SECONDS = 60.0  # how long a stopped worker may take to release its trial
 
 
@@ -81,7 +82,6 @@ def parse_gpus(text: str | None) -> list[int] | None:
 
 def worker_command(
     study: str,
-    storage: str,
     index: int,
     *,
     device: str,
@@ -91,7 +91,8 @@ def worker_command(
     data_dir,
     runs_dir,
 ) -> list[str]:
-    """The `gentune worker` command line of worker `index`."""
+    """The `gentune worker` command line of worker `index`; the storage URL goes in its
+    environment (`_spawn`), where `ps` does not show a database password."""
     cmd = [
         sys.executable,
         "-m",
@@ -99,8 +100,6 @@ def worker_command(
         "worker",
         "--study",
         study,
-        "--storage",
-        storage,
         "--worker-index",
         str(index),
         "--device",
@@ -120,10 +119,11 @@ def worker_command(
     return cmd
 
 
-def _spawn(cmd: list[str], threads: int) -> subprocess.Popen:
+def _spawn(cmd: list[str], threads: int, storage: str) -> subprocess.Popen:
     # Native thread pools (OpenMP, BLAS) read these before torch's set_num_threads runs.
     env = {
         **os.environ,
+        STORAGE_ENV: storage,
         "OMP_NUM_THREADS": str(threads),
         "MKL_NUM_THREADS": str(threads),
         "OPENBLAS_NUM_THREADS": str(threads),
@@ -161,7 +161,6 @@ def run_workers(
     commands = [
         worker_command(
             study,
-            storage,
             i,
             device=devices[i],
             threads=threads,
@@ -177,7 +176,7 @@ def run_workers(
     # Each worker stops its own trial past the timeout; one stuck where a signal cannot reach
     # it (inside native code) is stopped from here, after twice the grace.
     hard_stop = None if timeout is None else time.monotonic() + timeout + 2 * timeout_grace(timeout)
-    procs = {i: _spawn(cmd, threads) for i, cmd in enumerate(commands)}
+    procs = {i: _spawn(cmd, threads, storage) for i, cmd in enumerate(commands)}
     failed: dict[int, int] = {}
     with _Reporter(progress, opened, trials, metric) as reporter, sigterm_as_interrupt():
         try:
@@ -202,7 +201,6 @@ def run_workers(
                         commands.append(
                             worker_command(
                                 study,
-                                storage,
                                 index,
                                 device=devices[i],
                                 threads=threads,
@@ -212,7 +210,7 @@ def run_workers(
                                 runs_dir=runs_dir,
                             )
                         )
-                        procs[i] = _spawn(commands[-1], threads)
+                        procs[i] = _spawn(commands[-1], threads, storage)
                     elif code != 0:
                         failed[i] = code
             reporter.update()

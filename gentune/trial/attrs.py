@@ -79,7 +79,7 @@ class TrialKey:
 class SystemKey:
     """Trial system attributes gentune writes itself (`trial.system_attrs`)."""
 
-    HEARTBEAT = "gentune:heartbeat"  # float: unix time of a journal worker's last heartbeat
+    HEARTBEAT = "gentune:heartbeat"  # float: unix time of a journal or gRPC-proxy worker's last heartbeat
 
 
 class OptunaKey:
