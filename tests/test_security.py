@@ -256,6 +256,7 @@ def test_with_a_postgresql_server_no_output_file_report_or_record_holds_the_pass
 # Item 3: study names
 
 BAD_NAMES = ["../../x", "ABS", ".", "..", "a" * 300, "a/b", "a b", "-x", ""]
+ESCAPING = {"../../x", "ABS", ".", "..", "a/b", ""}  # refused even when opening an old study
 
 
 def _bad(name: str, tmp_path: Path) -> str:
@@ -279,13 +280,16 @@ def test_bad_study_names_are_refused_before_anything_is_created(monkeypatch, cap
     work = tmp_path / "a" / "b"
     work.mkdir(parents=True)
     monkeypatch.chdir(work)
+    opens = command[0] in ("worker", "best", "sample", "report")  # an existing study, maybe older
     for name in BAD_NAMES:
         code, out = gentune(monkeypatch, capsys, *command, _bad(name, tmp_path))
         assert code == 2, (name, out)
+        assert "Traceback" not in out
+        if opens and name not in ESCAPING:
+            continue  # a name made before the rule still opens a study; here there is none
         assert (
             "the study name" in out and "letters a-z A-Z, digits" in out and "Fix: pass e.g. --study" in out
         )
-        assert "Traceback" not in out
     assert [p.name for p in tmp_path.iterdir()] == ["a"]  # no x, no abs-victim, no GENTUNE_HOME
     assert list(work.iterdir()) == []
 
