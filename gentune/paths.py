@@ -33,7 +33,7 @@ def writable_folder(
     try:
         path.mkdir(parents=True, exist_ok=True)
         # os.access also answers False on a read-only mount, even for root.
-        problem = None if os.access(path, os.W_OK | os.X_OK) else "is not writable"
+        problem = None if os.access(path, os.W_OK | os.X_OK) else _why_not_writable(path)
     except FileExistsError:  # mkdir(exist_ok=True) still refuses a file
         problem = "is a file, not a folder"
     except NotADirectoryError:
@@ -45,6 +45,15 @@ def writable_folder(
             f"{what} must be a folder gentune can write to; this one {problem}", value=str(path), fix=fix
         )
     return path
+
+
+def _why_not_writable(path: Path) -> str:
+    try:
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return "is on a read-only filesystem"
+    except OSError:
+        pass
+    return "is not writable"
 
 
 def write_failed(path: Path, error: Exception, what: str, fix: str | None = None) -> GentuneError:

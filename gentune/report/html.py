@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from html import escape
 from importlib import resources
 from pathlib import Path
@@ -17,7 +16,7 @@ from string import Template
 
 import plotly.offline
 
-from gentune.errors import GentuneError
+from gentune.paths import write_atomic
 from gentune.report.extract import (
     KEY_METRICS,
     StudyInfo,
@@ -349,16 +348,5 @@ def write_html(info: StudyInfo, panels: list[Panel], out: Path) -> Path:
     report under the name (an older one stays as it was) and raises a GentuneError saying why.
     """
     page = render_html(info, panels)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")  # open(), not mkstemp: the umask's mode
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(page, encoding="utf-8")
-        os.replace(tmp, out)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise GentuneError(
-            f"cannot write the report: {e.strerror or e}",
-            value=str(out),
-            fix="free space on that disk or pass -o with a path elsewhere; the study is unchanged",
-        ) from None
-    return out
+    fix = "free space on that disk or pass -o with a path elsewhere; the study is unchanged"
+    return write_atomic(out, page, "the report", fix=fix)

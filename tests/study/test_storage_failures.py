@@ -229,7 +229,7 @@ def test_a_full_disk_fails_at_once_and_leaves_no_truncated_report(tmp_path):
     codes = {line.split()[1]: line.split()[2:] for line in r.stdout.splitlines() if line.startswith("rc ")}
     assert codes["tune"][0] == "2" and int(codes["tune"][1]) < 60, r.stdout + r.stderr
     assert "is full" in r.stderr and "Fix: free space" in r.stderr, r.stderr
-    assert codes["report"] == ["2"] and "cannot write the report" in r.stderr, r.stdout + r.stderr
+    assert codes["report"] == ["2"] and "could not write the report" in r.stderr, r.stdout + r.stderr
     assert "\nold\n" in r.stdout and ".tmp" not in r.stdout  # the old page, whole; no leftovers
     study = optuna.load_study(study_name="q", storage=f"sqlite:///{out}/study.db")
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) >= 1  # what finished is kept
