@@ -14,6 +14,10 @@ def __getattr__(name):
         from gentune import api
 
         return getattr(api, name)
+    if name in _MODULES:
+        import importlib
+
+        return getattr(importlib.import_module(_MODULES[name]), name)
     raise AttributeError(name)
 
 
@@ -29,4 +33,9 @@ _API = (
     "SearchOptions",
     "TuneResult",
 )
-__all__ = ["__version__", *_API]
+# Used inside a user's own code, so reached without importing the API's phases and studies.
+_MODULES = {
+    "score": "gentune.metrics.score",
+    "Score": "gentune.metrics.score",
+}
+__all__ = ["__version__", *_API, *_MODULES]
