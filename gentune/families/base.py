@@ -50,6 +50,10 @@ class Family(abc.ABC):
     # N of the evaluations during training when the user gives none (None: the monitor's
     # default); a family whose sampling is slow sets a smaller one.
     eval_samples: int | None = None
+    # Whether K configs of this family can train in lockstep (gentune.train.population): its
+    # loop's model is the generator and its extras["discriminator"] the discriminator, trained by
+    # gentune.train.gan's losses. Families that cannot keep the one-at-a-time path.
+    population: ClassVar[bool] = False
 
     @abc.abstractmethod
     def default_space(self, kind: str = "image") -> SearchSpace:
@@ -245,6 +249,24 @@ class Family(abc.ABC):
             value=self.name,
             fix=fix or f"for {kind} use a family that models {kind} data",
         )
+
+    def population_key(self, config: Any) -> tuple:
+        """What members of one population must share: the family and every config field but
+        the hyperparameters a population holds per member (lr, lr_d, betas, momentum, weight
+        decay). Configs with equal keys can train in one population.
+
+        >>> from gentune.families import get_family
+        >>> gan = get_family("gan-mlp")
+        >>> C = gan.config_cls
+        >>> gan.population_key(C(lr=1e-3)) == gan.population_key(C(lr=1e-4, beta1=0.5))
+        True
+        >>> gan.population_key(C(width=64)) == gan.population_key(C(width=128))
+        False
+        """
+        from gentune.train.population import SETTABLE
+
+        fields = config.to_dict()
+        return (self.name,) + tuple((k, fields[k]) for k in sorted(fields) if k not in SETTABLE)
 
     def objectives(self) -> tuple[str, ...]:
         """The --objective values that apply: sample metrics on images, nll for a likelihood

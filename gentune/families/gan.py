@@ -26,6 +26,7 @@ class GanMlp(Family):
     name = "gan-mlp"
     config_cls: ClassVar[type[Any]] = gan_mlp.GANConfig
     main_loss = "g"
+    population = True
 
     def default_space(self, kind: str = "image") -> SearchSpace:
         return gan_mlp_space()

@@ -47,3 +47,99 @@ def lr_lambda(warmup: int, total: int, schedule: str, min_ratio: float = 0.1) ->
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor
+
+
+# Hyperparameters a population's members may hold apart, as per-member tensors (Stacked).
+MEMBER_HYPERPARAMETERS = ("lr", "beta1", "beta2", "momentum", "weight_decay")
+EPS = 1e-8  # the eps of torch's Adam, AdamW and RMSprop, whose defaults `optimizer` keeps
+RMS_ALPHA = 0.99  # RMSprop's default alpha, which `optimizer` keeps
+SLOTS = {
+    "adam": ("exp_avg", "exp_avg_sq"),
+    "adamw": ("exp_avg", "exp_avg_sq"),
+    "sgd": ("momentum_buffer",),
+    "rmsprop": ("square_avg", "momentum_buffer"),
+}
+
+
+def _per_member(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return v.to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
+
+
+class Stacked:
+    """The optimizer `name` over parameters stacked along a leading member axis.
+
+    Each member has its own lr, betas, momentum and weight decay (`hyper[h]`, shape (K,), for h
+    in MEMBER_HYPERPARAMETERS) and its own step count `t`, so a member's update is the one
+    torch's optimizer makes for that member alone; no member's values enter another's. The
+    formulas are torch's (Adam, AdamW, SGD without dampening, RMSprop with its default eps and
+    alpha), so one member follows `optimizer(name, ...)` to float rounding. `state[slot][param]`
+    and `t` are plain stacked tensors that the owner may slice and concatenate.
+
+    >>> p = {"w": torch.zeros(2, 3)}
+    >>> hyper = {h: torch.zeros(2) for h in MEMBER_HYPERPARAMETERS}
+    >>> hyper["lr"] = torch.tensor([0.5, 1.0])
+    >>> opt = Stacked("sgd", hyper, p)
+    >>> opt.step(p, {"w": torch.ones(2, 3)}); p["w"][:, 0].tolist()
+    [-0.5, -1.0]
+    """
+
+    def __init__(
+        self,
+        name: str,
+        hyper: dict[str, torch.Tensor],
+        params: dict[str, torch.Tensor],
+        state: dict[str, dict[str, torch.Tensor]] | None = None,
+        t: torch.Tensor | None = None,
+    ):
+        if name not in SLOTS:
+            raise GentuneError(f"unknown optimizer {name!r}", fix="use adam, adamw, sgd or rmsprop")
+        self.name, self.hyper = name, hyper
+        first = next(iter(params.values()))
+        # Step counts in float64: beta ** t must round as torch's Python-float bias correction.
+        self.t = torch.zeros(first.shape[0], dtype=torch.float64, device=first.device) if t is None else t
+        self.state = state or {s: {n: torch.zeros_like(p) for n, p in params.items()} for s in SLOTS[name]}
+
+    @torch.no_grad()
+    def step(self, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor]) -> None:
+        """One update of every member's `params` (in place) from its `grads`."""
+        self.t += 1
+        update = getattr(self, f"_{self.name}")
+        for n, p in params.items():
+            p.copy_(update(n, p, grads[n]))
+
+    def _h(self, p: torch.Tensor, *names: str) -> list[torch.Tensor]:
+        return [_per_member(self.hyper[h], p) for h in names]
+
+    def _adam(self, n: str, p: torch.Tensor, g: torch.Tensor, decoupled: bool = False) -> torch.Tensor:
+        lr, b1, b2, wd = self._h(p, "lr", "beta1", "beta2", "weight_decay")
+        if decoupled:
+            p = p * (1 - lr * wd)
+        else:
+            g = g + wd * p
+        m, v = self.state["exp_avg"][n], self.state["exp_avg_sq"][n]
+        m.lerp_(g, 1 - b1)
+        v.mul_(b2).add_((1 - b2) * g * g)
+        t = _per_member(self.t, self.t)
+        bc1 = (1 - self.hyper["beta1"].double().view_as(t) ** t).to(p.dtype)
+        bc2_sqrt = (1 - self.hyper["beta2"].double().view_as(t) ** t).sqrt().to(p.dtype)
+        shape = (-1,) + (1,) * (p.ndim - 1)
+        denom = v.sqrt() / bc2_sqrt.view(shape) + EPS
+        return p - (lr / bc1.view(shape)) * m / denom
+
+    def _adamw(self, n: str, p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        return self._adam(n, p, g, decoupled=True)
+
+    def _sgd(self, n: str, p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        lr, mom, wd = self._h(p, "lr", "momentum", "weight_decay")
+        buf = self.state["momentum_buffer"][n]
+        # At the first step torch sets buf = g, which mom * 0 + g gives exactly.
+        buf.mul_(mom).add_(g + wd * p)
+        return p - lr * buf
+
+    def _rmsprop(self, n: str, p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        lr, mom, wd = self._h(p, "lr", "momentum", "weight_decay")
+        g = g + wd * p
+        sq, buf = self.state["square_avg"][n], self.state["momentum_buffer"][n]
+        sq.mul_(RMS_ALPHA).add_((1 - RMS_ALPHA) * g * g)
+        buf.mul_(mom).add_(g / (sq.sqrt() + EPS))
+        return p - lr * buf

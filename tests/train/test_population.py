@@ -1,0 +1,134 @@
+"""The population trainer: members independent of their neighbours, equal to the one-at-a-time
+step, masked when they diverge, and continued exactly from their state."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+from gentune.errors import GentuneError
+from gentune.families import get_family
+from gentune.train.population import Population
+
+SIGNALS = ("g_loss", "d_loss", "d_acc", "grad_norm")
+STEPS = 100
+# The stacked matmuls of K members and the single model's round differently (about 1 ulp a
+# step); at lr 2e-4 that stays below 1e-6 over 100 steps. A leak between members (a shared RNG
+# stream, another member's lr) moves the losses by 1e-2 or more within a few steps. At lr 1e-3
+# the GAN is chaotic enough to grow 1 ulp into 1e-3 by step 80, so the test keeps to 2e-4.
+ATOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def gan():
+    return get_family("gan-mlp")
+
+
+def _config(gan, **kw):
+    return gan.config_cls(**{"width": 32, "depth": 2, "batch_size": 32, "lr": 2e-4, "beta1": 0.5, **kw})
+
+
+def _per_step(pop: Population, slot: int, steps: int) -> torch.Tensor:
+    rows = []
+    for _ in range(steps):
+        out = pop.step(1)[slot]
+        rows.append([out[k] for k in SIGNALS])
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+@pytest.fixture(scope="module")
+def crowded(gan, digits):
+    """The member (seed 7) trained among three neighbours, one of them diverging."""
+    pop = Population(gan, digits, capacity=4, log_every=25)
+    pop.add(_config(gan, lr=1e-3), seed=1)
+    slot = pop.add(_config(gan), seed=7)
+    wild = pop.add(_config(gan, lr=50.0, lr_d=50.0), seed=2)
+    pop.add(_config(gan, weight_decay=1e-3, beta1=0.9), seed=3)
+    rows, diverged = [], {}
+    for _ in range(STEPS):
+        out = pop.step(1)
+        rows.append([out[slot][k] for k in SIGNALS])
+        diverged.update({s: o["steps"] for s, o in out.items() if o["diverged"]})
+    return pop, slot, wild, torch.tensor(rows, dtype=torch.float64), diverged
+
+
+def test_member_does_not_depend_on_neighbours(gan, digits, crowded):
+    pop, slot, wild, crowded_losses, diverged = crowded
+    alone = Population(gan, digits, capacity=1)
+    alone_slot = alone.add(_config(gan), seed=7)
+    alone_losses = _per_step(alone, alone_slot, STEPS)
+    assert torch.allclose(crowded_losses, alone_losses, atol=ATOL, rtol=0)
+
+    # The one-at-a-time step (gan_loop, what fit runs) gives the same numbers.
+    loop = gan.loop(_config(gan), digits, steps=STEPS, seed=7)
+    single = torch.stack([loop.step(i) for i in range(1, STEPS + 1)]).double()
+    assert torch.allclose(single, alone_losses, atol=ATOL, rtol=0)
+    # Weights too, at the end.
+    model = pop.model(slot)
+    for name, p in loop.model.state_dict().items():
+        assert torch.allclose(model.state_dict()[name], p, atol=1e-5), name
+
+
+def test_a_diverging_member_is_masked(crowded):
+    pop, slot, wild, losses, diverged = crowded
+    # step(1) checks at every call: lr 50 blows up at once; reported diverged once, then frozen.
+    assert list(diverged) == [wild] and diverged[wild] < 5
+    assert wild not in pop.alive and pop.steps(wild) == diverged[wild] and pop.steps(slot) == STEPS
+    assert len(pop.alive) == 3 and torch.isfinite(losses).all()
+    assert wild not in pop.step(1)
+    pop.remove(wild)
+    assert not pop.accepts(_config(get_family("gan-mlp"), width=64))
+    assert pop.accepts(_config(get_family("gan-mlp"), lr=1e-4))  # the freed slot
+
+
+def test_state_continues_exactly(gan, digits):
+    config = _config(gan, optimizer="adam")
+    straight = Population(gan, digits, capacity=1)
+    s = straight.add(config, seed=3)
+    straight.step(60)
+
+    first = Population(gan, digits, capacity=1)
+    a = first.add(config, seed=3)
+    first.step(30)
+    buffer = io.BytesIO()
+    torch.save(first.state(a), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    second = Population(gan, digits, capacity=2)
+    second.add(_config(gan, lr=1e-3), seed=11)  # a neighbour, so the row differs too
+    b = second.add(config, seed=3, state=state)
+    assert second.steps(b) == 30
+    second.step(30)
+    want, got = straight.state(s), second.state(b)
+    assert want["steps"] == got["steps"] == 60
+    for name, t in want["tensors"].items():
+        assert torch.allclose(got["tensors"][name], t, atol=1e-6, rtol=0), name
+    assert torch.equal(want["rng"], got["rng"])
+
+
+def test_samples_models_and_hyperparameters(gan, digits, crowded):
+    pop, slot, *_ = crowded
+    samples = pop.samples(50, seed=4)
+    assert set(samples) == set(pop.alive)
+    model = pop.model(slot)
+    assert not model.training
+    assert torch.allclose(samples[slot], gan.sample(model, 50, seed=4), atol=1e-6)
+    assert not torch.allclose(samples[pop.alive[0]], samples[slot])
+
+    pop.set_hyperparameters(slot, lr=1e-3, beta1=0.9)
+    state = pop.state(slot)
+    assert state["config"]["lr"] == 1e-3 and state["config"]["beta1"] == 0.9
+    with pytest.raises(GentuneError, match="only these hyperparameters"):
+        pop.set_hyperparameters(slot, width=64)
+    with pytest.raises(GentuneError, match="cannot join"):
+        pop.add(_config(gan, batch_size=16), seed=0)
+
+
+def test_population_key(gan):
+    assert gan.population
+    assert gan.population_key(_config(gan, lr=1)) == gan.population_key(_config(gan, lr_d=3e-4, momentum=0.5))
+    for change in ({"optimizer": "sgd"}, {"d_steps": 2}, {"latent_dim": 10}, {"batch_size": 16}):
+        assert gan.population_key(_config(gan, **change)) != gan.population_key(_config(gan))
+    assert not get_family("vae").population
