@@ -22,6 +22,8 @@ This module imports nothing from gentune: it is the bottom of the trial layer.
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any, Protocol
 
 
@@ -74,6 +76,23 @@ class TrialKey:
     FIXED_FAMILY = "fixed_family"  # str: the family of fixed_config (it matters with --model auto)
     CONFIRM_OF = "confirm_of"  # str: study#trial that a --confirm re-run repeats
     CARRIED_FROM = "carried_from"  # str: study#trial whose parameters the first narrow trial re-runs
+    # One number of `metrics` each (flat_metrics), so that optuna-dashboard can sort trials by it.
+    FID = "fid"
+    KID = "kid"
+    KID_STD = "kid_std"
+    PRECISION = "precision"
+    RECALL = "recall"
+    LABEL_ENTROPY = "label_entropy"
+    CLASSES_COVERED = "classes_covered"
+    N = "n"
+    ELBO = "elbo"
+    NLL = "nll"
+    NLL_SAMPLES = "nll_samples"
+    BITS_PER_DIM = "bits_per_dim"
+    NLL_IMAGE = "nll_image"
+    DENOISING_LOSS = "denoising_loss"
+    BITS_PER_CHAR = "bits_per_char"
+    PERPLEXITY = "perplexity"
 
 
 class SystemKey:
@@ -91,6 +110,26 @@ class OptunaKey:
     COMPLETED_RUNG = "completed_rung_{}"  # float: SuccessiveHalvingPruner's value at rung {}
 
 
+# The trial keys that hold one metric each, copied from `metrics` by flat_metrics.
+FLAT_METRICS = (
+    TrialKey.FID,
+    TrialKey.KID,
+    TrialKey.KID_STD,
+    TrialKey.PRECISION,
+    TrialKey.RECALL,
+    TrialKey.LABEL_ENTROPY,
+    TrialKey.CLASSES_COVERED,
+    TrialKey.N,
+    TrialKey.ELBO,
+    TrialKey.NLL,
+    TrialKey.NLL_SAMPLES,
+    TrialKey.BITS_PER_DIM,
+    TrialKey.NLL_IMAGE,
+    TrialKey.DENOISING_LOSS,
+    TrialKey.BITS_PER_CHAR,
+    TrialKey.PERPLEXITY,
+)
+
 # Keys a queued trial is handed to run; they go along when a failed trial is queued again.
 REQUEUE_KEYS = (TrialKey.FIXED_CONFIG, TrialKey.FIXED_FAMILY, TrialKey.TRAIN_SEED, TrialKey.CONFIRM_OF)
 
@@ -102,6 +141,36 @@ def keys(kind: type) -> dict[str, str]:
     {'HEARTBEAT': 'gentune:heartbeat'}
     """
     return {name: value for name, value in vars(kind).items() if name.isupper() and isinstance(value, str)}
+
+
+def flat_metrics(values: dict[str, Any]) -> dict[str, int | float]:
+    """The finite numbers of a trial's `metrics`, each to be stored as a user attribute of its own.
+
+    A user family's own metric is kept under its name too, unless that name is one of the
+    other trial keys (a metric called `config` must not overwrite the config); a metric that
+    could not be computed (None, NaN, infinite) is left out.
+
+    >>> flat_metrics({"fid": 2.5, "label_entropy": None, "n": 1000, "config": 1.0, "kid": float("nan")})
+    {'fid': 2.5, 'n': 1000}
+    """
+    taken = set(keys(TrialKey).values()) - set(FLAT_METRICS)
+    out: dict[str, int | float] = {}
+    for name, value in values.items():
+        if name in taken or isinstance(value, bool) or not isinstance(value, numbers.Real):
+            continue
+        if isinstance(value, numbers.Integral):
+            out[name] = int(value)
+        elif math.isfinite(value):
+            out[name] = float(value)
+    return out
+
+
+def store_metrics(trial: Any, values: dict[str, Any]) -> None:
+    """Store `values` as the trial's `metrics`, and each of its numbers as an attribute of its
+    own (flat_metrics). `trial`: an optuna.Trial."""
+    trial.set_user_attr(TrialKey.METRICS, values)
+    for name, value in flat_metrics(values).items():
+        trial.set_user_attr(name, value)
 
 
 class _HasUserAttrs(Protocol):

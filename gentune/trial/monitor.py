@@ -7,7 +7,8 @@ A TrainingMonitor is the trainer callback of one trial (the contract of gentune.
   overpowering, VAE posterior collapse);
 - every `every` G steps, it draws `n` samples from fixed latent seeds (the same in every trial,
   so values at one step compare across trials), scores them, reports the objective with
-  `trial.report(value, step)`, stores the sample grid in `samples_progress`, runs the
+  `trial.report(value, step)`, stores the sample grid in `samples_progress` (and as an Optuna
+  artifact, gentune.trial.artifacts), runs the
   sample-based detectors (mode collapse, stagnation), then asks the pruner. With the `nll`
   objective (likelihood families; text) the value reported is the trainer's validation loss
   in the same units instead, and no samples are drawn.
@@ -27,6 +28,7 @@ import optuna
 import torch
 
 from gentune.images import b64, grid_png
+from gentune.trial.artifacts import GridUploader, step_name
 from gentune.trial.attrs import TrialKey
 from gentune.trial.detectors import DetectorSet
 
@@ -75,10 +77,12 @@ class TrainingMonitor:
         seed: int,
         progress=None,
         prune: bool = True,
+        grids: GridUploader | None = None,
     ):
         self.trial, self.schedule, self.detectors = trial, schedule, detectors
         self.sample, self.evaluator, self.metric = sample, evaluator, metric
         self.seed, self.progress, self.prune = seed, progress, prune
+        self.grids = grids  # where each evaluation's grid also goes, as an Optuna artifact
         self.frames: list[dict] = []
         self._next: int | None = None
         self._last_signals: dict = {}
@@ -120,7 +124,10 @@ class TrainingMonitor:
         if images is None:
             images = self.sample(model, self.schedule.n, self.seed)
         images = images[: self.schedule.n]
-        self.frames.append({"step": int(step), "png": b64(grid_png(images[:PROGRESS_GRID]))})
+        png = grid_png(images[:PROGRESS_GRID])
+        self.frames.append({"step": int(step), "png": b64(png)})
+        if self.grids is not None:
+            self.grids.upload(self.trial, png, step_name(step))
         self.trial.set_user_attr(TrialKey.SAMPLES_PROGRESS, self.frames)
         if not torch.isfinite(images).all():
             self.stop("diverged", step)

@@ -26,7 +26,8 @@ from gentune.train.loop import overfit_step, overfitting
 
 if TYPE_CHECKING:  # settings sits above trial/; only its type is needed here
     from gentune.settings import StudySettings
-from gentune.trial.attrs import TrialKey
+from gentune.trial.artifacts import FINAL_NAME, GridUploader, artifact_dir
+from gentune.trial.attrs import TrialKey, store_metrics
 from gentune.trial.detectors import DetectorConfig, DetectorSet
 from gentune.trial.monitor import Schedule, TrainingMonitor, eval_n, incumbent
 
@@ -66,6 +67,7 @@ class GenerativeObjective:
         self.family, self.settings, self.data = family, settings, data
         self.evaluator, self.space, self.device = evaluator, space, device
         self.out_dir, self.progress = out_dir, progress
+        self.grids = GridUploader(artifact_dir(out_dir))  # for optuna-dashboard
         self.n = evaluator.info["n"] if evaluator is not None else 0  # text: no sample metric
         self.kind = data_kind(data)
         self._eval_evaluator: Evaluator | None = None
@@ -101,6 +103,7 @@ class GenerativeObjective:
             seed=EVAL_SEED,
             progress=self.progress,
             prune=s.pruner != "none",
+            grids=self.grids,
         )
 
     def _progress_evaluator(self, n: int):
@@ -167,6 +170,7 @@ class GenerativeObjective:
             return self._score_text(trial, family, config, result, seed, loss)
         images = family.sample(result.model, self.n, seed=EVAL_SEED, device=str(self.device))
         png = grid_png(images[:GRID_SAMPLES])
+        self.grids.upload(trial, png, FINAL_NAME)
         trial.set_user_attr(TrialKey.SAMPLES_PNG, b64(png))
         if result.diverged or not torch.isfinite(images).all():
             trial.set_user_attr(TrialKey.PRUNE_REASON, "diverged")
@@ -178,7 +182,7 @@ class GenerativeObjective:
         metrics = metrics or self.evaluator.evaluate(images)
         # Likelihood families add their held-out NLL / ELBO (the --objective nll value).
         metrics = {**metrics, **family.evaluate(result.model, self.data, device=str(self.device))}
-        trial.set_user_attr(TrialKey.METRICS, metrics)
+        store_metrics(trial, metrics)
         self._save(trial.number, family, config, result, metrics, seed, png=png)
         return objective_value(self.settings, metrics, loss)
 
@@ -203,7 +207,7 @@ class GenerativeObjective:
             trial.set_user_attr(TrialKey.PRUNE_REASON, "diverged")
             raise optuna.TrialPruned("diverged: the training loss became non-finite")
         metrics = family.evaluate(result.model, self.data, device=str(self.device))
-        trial.set_user_attr(TrialKey.METRICS, metrics)
+        store_metrics(trial, metrics)
         texts = family.sample(result.model, TEXT_SAMPLES, seed=EVAL_SEED, device=str(self.device))
         trial.set_user_attr(TrialKey.TEXT_SAMPLES, texts)
         self._save(trial.number, family, config, result, metrics, seed, texts=texts)
