@@ -14,7 +14,7 @@ an existing study stored, so re-running the same call resumes the study.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import optuna
@@ -31,6 +31,7 @@ from gentune.settings import (
     SearchOptions,
     TuneRequest,
 )
+from gentune.study.runner import TrialCallback
 from gentune.study.summary import best_summary
 
 __all__ = [
@@ -61,6 +62,7 @@ def tune(
     early_stop: EarlyStop = EarlyStop(),  # noqa: B008
     run: RunOptions = RunOptions(),  # noqa: B008
     phases: Phases = Phases(),  # noqa: B008
+    callbacks: Sequence[TrialCallback] = (),
 ) -> TuneResult:
     """Tune `model` on `dataset`; calling it again with the same arguments resumes the study.
 
@@ -72,13 +74,18 @@ def tune(
         objective: fid, kid, nll or loss; None: nll on text, fid on images.
         n_eval: N generated samples per metric value; None: the evaluator's default.
         budget, search, early_stop, run, phases: see gentune.settings.
+        callbacks: Optuna's trial callbacks, each called as `callback(study, frozen_trial)`
+            after every finished trial (complete, pruned or failed), as `study.optimize`
+            calls them: optuna-integration's MLflowCallback or WeightsAndBiasesCallback, or
+            gentune.trackers.MLflowTracker (params, metrics and the sample grid). Not with
+            run.workers > 1, whose trials run in other processes.
 
     Returns:
         The TuneResult of the last study searched: the study, its output folder and its best
         trial (parameters, metrics with N and the floor, provenance).
     """
     request = _request(model, dataset, data_dir, objective, n_eval, budget, search, early_stop)
-    return run_phases(BuiltinSearch(request, run), phases)
+    return run_phases(BuiltinSearch(request, run, callbacks), phases)
 
 
 def create(
@@ -132,6 +139,7 @@ def run_objective(
     run: RunOptions = RunOptions(),  # noqa: B008
     phases: Phases = Phases(),  # noqa: B008
     objective_spec: str | None = None,
+    callbacks: Sequence[TrialCallback] = (),
 ) -> TuneResult:
     """Run a user's own Optuna objective under gentune's runner.
 
@@ -141,9 +149,16 @@ def run_objective(
     runs with the random generators seeded by the study seed (gentune.trial.user_objective).
     `objective_spec` (FILE.py:FUNC) is stored in the study so that `run.workers` > 1
     processes, or `gentune worker` on another machine, can load the same objective.
+    `callbacks` are Optuna's trial callbacks, called after every finished trial as in `tune`.
     """
     user = UserSearch(
-        objective, study=study, direction=direction, search=search, run=run, objective_spec=objective_spec
+        objective,
+        study=study,
+        direction=direction,
+        search=search,
+        run=run,
+        objective_spec=objective_spec,
+        callbacks=callbacks,
     )
     return run_phases(user, phases)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -38,7 +38,7 @@ from gentune.settings import (
     resolve_settings,
     target_trials,
 )
-from gentune.study.runner import work
+from gentune.study.runner import TrialCallback, work
 from gentune.study.store import (
     builtin_settings,
     default_storage,
@@ -125,9 +125,10 @@ def resolve_space(family: Family, space: str | Path | SearchSpace | None, kind: 
 class BuiltinSearch:
     """Studies of a built-in (or a user's) model family, trained and scored by gentune."""
 
-    def __init__(self, request: TuneRequest, run: RunOptions):
+    def __init__(self, request: TuneRequest, run: RunOptions, callbacks: Sequence[TrialCallback] = ()):
         self.request = replace(request, model=portable_model(request.model))
         self.options = run
+        self.callbacks = check_callbacks(callbacks, run)
         self.family = get_family(self.request.model, self.request.dataset.kind)
         self.objective = check_objective(
             self.family, self.request.dataset.kind, request.objective, self.request.dataset.name
@@ -208,6 +209,7 @@ class BuiltinSearch:
                 settings.objective,
                 data_dir=data_dir,
                 data=data,
+                callbacks=self.callbacks,
             )
         return finish(opened, Path(run.runs_dir) / name, run.report and execute, storage)
 
@@ -224,6 +226,7 @@ class UserSearch:
         search: SearchOptions,
         run: RunOptions,
         objective_spec: str | None = None,
+        callbacks: Sequence[TrialCallback] = (),
     ):
         if direction not in DIRECTIONS:
             raise GentuneError(
@@ -231,6 +234,7 @@ class UserSearch:
             )
         self.objective, self.name, self.direction = objective, check_study_name(study), direction
         self.search, self.options, self.spec = search, run, objective_spec
+        self.callbacks = check_callbacks(callbacks, run)
 
     def known_space(self) -> None:
         return None
@@ -300,7 +304,16 @@ class UserSearch:
                 fix="pass objective_spec, or workers=1",
             )
         if execute:
-            _execute(name, storage, trials_target, s.timeout, run, "value", objective=self.objective)
+            _execute(
+                name,
+                storage,
+                trials_target,
+                s.timeout,
+                run,
+                "value",
+                objective=self.objective,
+                callbacks=self.callbacks,
+            )
         return finish(opened, Path(run.runs_dir) / name, run.report and execute, storage)
 
 
@@ -329,8 +342,10 @@ def _execute(
     data_dir: Any = None,
     data: Any = None,
     objective: Callable[[optuna.Trial], float] | None = None,
+    callbacks: Sequence[TrialCallback] = (),
 ) -> None:
-    """Run the study's trials here, or in `run.workers` processes that share its storage."""
+    """Run the study's trials here, or in `run.workers` processes that share its storage;
+    `callbacks`: Optuna's, after each finished trial (gentune.study.runner.Runner)."""
     if run.workers > 1:
         run_workers(
             name,
@@ -359,7 +374,29 @@ def _execute(
             runs_dir=run.runs_dir,
             progress=run.progress,
             threads=run.threads,
+            callbacks=callbacks,
         )
+
+
+def check_callbacks(callbacks: Sequence[TrialCallback], run: RunOptions) -> list[TrialCallback]:
+    """`callbacks` as a list, each checked to be callable; refused with worker processes, which
+    run the trials where this process cannot call them."""
+    found = list(callbacks or ())
+    for callback in found:
+        if not callable(callback):
+            raise GentuneError(
+                "each of callbacks= must be callable as callback(study, frozen_trial)",
+                value=repr(callback),
+                fix="pass functions or objects such as optuna_integration.MLflowCallback(...)",
+            )
+    if found and run.workers > 1:
+        raise GentuneError(
+            "callbacks= are called in this process, and workers > 1 run the trials in other processes",
+            value=run.workers,
+            fix="pass workers=1 with callbacks=, or follow the study from its storage "
+            "(gentune dashboard STUDY)",
+        )
+    return found
 
 
 def finish(study: optuna.Study, out_dir: Path, report: bool, storage: str) -> TuneResult:

@@ -26,7 +26,7 @@ import tempfile
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,8 @@ POLL_SECONDS = 1.0  # how often an idle worker looks at the study
 # long run lets a nearly finished trial end, and at least a few seconds for a short one.
 GRACE_FRACTION = 0.1
 GRACE_MIN_SECONDS = 5.0
+# Optuna's callback, called after each finished trial as `study.optimize(callbacks=...)` calls it.
+TrialCallback = Callable[[optuna.Study, FrozenTrial], None]
 
 
 def timeout_grace(timeout: float) -> float:
@@ -272,6 +274,11 @@ class Runner:
     row the run stops with a StudyError naming the last error. A GentuneError in a trial is a
     user's mistake: it stops the run at once rather than fail every trial. `progress` (a
     gentune.progress.TrialProgress or None) is told of every finished trial.
+
+    `callbacks` are Optuna's: each is called as `callback(study, frozen_trial)` after every
+    trial this runner finishes, complete, pruned or failed, as `study.optimize` calls them
+    (optuna-integration's MLflowCallback and WeightsAndBiasesCallback fit), except a surplus
+    trial, which is failed unrun.
     """
 
     def __init__(
@@ -283,6 +290,7 @@ class Runner:
         timeout: float | None,
         progress: Any = None,
         max_failures: int = 5,
+        callbacks: Sequence[TrialCallback] = (),
     ):
         self.study, self.objective = study, objective
         self.n_trials, self.timeout, self.progress, self.max_failures = (
@@ -298,6 +306,7 @@ class Runner:
         self.deadline: float | None = None  # time.monotonic() at which the run stops starting trials
         self.stopped: int | None = None  # the trial the timeout stopped
         self.requeued = False  # whether its parameters were queued again
+        self.callbacks = list(callbacks)
 
     def _say(self, text: str) -> None:
         if self.progress is not None:
@@ -437,6 +446,8 @@ class Runner:
             self.failures = self.failures + 1 if trial.state == TrialState.FAIL else 0
         if self.progress is not None:
             _report_progress(self.progress, study, trial)
+        for callback in self.callbacks:
+            callback(study, trial)
 
 
 def _report_progress(progress: Any, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -475,6 +486,7 @@ def work(
     progress: bool = True,
     worker_index: int | None = 0,
     threads: int | None = None,
+    callbacks: Sequence[TrialCallback] = (),
 ) -> optuna.Study:
     """Run trials of the existing study `study` until it holds `trials` finished trials.
 
@@ -486,7 +498,8 @@ def work(
     study seed + `worker_index` (None: an index drawn from this worker's host and pid), and
     starts a stream of its own when it resumes a study or other processes share it
     (gentune.search.strategies.StreamSampler), so no process repeats another's draws;
-    `threads` caps torch's threads, so that workers sharing a machine do not oversubscribe it.
+    `threads` caps torch's threads, so that workers sharing a machine do not oversubscribe it;
+    `callbacks` are called after each finished trial, as `study.optimize` calls them (Runner).
     """
     if worker_index is None:
         worker_index = auto_worker_index()
@@ -502,5 +515,5 @@ def work(
         trials = opened.user_attrs.get(StudyKey.TARGET_TRIALS)
     with progress_display(progress, trials, opened, target.metric) as bar:
         fn = target.objective(opened, runs_dir=Path(runs_dir), data_dir=data_dir, device=device, progress=bar)
-        Runner(opened, fn, n_trials=trials, timeout=timeout, progress=bar).run()
+        Runner(opened, fn, n_trials=trials, timeout=timeout, progress=bar, callbacks=callbacks).run()
     return opened
