@@ -37,5 +37,6 @@ _API = (
 _MODULES = {
     "score": "gentune.metrics.score",
     "Score": "gentune.metrics.score",
+    "Recorder": "gentune.trial.record",
 }
 __all__ = ["__version__", *_API, *_MODULES]

@@ -45,6 +45,16 @@ def objective_value(settings: StudySettings, metrics: dict[str, Any], loss: floa
     return float(metrics[settings.objective])
 
 
+def store_grid(trial: optuna.Trial, images: torch.Tensor, grids: GridUploader | None = None) -> bytes:
+    """Store the trial's final grid, its first GRID_SAMPLES `images` (N, C, H, W) in [-1, 1],
+    as a built-in trial and gentune.Recorder keep it (and upload it to `grids`); returns the PNG."""
+    png = grid_png(images[:GRID_SAMPLES])
+    if grids is not None:
+        grids.upload(trial, png, FINAL_NAME)
+    trial.set_user_attr(TrialKey.SAMPLES_PNG, b64(png))
+    return png
+
+
 class GenerativeObjective:
     """Callable(trial) -> objective value, for one study in one process.
 
@@ -169,9 +179,7 @@ class GenerativeObjective:
         if self.kind == "text":
             return self._score_text(trial, family, config, result, seed, loss)
         images = family.sample(result.model, self.n, seed=EVAL_SEED, device=str(self.device))
-        png = grid_png(images[:GRID_SAMPLES])
-        self.grids.upload(trial, png, FINAL_NAME)
-        trial.set_user_attr(TrialKey.SAMPLES_PNG, b64(png))
+        png = store_grid(trial, images, self.grids)
         if result.diverged or not torch.isfinite(images).all():
             trial.set_user_attr(TrialKey.PRUNE_REASON, "diverged")
             raise optuna.TrialPruned("diverged: the training loss became non-finite")
