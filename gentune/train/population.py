@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import types
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
 import torch
+import torch.nn.functional as F
 from torch.func import vmap
+from torch.nn.utils.parametrizations import _SpectralNorm
 
 from gentune.device import resolve_device
 from gentune.errors import GentuneError
@@ -122,7 +125,7 @@ class Population:
         G, D = loop.model, loop.extras["discriminator"]
         if self._loop is None:
             self._loop, self._key = loop, self.family.population_key(config)
-            self._losses = GANLosses(G, D)
+            self._losses = GANLosses(G, _vmappable(D))
             self._x = self.data.train.x.to(self.device, torch.float32)
         assert self._x is not None
         gen = torch.Generator(device=self.device).manual_seed(seed)
@@ -373,6 +376,22 @@ class Population:
         rows = torch.tensor([self._order.index(s) for s in slots], dtype=torch.long, device=self.device)
         self._t = {k: _leaf(k, v.detach().index_select(0, rows)) for k, v in self._t.items()}
         self._order = slots
+
+
+def _vmappable(module: torch.nn.Module) -> torch.nn.Module:
+    """`module` with its spectral norms' power iteration written with copy_ instead of out=,
+    which vmap cannot batch; the same values, updated in place in the stacked buffers."""
+    for sub in module.modules():
+        if isinstance(sub, _SpectralNorm):
+            sub._power_method = types.MethodType(_power_method, sub)  # type: ignore[method-assign]
+    return module
+
+
+@torch.no_grad()
+def _power_method(self, weight_mat: torch.Tensor, n_power_iterations: int) -> None:
+    for _ in range(n_power_iterations):
+        self._u.copy_(F.normalize(torch.mv(weight_mat, self._v), dim=0, eps=self.eps))
+        self._v.copy_(F.normalize(torch.mv(weight_mat.H, self._u), dim=0, eps=self.eps))
 
 
 def _leaf(key: str, v: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,7 @@ step, masked when they diverge, and continued exactly from their state."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import pytest
@@ -132,3 +133,23 @@ def test_population_key(gan):
     for change in ({"optimizer": "sgd"}, {"d_steps": 2}, {"latent_dim": 10}, {"batch_size": 16}):
         assert gan.population_key(_config(gan, **change)) != gan.population_key(_config(gan))
     assert not get_family("vae").population
+
+
+@pytest.mark.parametrize("spectral_norm", [False, True])
+def test_dcgan_member_equals_its_loop(digits, spectral_norm):
+    """Convolutions, batch norm in G (buffers stacked per member) and spectral norm in D (its
+    power iteration rewritten so vmap can batch it) train as the one-at-a-time loop does."""
+    dcgan = get_family("dcgan")
+    config = dcgan.config_cls(width=8, latent_dim=16, batch_size=16, spectral_norm=spectral_norm)
+    pop = Population(dcgan, digits, capacity=2)
+    slot = pop.add(config, seed=5)
+    pop.add(dataclasses.replace(config, lr=1e-3), seed=6)
+    got = _per_step(pop, slot, 30)
+    loop = dcgan.loop(config, digits, steps=30, seed=5)
+    want = torch.stack([loop.step(i) for i in range(1, 31)]).double()
+    assert torch.allclose(got[:, :2], want[:, :2], atol=ATOL, rtol=0)
+    buffers = pop.state(slot)["tensors"]
+    for name, b in loop.extras["discriminator"].named_buffers():  # spectral norm's u and v
+        assert torch.allclose(buffers[f"bd.{name}"], b, atol=1e-5), name
+    for name, b in loop.model.named_buffers():  # batch norm's running statistics
+        assert torch.allclose(buffers[f"bg.{name}"].to(b.dtype), b, atol=1e-3), name
