@@ -194,10 +194,14 @@ class RunOptions:
     # Run a user's FILE.py (--objective-fn, --model FILE.py:Class) whose content changed since
     # the study stored its hash; the study then stores the new hash.
     trust_changed_code: bool = False
+    # Latent seeds the best trial is re-scored under after a search (gentune.phases.noise): the
+    # band its value could have fallen in. 0 skips it; it is sampling and scoring, no training.
+    noise_seeds: int = 5
 
     def __post_init__(self) -> None:
         if self.study is not None:
             check_study_name(self.study)
+        check_count("--noise-seeds", self.noise_seeds, minimum=0, example=5)
         check_count("--workers", self.workers, example=2)
         check_count("--threads", self.threads, example=1)
         for gpu in self.gpus or []:

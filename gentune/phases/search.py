@@ -22,6 +22,7 @@ from gentune.errors import GentuneError
 from gentune.families import Family, default_space, get_family, portable_model
 from gentune.loading import code_changed, source_sha256
 from gentune.paths import write_atomic
+from gentune.phases.noise import measure_noise
 from gentune.search.space import SearchSpace, check_field, load_space_file
 from gentune.search.strategies import make_sampler
 from gentune.settings import (
@@ -211,6 +212,9 @@ class BuiltinSearch:
                 data=data,
                 callbacks=self.callbacks,
             )
+            # Before finish: the report shows the band.
+            out_dir = Path(run.runs_dir) / name
+            measure_noise(opened, settings, run, out_dir=out_dir, data=data, data_dir=data_dir)
         return finish(opened, Path(run.runs_dir) / name, run.report and execute, storage)
 
 

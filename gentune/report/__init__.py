@@ -23,16 +23,18 @@ def write_report(storage: str, study_name: str, out: Path, *, fmt: str = "html")
     # Imported here: plotly and matplotlib take a second to import and only reports need them.
     require("plotly", "the report")
     require("matplotlib", "the report")
-    from gentune.report.extract import extract_study, importances, open_study
+    from gentune.report.extract import extract_study, open_study
     from gentune.report.html import write_html
     from gentune.report.plots import build_panels, write_pngs
+    from gentune.report.trust import importance as importance_of
 
     study = open_study(storage, study_name)
     info = extract_study(study)
-    importance, why_not = importances(study, info)
+    found = importance_of(study, info)
+    importance, why_not = found.values, found.why_not
     out = Path(out)
     if fmt == "png":
-        return write_pngs(info, importance, why_not, out)
+        return write_pngs(info, importance, why_not, out, basis=found.basis)
     if out.is_dir():
         out = out / "report.html"
-    return [write_html(info, build_panels(study, info, importance, why_not), out)]
+    return [write_html(info, build_panels(study, info, importance, why_not, basis=found.basis), out)]

@@ -10,7 +10,6 @@ import base64
 import binascii
 import datetime as dt
 import math
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +50,8 @@ class TrialInfo:
     text_samples: list[str] = field(default_factory=list)
     loss_curves: list[dict] = field(default_factory=list)  # {step, train, val}: the overfitting watch
     overfitting: bool = False
+    family: str | None = None  # the family that trained it (with --model auto, the one drawn)
+    final_loss: dict[str, float] = field(default_factory=dict)  # its finite final training losses
 
     @property
     def values_or_empty(self) -> tuple[float, ...]:
@@ -70,6 +71,7 @@ class StudyInfo:
     extractor: dict
     real_png: str | None
     trials: tuple[TrialInfo, ...]
+    noise_band: dict | None = None  # the best trial re-scored under other latent seeds
 
     @property
     def completed(self) -> list[TrialInfo]:
@@ -121,6 +123,12 @@ def _loss_curves(raw) -> list[dict]:
     return sorted(points, key=lambda p: p["step"])
 
 
+def _final_loss(raw: dict | None) -> dict[str, float]:
+    """The finite numbers of a trial's final losses (a diverged loss is stored as null)."""
+    finite = {k: _finite(v) for k, v in (raw or {}).items()}
+    return {k: v for k, v in finite.items() if v is not None}
+
+
 def _finite(value: Any) -> float | None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     return float(value) if ok else None
@@ -153,6 +161,8 @@ def _trial_info(t: FrozenTrial) -> TrialInfo:
         text_samples=attrs.text_samples(t) or [],
         loss_curves=_loss_curves(attrs.loss_curves(t)),
         overfitting=attrs.overfitting(t),
+        family=attrs.family(t),
+        final_loss=_final_loss(attrs.final_loss(t)),
     )
 
 
@@ -181,6 +191,7 @@ def extract_study(study: optuna.Study) -> StudyInfo:
         extractor=dict(attrs.extractor(study) or {}),
         real_png=clean_png(attrs.real_png(study)),
         trials=tuple(_trial_info(t) for t in study.get_trials(deepcopy=False)),
+        noise_band=attrs.noise_band(study),
     )
 
 
@@ -247,24 +258,6 @@ def history(info: StudyInfo) -> dict:
         values.append(value)
         best.append(value if not best else sign * min(sign * best[-1], sign * value))
     return {"numbers": numbers, "values": values, "best": best, "name": info.objective_names[0]}
-
-
-def importances(study: optuna.Study, info: StudyInfo) -> tuple[dict[str, float], str | None]:
-    """Parameter importances for the first objective, most important first, or ({}, why not)."""
-    if not info.param_names:
-        return {}, "the study has no parameters"
-    if len(info.completed) < 2:
-        return {}, f"needs at least 2 completed trials (has {len(info.completed)})"
-    target = (lambda t: t.values[0]) if len(info.directions) > 1 else None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            found = optuna.importance.get_param_importances(study, target=target)
-    except (ValueError, RuntimeError) as err:  # e.g. no parameter shared by all trials
-        return {}, f"Optuna could not compute importances: {err}"
-    if not found:
-        return {}, "no parameter is shared by all completed trials"
-    return dict(found), None
 
 
 def top_params(info: StudyInfo, importance: dict[str, float], k: int) -> list[str]:

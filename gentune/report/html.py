@@ -26,7 +26,9 @@ from gentune.report.extract import (
     state_counts,
 )
 from gentune.report.plots import Panel
+from gentune.report.trust import Band, LossPick, loss_pick, noise
 from gentune.study.storage import hide_password
+from gentune.study.summary import ACRONYMS, band_text, confirm_hint
 
 SECTIONS = ("Summary", "Plots", "Samples", "Trials")
 NUM = ' class="num"'
@@ -85,11 +87,67 @@ def _best_card(info: StudyInfo, best: list[TrialInfo]) -> str:
         )
         for k, v in config.items()
     ]
-    lead = f'<p class="big">{_values_text(info, top)}</p><p>Trial #{top.number}'
+    lead = f'<p class="big">{_values_text(info, top)}</p>{_band_lines(noise(info))}<p>Trial #{top.number}'
     if len(info.directions) > 1:
         lead += f" (best {_e(info.objective_names[0])} of {len(best)} trials on the Pareto front)"
     lead += '. Tuned parameters are <span class="tuned">highlighted</span>.</p>'
     return _card("Best configuration", lead + _kv(rows))
+
+
+def _band_lines(band: Band | None) -> str:
+    """The best value's noise band under the headline value, the trials inside it, what to do."""
+    if band is None:
+        return ""
+    lines = f'<p class="band">{_e(band_text(band.raw))}</p>'
+    hint = confirm_hint({"trial": band.raw["trial"], "within": band.within})
+    if hint:
+        lines += f'<p class="note">{_e(hint)}; they are marked in the trial table.</p>'
+    return lines
+
+
+def _loss_card(info: StudyInfo) -> str:
+    """What ranking by the final training loss (the tutorial's objective) would have picked."""
+    pick = loss_pick(info)
+    if pick is None:
+        return ""
+    name = ACRONYMS.get(info.objective_names[0], info.objective_names[0])
+    loss = _e(_loss_label(pick))
+    value, best_value = pick.trial.values_or_empty[0], pick.best.values_or_empty[0]
+    if pick.trial.number == pick.best.number:
+        lead = (
+            f'<p class="big">The loss would have picked the best trial, #{pick.best.number}</p>'
+            f"<p>Its final training loss ({loss} {_fmt(pick.loss)}) is also the lowest.</p>"
+        )
+    else:
+        ratio = (
+            f", {value / best_value:.2g}x the best"
+            if info.directions[0] == "minimize" and best_value > 0
+            else f"; the best has {_fmt(best_value)}"
+        )
+        lead = (
+            f'<p class="big">The loss would have picked trial #{pick.trial.number}: '
+            f"{_e(name)} {_fmt(value)}{ratio}</p><p>It has the lowest final training loss "
+            f"({loss} {_fmt(pick.loss)}).</p>"
+        )
+    rows = [("", f"trial #{pick.trial.number} (loss)", f"trial #{pick.best.number} (best)")]
+    rows.append((_e(name), _fmt(value), _fmt(best_value)))
+    for key in ("classes_covered", "precision", "recall"):
+        if key in pick.trial.metrics or key in pick.best.metrics:
+            cells = [_e(_fmt(t.metrics.get(key, "–"))) for t in (pick.trial, pick.best)]
+            rows.append((_e(key), cells[0], cells[1]))
+    rows.append((loss, _fmt(pick.loss), _e(_fmt(pick.best.final_loss.get(pick.loss_name, "–")))))
+    body = "".join(
+        f'<tr><th>{a}</th><td class="num">{b}</td><td class="num">{c}</td></tr>' for a, b, c in rows
+    )
+    note = (
+        '<p class="note">gentune ranks trials by what they generate; the final training loss '
+        "does not measure sample quality.</p>"
+    )
+    return _card("What the loss would have picked", lead + f'<table class="kv">{body}</table>' + note)
+
+
+def _loss_label(pick: LossPick) -> str:
+    return {"g": "G loss", "d": "D loss"}.get(pick.loss_name, f"{pick.loss_name} loss")
 
 
 def _metrics_card(info: StudyInfo, best: list[TrialInfo]) -> str:
@@ -185,6 +243,7 @@ def _study_card(info: StudyInfo) -> str:
 def _summary(info: StudyInfo, best: list[TrialInfo]) -> str:
     cards = [
         _best_card(info, best),
+        _loss_card(info),
         _metrics_card(info, best),
         _trials_card(info),
         _compute_card(info),
@@ -277,7 +336,12 @@ def _cell(value, numeric: bool = False) -> str:
 
 
 def _trial_row(
-    info: StudyInfo, t: TrialInfo, params: list[str], metrics: list[str], best_number: int | None
+    info: StudyInfo,
+    t: TrialInfo,
+    params: list[str],
+    metrics: list[str],
+    best_number: int | None,
+    within: frozenset[int] = frozenset(),
 ) -> str:
     values = list(t.values) if t.values else [None] * len(info.objective_names)
     note = t.prune_reason or ("interrupted" if t.interrupted else t.error) or ""
@@ -295,7 +359,7 @@ def _trial_row(
         _cell(None if t.duration_s is None else round(t.duration_s, 1), True),
         _cell(t.worker),
     ]
-    cls = ' class="best"' if t.number == best_number else ""
+    cls = ' class="best"' if t.number == best_number else ' class="within"' if t.number in within else ""
     return f"<tr{cls}>{''.join(cells)}</tr>"
 
 
@@ -314,10 +378,17 @@ def _trials(info: StudyInfo, best: list[TrialInfo]) -> str:
     )
     head = "".join(f'<th title="click to sort"{NUM if num else ""}>{_e(h)}</th>' for h, num in heads)
     best_number = best[0].number if best else None
-    rows = "".join(_trial_row(info, t, params, metrics, best_number) for t in info.trials)
+    band = noise(info)
+    within = frozenset(band.within if band else ())
+    rows = "".join(_trial_row(info, t, params, metrics, best_number, within) for t in info.trials)
+    marked = (
+        f" Trials within its noise band ({_e(band_text(band.raw))}) are marked in yellow."
+        if within and band
+        else ""
+    )
     return (
         '<section id="trials"><h2>Trials</h2><p class="note">Click a column header to sort; '
-        'the best trial is highlighted.</p><div class="tablewrap">'
+        f'the best trial is highlighted.{marked}</p><div class="tablewrap">'
         f'<table class="sortable" id="trial-table"><thead><tr>{head}</tr></thead>'
         f"<tbody>{rows}</tbody></table></div></section>"
     )

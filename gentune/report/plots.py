@@ -77,13 +77,26 @@ def _history(study: optuna.Study, info: StudyInfo) -> Panel:
     return panel
 
 
-def _importance(study: optuna.Study, info: StudyInfo, importance: dict, why_not: str | None) -> Panel:
-    panel = Panel("importance", "Parameter importance")
+def _importance(info: StudyInfo, importance: dict, why_not: str | None, basis: str) -> Panel:
+    """fANOVA importances as computed by gentune.report.trust (on complete and pruned trials),
+    drawn here: Optuna's plot would compute them again on complete trials only."""
+    panel = Panel("importance", f"Parameter importance ({basis})" if basis else "Parameter importance")
     if why_not:
         panel.note = f"Parameter importance skipped: {why_not}."
         return panel
-    kwargs = {} if len(info.directions) > 1 else _first_objective(info)
-    panel.figure = _tidy(ov.plot_param_importances(study, **kwargs))
+    names = list(importance)[::-1]  # plotly draws the first bar at the bottom
+    fig = go.Figure(
+        go.Bar(
+            x=[importance[n] for n in names],
+            y=[escape(n) for n in names],
+            orientation="h",
+            marker_color=STATE_COLORS["COMPLETE"],
+            text=[f"{importance[n]:.2f}" for n in names],
+            textposition="outside",
+        )
+    )
+    fig.update_xaxes(title=f"importance for {info.objective_names[0]} (fANOVA)")
+    panel.figure = _tidy(fig)
     return panel
 
 
@@ -232,13 +245,16 @@ def _pareto(study: optuna.Study, info: StudyInfo) -> Panel:
     return panel
 
 
-def build_panels(study: optuna.Study, info: StudyInfo, importance: dict, why_not: str | None) -> list[Panel]:
-    """All plot panels of the HTML report, in page order."""
+def build_panels(
+    study: optuna.Study, info: StudyInfo, importance: dict, why_not: str | None, *, basis: str = ""
+) -> list[Panel]:
+    """All plot panels of the HTML report, in page order; `basis` says what the importances
+    rest on ("from 14 complete trials")."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ExperimentalWarning and small-study warnings
         panels = [
             _history(study, info),
-            _importance(study, info, importance, why_not),
+            _importance(info, importance, why_not, basis),
             _learning_curves(info),
             _overfitting(info),
             _contour(study, info, importance),
@@ -269,12 +285,12 @@ def _png_history(ax, info: StudyInfo) -> None:
     ax.legend()
 
 
-def _png_importance(ax, importance: dict, why_not: str | None) -> None:
+def _png_importance(ax, importance: dict, why_not: str | None, basis: str) -> None:
     if why_not:
         return _note(ax, f"Parameter importance skipped:\n{why_not}")
     names = list(importance)[::-1]
     ax.barh(names, [importance[n] for n in names], color=STATE_COLORS["COMPLETE"])
-    ax.set(xlabel="importance", title="Parameter importance")
+    ax.set(xlabel="importance", title=f"Parameter importance ({basis})" if basis else "Parameter importance")
 
 
 def _png_curves(ax, info: StudyInfo) -> None:
@@ -333,12 +349,14 @@ def _png_samples(fig: Figure, info: StudyInfo) -> None:
         ax.set_axis_off()
 
 
-def write_pngs(info: StudyInfo, importance: dict, why_not: str | None, folder: Path) -> list[Path]:
+def write_pngs(
+    info: StudyInfo, importance: dict, why_not: str | None, folder: Path, *, basis: str = ""
+) -> list[Path]:
     """Write the key plots as PNG files into folder; a plot without data shows a note instead."""
     folder.mkdir(parents=True, exist_ok=True)
     drawers = {
         "history.png": lambda fig: _png_history(fig.add_subplot(), info),
-        "importance.png": lambda fig: _png_importance(fig.add_subplot(), importance, why_not),
+        "importance.png": lambda fig: _png_importance(fig.add_subplot(), importance, why_not, basis),
         "learning_curves.png": lambda fig: _png_curves(fig.add_subplot(), info),
         "overfit.png": lambda fig: _png_overfit(fig.add_subplot(), info),
         "samples.png": lambda fig: _png_samples(fig, info),

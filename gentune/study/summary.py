@@ -8,6 +8,10 @@ import optuna
 from optuna.trial import TrialState
 
 from gentune.trial.attrs import StudyKey, TrialKey
+from gentune.trial.attrs import noise_band as stored_band
+
+# Metrics whose short name is an acronym, written in capitals for people.
+ACRONYMS = {"fid": "FID", "kid": "KID", "nll": "NLL"}
 
 
 def best_summary(study: optuna.Study) -> dict[str, Any] | None:
@@ -48,6 +52,7 @@ def best_summary(study: optuna.Study) -> dict[str, Any] | None:
             "failed": len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))),
         },
         "confirmed": _confirmed(study),
+        "noise_band": noise_summary(study, best),
     }
 
 
@@ -58,3 +63,72 @@ def _confirmed(study: optuna.Study) -> dict[str, Any] | None:
         return None
     keys = ("source", "params", "mean", "sd", "n", "values", "seeds", "stopped")
     return {"best": ranking[0], "ranking": [{k: r.get(k) for k in keys} for r in ranking]}
+
+
+def noise_summary(study: optuna.Study, best: optuna.trial.FrozenTrial) -> dict[str, Any] | None:
+    """The stored noise band (gentune.phases.noise) when it was measured on `best`, with
+    `within`: the other complete trials inside it; None when there is none (older studies, a
+    user's objective, --noise-seeds 0) or the best trial has changed since."""
+    band = stored_band(study)
+    if band is None or band.get("trial") != best.number:
+        return None
+    values = {
+        t.number: t.value
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.value is not None
+    }
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    return {**band, "within": within_band(band, values, maximize=maximize)}
+
+
+def within_band(band: dict[str, Any], values: dict[int, float], *, maximize: bool = False) -> list[int]:
+    """The trials, other than the band's own, whose value is no worse than the band's far edge
+    (mean + sd when minimising): one latent seed cannot tell them from the best.
+
+    >>> within_band({"trial": 0, "mean": 2.15, "sd": 0.17}, {0: 2.1, 1: 2.3, 2: 2.4, 3: 1.9})
+    [1, 3]
+    """
+    edge = band["mean"] - band["sd"] if maximize else band["mean"] + band["sd"]
+    return sorted(
+        n
+        for n, v in values.items()
+        if n != band.get("trial") and (v >= edge if maximize else v <= edge)
+    )
+
+
+def band_text(band: dict[str, Any]) -> str:
+    """The best value with its band, as the report and `gentune best` show it.
+
+    >>> band_text({"metric": "fid", "value": 2.1912, "mean": 2.1501, "sd": 0.1689, "seeds": [1, 2, 3, 4, 5]})
+    'FID 2.19 (2.15 ± 0.17 over 5 latent seeds)'
+    """
+    name = ACRONYMS.get(band["metric"], band["metric"])
+    k = len(band.get("seeds") or band.get("values") or [])
+    return f"{name} {band['value']:.3g} ({band['mean']:.3g} ± {band['sd']:.2g} over {k} latent seeds)"
+
+
+def confirm_hint(noise: dict[str, Any]) -> str | None:
+    """What to do when other trials lie inside the best trial's band (`noise_summary`), or None.
+
+    >>> confirm_hint({"trial": 4, "within": [2, 7]})
+    'trials 2, 7 are within the noise of trial 4: --confirm 3 ranks them by mean over seeds'
+    """
+    within = noise.get("within") or []
+    if not within:
+        return None
+    listed = ", ".join(str(n) for n in within)
+    trials = f"trial {listed} is" if len(within) == 1 else f"trials {listed} are"
+    return (
+        f"{trials} within the noise of trial {noise['trial']}: --confirm {len(within) + 1} ranks "
+        "them by mean over seeds"
+    )
+
+
+def noise_lines(summary: dict[str, Any]) -> list[str]:
+    """What `gentune best` says of a best_summary's noise band: the band, and the trials
+    inside it with what to do; nothing for a summary without a band."""
+    noise = summary.get("noise_band")
+    if not noise:
+        return []
+    hint = confirm_hint(noise)
+    return [f"noise band: {band_text(noise)}"] + ([hint] if hint else [])

@@ -44,6 +44,7 @@ class StudyKey:
     PHASE_SPACE = "phase_space"  # dict: the SearchSpace a user objective's suggest calls follow
     CONFIRMED = "confirmed"  # list of dicts: --confirm's ranking over seeds, best mean first
     CONFIRM_QUEUE = "confirm_queue"  # dict: on <study>-confirm, the candidates and seeds queued
+    NOISE_BAND = "noise_band"  # dict: the best trial re-scored under other latent seeds (mean, sd)
 
 
 class TrialKey:
@@ -235,6 +236,20 @@ def confirmed(study: _HasUserAttrs) -> list[dict[str, Any]] | None:
 
 def confirm_queue(study: _HasUserAttrs) -> dict[str, Any] | None:
     return _get(study, StudyKey.CONFIRM_QUEUE, dict)
+
+
+def noise_band(study: _HasUserAttrs) -> dict[str, Any] | None:
+    """The best trial's noise band (gentune.phases.noise), or None: not measured, or not a
+    dict holding a finite mean and sd."""
+    band = _get(study, StudyKey.NOISE_BAND, dict)
+    if band is None:
+        return None
+    numbers = [band.get(k) for k in ("mean", "sd")]
+    # abs(NaN) < inf is False too: a band without two finite numbers is no band.
+    finite = [
+        isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < float("inf") for v in numbers
+    ]
+    return band if all(finite) else None
 
 
 # Trial readers
