@@ -35,6 +35,8 @@ _API = (
 )
 # Used inside a user's own code, so reached without importing the API's phases and studies.
 _MODULES = {
+    "load": "gentune.generator",
+    "Generator": "gentune.generator",
     "score": "gentune.metrics.score",
     "Score": "gentune.metrics.score",
     "Recorder": "gentune.trial.record",

@@ -27,6 +27,7 @@ LAYERS = [
     ("settings",),
     ("study",),
     ("report",),  # reads a study's storage; a finished search writes it
+    ("generator",),  # a trial's model back (gentune.load); TuneResult.best_model hands it out
     ("phases",),
     ("api",),
     # The user-facing edges; gentune/__init__.py exposes the API lazily, tutorial.py is the

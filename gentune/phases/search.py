@@ -20,6 +20,7 @@ import optuna
 from gentune.data import load_dataset
 from gentune.errors import GentuneError
 from gentune.families import Family, default_space, get_family, portable_model
+from gentune.generator import Generator, load
 from gentune.loading import code_changed, source_sha256
 from gentune.paths import write_atomic
 from gentune.phases.noise import measure_noise
@@ -64,6 +65,10 @@ class TuneResult:
     study: optuna.Study
     out_dir: Path
     best: dict[str, Any] | None  # best_summary(study): parameters, metrics, provenance
+
+    def best_model(self, trial: int | None = None, *, device: str = "auto") -> Generator:
+        """The best trial's generator (or trial `trial`'s), as `gentune.load` gives it."""
+        return load(self.study, trial, runs_dir=self.out_dir.parent, device=device)
 
 
 class Search(Protocol):
