@@ -53,7 +53,9 @@ class Recorder:
         n: samples per final score (None: the study default, 1000 on digits); `eval_n`:
             per `report` (None: min(n, 1000)), as `gentune tune --n-eval / --eval-samples`.
         detectors: a DetectorConfig, True (the defaults) or False (none).
-        prune: ask the study's pruner after each report.
+        prune: ask the study's pruner after each report. A multi-objective study takes no
+            intermediate values, so there the reports are only watched by the detectors, and
+            `finish` returns the value of `metric` to return among the objective's values.
         seed: as the study's --seed for its Evaluator (the floor's real images, KID subsets).
         artifacts: the study's output folder (runs/<study>): the grids also go to its
             artifacts/ store (or to $GENTUNE_ARTIFACTS when set), for optuna-dashboard;
@@ -111,7 +113,7 @@ class Recorder:
         reason = monitor.detectors.on_evaluation(step, total, metrics, value)
         if reason:
             monitor.stop(reason, step)
-        if self.prune and self.trial.should_prune():
+        if monitor.prune and self.trial.should_prune():
             monitor.stop("pruned", step)
         self._last_step = step
         return value
@@ -155,9 +157,11 @@ class Recorder:
         config = self.detectors
         if not isinstance(config, DetectorConfig):
             config = DetectorConfig() if config else DetectorConfig().only([])
-        maximize = self.trial.study.direction == optuna.study.StudyDirection.MAXIMIZE
-        direction = "maximize" if maximize else "minimize"
         study = self.trial.study
+        # A multi-objective study takes no intermediate values: its metric is only watched.
+        single = len(study.directions) == 1
+        maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+        direction = "maximize" if maximize else "minimize"
         detectors = DetectorSet(
             config, floor=final.floor, direction=direction, incumbent=lambda: incumbent(study)
         )
@@ -169,7 +173,8 @@ class Recorder:
             evaluator=evaluator,
             metric=self.metric,
             seed=EVAL_SEED,
-            prune=self.prune,
+            prune=self.prune and single,
+            report=single,
             grids=self._grids,
         )
         return self._monitor

@@ -112,3 +112,14 @@ def test_recorder_prunes_a_diverged_generator():
     with pytest.raises(optuna.TrialPruned):
         rec.report(10, lambda n, seed: torch.full((n, 1, 8, 8), float("nan")))
     assert attrs.prune_reason(trial) == "diverged" and attrs.steps(trial) == 10
+
+
+def test_recorder_in_a_multi_objective_study_only_watches(digits):
+    study = optuna.create_study(directions=["minimize", "maximize"])
+    trial = study.ask()
+    rec = gentune.Recorder(trial, dataset="digits", n=200, device="cpu", metric="fid")
+    real = (digits.train.x[:200] + 1) / 2
+    assert rec.report(10, real) == pytest.approx(rec.finish(real, step=20))  # the same images
+    assert attrs.metrics(trial)["n"] == 200 and len(attrs.samples_progress(trial)) == 2
+    study.tell(trial, [attrs.metrics(trial)["fid"], attrs.metrics(trial)["recall"]])
+    assert study.trials[0].intermediate_values == {}
