@@ -1,9 +1,10 @@
 """Optional dependencies: import them where they are used, with the install line when they are missing.
 
 The extras are declared in pyproject.toml: ``gentune[postgres]`` (psycopg, for PostgreSQL
-storages), ``gentune[report]`` (plotly and matplotlib, for the HTML and PNG reports) and
-``gentune[grpc]`` (grpcio and protobuf, for ``gentune storage-proxy`` and ``grpc://`` storages);
-``gentune[all]`` installs them all.
+storages), ``gentune[report]`` (plotly and matplotlib, for the HTML and PNG reports),
+``gentune[grpc]`` (grpcio and protobuf, for ``gentune storage-proxy`` and ``grpc://`` storages),
+``gentune[dashboard]`` (optuna-dashboard, for ``gentune dashboard``) and ``gentune[mlflow]``
+(MLflow's client, for ``gentune tune --mlflow``); ``gentune[all]`` installs them all.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ EXTRAS = {
     "matplotlib": ("report", "matplotlib"),
     "grpc": ("grpc", "grpcio"),
     "google": ("grpc", "protobuf"),  # protobuf's module is google.protobuf
+    "optuna_dashboard": ("dashboard", "optuna-dashboard"),
+    "mlflow": ("mlflow", "mlflow-skinny"),
 }
 
 

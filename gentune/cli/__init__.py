@@ -208,10 +208,30 @@ def tune(
         "validation loss rises for 3 evaluations while its training "
         "loss falls (it is flagged either way).",
     ),
+    mlflow: Optional[str] = typer.Option(
+        None,
+        "--mlflow",
+        metavar="TRACKING_URI",
+        help="Also log each trial (parameters, metrics, sample grid) as an MLflow run, in an "
+        "experiment named after the study: e.g. sqlite:///mlflow.db or http://HOST:5000 "
+        "(pip install 'gentune[mlflow]').",
+    ),
+    artifacts: Optional[Path] = typer.Option(
+        None,
+        "--artifacts",
+        metavar="DIR",
+        help="Folder for the trials' sample grids as Optuna artifacts, which gentune dashboard "
+        "shows (default: $GENTUNE_ARTIFACTS, else RUNS/STUDY/artifacts); workers on several "
+        "machines need one shared folder.",
+    ),
     trust_changed_code: bool = _trust_option(),
 ):
     """Run (or resume) a tuning study and print the best configuration."""
-    _tune(False, **locals())
+    options = dict(locals())
+    from gentune.trial.artifacts import using_artifacts
+
+    with using_artifacts(artifacts):
+        _tune(False, **options)
 
 
 @app.command(
@@ -268,6 +288,8 @@ def _tune(
     confirm_seeds: Any,
     prune_overfitting: Any,
     trust_changed_code: Any = False,
+    mlflow: Any = None,
+    artifacts: Any = None,
 ) -> None:
     from gentune.api import (
         Budget,
@@ -328,6 +350,13 @@ def _tune(
             fix="drop --direction",
         )
     check_writable(run.runs_dir)
+    if create_only and (mlflow or artifacts):
+        raise GentuneError(
+            "gentune create runs no trial, so --mlflow and --artifacts have nothing to do there",
+            value={k: str(v) for k, v in (("--mlflow", mlflow), ("--artifacts", artifacts)) if v},
+            fix="pass them to each gentune worker, which runs the trials",
+        )
+    callbacks = _trackers(mlflow)
     if objective_fn:
         if steps is not None or epochs is not None or trial_seconds is not None:
             raise GentuneError(
@@ -356,6 +385,7 @@ def _tune(
             run=run,
             phases=phases,
             objective_spec=_portable_spec(objective_fn),
+            callbacks=callbacks,
         )
     else:
         if objective == "loss":
@@ -389,7 +419,7 @@ def _tune(
             warnings.filterwarnings("ignore", message="--objective loss", category=UserWarning)
             if create_only:
                 return _say_created(create(**request), run)
-            result = tune_family(**request, phases=phases)
+            result = tune_family(**request, phases=phases, callbacks=callbacks)
     from gentune.cli.show import print_best
 
     print_best(out, result.best)
@@ -428,6 +458,22 @@ def worker(
     ),
     threads: Optional[int] = typer.Option(None, help="Torch threads for this worker (default: all cores)."),
     progress: bool = typer.Option(True, help="Show this worker's progress."),
+    mlflow: Optional[str] = typer.Option(
+        None,
+        "--mlflow",
+        metavar="TRACKING_URI",
+        help="Also log each trial (parameters, metrics, sample grid) as an MLflow run, in an "
+        "experiment named after the study: e.g. sqlite:///mlflow.db or http://HOST:5000 "
+        "(pip install 'gentune[mlflow]').",
+    ),
+    artifacts: Optional[Path] = typer.Option(
+        None,
+        "--artifacts",
+        metavar="DIR",
+        help="Folder for the trials' sample grids as Optuna artifacts, which gentune dashboard "
+        "shows (default: $GENTUNE_ARTIFACTS, else RUNS/STUDY/artifacts); workers on several "
+        "machines need one shared folder.",
+    ),
     trust_changed_code: bool = _trust_option(),
 ):
     """Join an existing study and run its trials; it needs no file but the storage URL."""
@@ -435,7 +481,9 @@ def worker(
     from gentune.study.runner import work
 
     _check_name(study)
-    with trusting_changed_code(trust_changed_code):
+    from gentune.trial.artifacts import using_artifacts
+
+    with trusting_changed_code(trust_changed_code), using_artifacts(artifacts):
         work(
             study,
             storage,
@@ -447,6 +495,7 @@ def worker(
             worker_index=worker_index,
             threads=threads,
             progress=progress,
+            callbacks=_trackers(mlflow),
         )
 
 
@@ -554,6 +603,15 @@ def _say_created(study: Any, run: Any) -> None:
         )
 
 
+def _trackers(mlflow: Optional[str]) -> list[Any]:
+    """The trial callbacks the options ask for; MLflow, slow to import, only with --mlflow."""
+    if not mlflow:
+        return []
+    from gentune.study.trackers import MLflowTracker
+
+    return [MLflowTracker(mlflow)]
+
+
 def _given(**options: Any) -> dict[str, Any]:
     """The options the user gave: None means "not given", so the default comes from gentune.settings."""
     return {k: v for k, v in options.items() if v is not None}
@@ -633,3 +691,43 @@ def storage_proxy(
     )
     out.print(f"  workers: gentune worker --storage {url} --study NAME", markup=False, soft_wrap=True)
     serve(served, host, port)
+
+
+@app.command()
+def dashboard(
+    study: str = typer.Argument(..., metavar="STUDY", help="Study name."),
+    storage: Optional[str] = _storage_option(),
+    runs_dir: Path = typer.Option(Path("runs"), help="Folder for study outputs."),
+    artifacts: Optional[Path] = typer.Option(
+        None,
+        "--artifacts",
+        metavar="DIR",
+        help="The folder the trials stored their sample grids in (default: $GENTUNE_ARTIFACTS, "
+        "else RUNS/STUDY/artifacts).",
+    ),
+    host: str = typer.Option(
+        "127.0.0.1",
+        help="Address to listen on. The dashboard can change the study (notes, deleting "
+        "trials) and has no login: keep it on this machine or a private network.",
+    ),
+    port: int = typer.Option(8080, min=0, max=65535, help="Port to listen on (0: any free port)."),
+):
+    """Start optuna-dashboard on the study, with each trial's sample grids; runs until Ctrl-C.
+    Needs the dashboard extra: pip install 'gentune[dashboard]'."""
+    from gentune.study.dashboard import dashboard_server
+    from gentune.trial.artifacts import artifact_dir
+
+    _check_name(study)
+    url = storage or _existing_storage(study, runs_dir)
+    folder = artifacts or artifact_dir(runs_dir / study)
+    server, page = dashboard_server(study, url, folder, host, port)
+    out.print(
+        f"optuna-dashboard for study {study} on {page} (grids from {folder}/); Ctrl-C stops it",
+        soft_wrap=True,
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

@@ -20,9 +20,11 @@ before, for the report and for older readers.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -39,6 +41,22 @@ def artifact_dir(study_dir: str | Path) -> Path:
     (runs/<study>): $GENTUNE_ARTIFACTS when set, else `study_dir`/artifacts."""
     given = os.environ.get(ARTIFACTS_ENV, "").strip()
     return Path(given) if given else Path(study_dir) / FOLDER
+
+
+@contextlib.contextmanager
+def using_artifacts(folder: str | Path | None) -> Iterator[None]:
+    """Set $GENTUNE_ARTIFACTS to `folder` (None: leave it) while the block runs, and in the
+    worker processes it starts, then restore it."""
+    before = os.environ.get(ARTIFACTS_ENV)
+    if folder is not None:
+        os.environ[ARTIFACTS_ENV] = str(Path(folder).resolve())
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ARTIFACTS_ENV, None)
+        else:
+            os.environ[ARTIFACTS_ENV] = before
 
 
 def step_name(step: int) -> str:
