@@ -130,12 +130,27 @@ def test_missing_extras_name_the_pip_line(tmp_path, monkeypatch):
     with pytest.raises(GentuneError) as info:
         dashboard_server("art", f"sqlite:///{tmp_path / 'x.db'}", tmp_path, "127.0.0.1", 0)
     assert str(info.value) == (
-        "gentune dashboard needs the optional package optuna-dashboard. "
-        "Fix: pip install 'gentune[dashboard]'"
+        "gentune dashboard needs the optional package optuna-dashboard. Fix: pip install 'gentune[dashboard]'"
     )
     monkeypatch.setitem(sys.modules, "mlflow", None)
     with pytest.raises(GentuneError, match=r"--mlflow needs .* pip install 'gentune\[mlflow\]'"):
         MLflowTracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def test_the_dashboard_command_says_what_is_missing(tiny, monkeypatch):
+    _, root = tiny
+    runs = str(root / "runs")
+    with pytest.raises(GentuneError, match="no study 'nope' in"):
+        CliRunner().invoke(
+            app,
+            ["dashboard", "nope", "--storage", f"sqlite:///{root / 'runs' / 'art' / 'study.db'}"],
+            catch_exceptions=False,
+        )
+    monkeypatch.setitem(sys.modules, "optuna_dashboard", None)
+    with pytest.raises(GentuneError, match=r"pip install 'gentune\[dashboard\]'"):
+        CliRunner().invoke(
+            app, ["dashboard", "art", "--runs-dir", runs, "--port", "0"], catch_exceptions=False
+        )
 
 
 def test_the_store_folder_follows_the_environment(tmp_path, monkeypatch):
