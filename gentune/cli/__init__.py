@@ -201,6 +201,12 @@ def tune(
     confirm_seeds: Optional[int] = typer.Option(
         None, "--confirm-seeds", help="Extra seeds per configuration for --confirm (default: 2)."
     ),
+    noise_seeds: Optional[int] = typer.Option(
+        None,
+        "--noise-seeds",
+        help="After the search, re-score the best trial under this many other latent seeds, "
+        "without training, and show its value's noise band (default: 5; 0 skips it).",
+    ),
     prune_overfitting: bool = typer.Option(
         False,
         "--prune-overfitting",
@@ -286,6 +292,7 @@ def _tune(
     narrow_trials: Any,
     confirm: Any,
     confirm_seeds: Any,
+    noise_seeds: Any = None,
     prune_overfitting: Any,
     trust_changed_code: Any = False,
     mlflow: Any = None,
@@ -340,6 +347,7 @@ def _tune(
             report=report,
             command=_command_line(),
             trust_changed_code=trust_changed_code,
+            noise_seeds=noise_seeds,
         )
     )
     if direction is not None and not objective_fn:
