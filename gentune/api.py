@@ -30,6 +30,7 @@ from gentune.settings import (
     RunOptions,
     SearchOptions,
     TuneRequest,
+    check_phases,
 )
 from gentune.study.runner import TrialCallback
 from gentune.study.summary import best_summary
@@ -71,7 +72,10 @@ def tune(
             or a user's family class as "pkg.module:Class" / "FILE.py:Class" (docs/families.md).
         dataset: "digits", "mnist", "files" or "text", or a DatasetRef.
         data_dir: a local MNIST folder, your images folder (files) or text file (text).
-        objective: fid, kid, nll or loss; None: nll on text, fid on images.
+        objective: fid, kid, nll or loss; None: nll on text, fid on images. Two or three
+            joined by commas ("fid,seconds", "precision,recall") run a multi-objective study
+            whose result is a Pareto front (`TuneResult.best_trials`); it prunes no trial,
+            and stages, narrowing and confirmation are refused (they need one best trial).
         n_eval: N generated samples per metric value; None: the evaluator's default.
         budget, search, early_stop, run, phases: see gentune.settings.
         callbacks: Optuna's trial callbacks, each called as `callback(study, frozen_trial)`
@@ -85,7 +89,9 @@ def tune(
         trial (parameters, metrics with N and the floor, provenance).
     """
     request = _request(model, dataset, data_dir, objective, n_eval, budget, search, early_stop)
-    return run_phases(BuiltinSearch(request, run, callbacks), phases)
+    builtin = BuiltinSearch(request, run, callbacks)
+    check_phases(builtin.objective, phases)
+    return run_phases(builtin, phases)
 
 
 def create(

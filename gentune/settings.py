@@ -43,6 +43,22 @@ if TYPE_CHECKING:
 # objective names its direction.
 OBJECTIVES = {name: "minimize" for name in FAMILY_OBJECTIVES}
 DIRECTIONS = ("minimize", "maximize")
+# What a multi-objective study (--objective fid,seconds) may combine, with each one's direction:
+# the objectives above, precision and recall (images), and a trial's training time in seconds.
+OBJECTIVE_DIRECTIONS = {**OBJECTIVES, "precision": "maximize", "recall": "maximize", "seconds": "minimize"}
+# Optuna's Pareto plot draws 2 or 3 objectives, and a front over more is too large to read.
+MAX_OBJECTIVES = 3
+# Objectives that a useless model wins when they rank trials alone, so they only come in a
+# combination with one that measures quality by itself (or precision with recall).
+PAIRED_ONLY = {
+    "seconds": "the fastest trial is the one that trains least",
+    "precision": "a generator that draws one realistic image over and over scores full precision",
+    "recall": "samples spread over everything, noise included, score full recall",
+}
+MULTI_OBJECTIVE_NOTE = (
+    "a multi-objective study prunes no trial (Optuna's pruners compare one value per step), so "
+    "each trial trains its whole budget unless a failure detector stops it"
+)
 LOSS_WARNING = (
     "--objective loss ranks trials by the final generator loss, which does not measure "
     "sample quality: on the tutorial's GAN the lowest-loss configurations are often "
@@ -69,6 +85,15 @@ STUDY_NAME_RULE = (
     "not starting with '.' or '-' (it names the folder runs/<study>)"
 )
 _NAME_CHARS = re.compile(r"[A-Za-z0-9._-]")
+
+
+def objective_names(objective: str) -> tuple[str, ...]:
+    """The objectives an --objective value names, in order: one, or several joined by commas.
+
+    >>> objective_names("fid, seconds"), objective_names("fid")
+    (('fid', 'seconds'), ('fid',))
+    """
+    return tuple(part.strip() for part in objective.split(","))
 
 
 def default_objective(kind: str) -> str:
@@ -269,15 +294,31 @@ class StudySettings:
     prune_overfitting: bool = False
 
     @property
+    def objectives(self) -> tuple[str, ...]:
+        """The study's objectives: one, or those of a multi-objective study in order."""
+        return objective_names(self.objective)
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        return tuple(OBJECTIVE_DIRECTIONS.get(o, "minimize") for o in self.objectives)
+
+    @property
     def direction(self) -> str:
-        return OBJECTIVES.get(self.objective, "minimize")
+        return self.directions[0]
+
+    @property
+    def watched(self) -> tuple[str, str]:
+        """(objective, direction) measured during training for the detectors (and the pruner
+        of a single objective): the first objective that is not the training time."""
+        return next((o, d) for o, d in zip(self.objectives, self.directions) if o != "seconds")
 
     @property
     def dataset_ref(self) -> DatasetRef:
         return DatasetRef.parse(self.dataset)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": __version__, **asdict(self), "direction": self.direction}
+        many = {"directions": list(self.directions)} if len(self.objectives) > 1 else {}
+        return {"version": __version__, **asdict(self), "direction": self.direction, **many}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StudySettings:
@@ -318,6 +359,10 @@ class UserSettings:
     # moved gives the same file another path.
     objective_fn: str | None = field(default=None, compare=False)
 
+    @property
+    def directions(self) -> tuple[str, ...]:
+        return (self.direction,)
+
     def to_dict(self) -> dict[str, Any]:
         # "model": "user" marks these studies in storage (docs/storage.md), as it always has.
         return {"model": "user", "objective": "user", **asdict(self)}
@@ -334,9 +379,19 @@ def is_user_study(stored: dict | None) -> bool:
 
 
 def check_objective(family: Family, kind: str, objective: str | None, dataset: str = "") -> str:
-    """The objective of a study of `family` on `kind` data, checked; None: the default."""
+    """The objective of a study of `family` on `kind` data, checked; None: the default. Several
+    joined by commas make a multi-objective study (`check_objectives`)."""
     check_data(family, kind, dataset)
     objective = objective or default_objective(kind)
+    if "," in objective:
+        return ",".join(check_objectives(family, kind, objective))
+    if objective in PAIRED_ONLY:
+        raise GentuneError(
+            f"--objective {objective} cannot rank trials alone: {PAIRED_ONLY[objective]}",
+            value=objective,
+            fix="combine it with a quality objective, e.g. --objective fid,seconds or "
+            "--objective precision,recall",
+        )
     if objective not in OBJECTIVES:
         raise unknown_choice("objective", objective, OBJECTIVES)
     if objective not in family.objectives():
@@ -346,6 +401,85 @@ def check_objective(family: Family, kind: str, objective: str | None, dataset: s
             fix=f"use one of: {', '.join(family.objectives())}",
         )
     return objective
+
+
+def check_objectives(family: Family, kind: str, objective: str) -> tuple[str, ...]:
+    """The objectives of a multi-objective --objective value (names joined by commas), checked:
+    2 to MAX_OBJECTIVES distinct names that apply to `family` on `kind` data, one of which
+    measures quality by itself (precision and recall only do so together)."""
+    names = objective_names(objective)
+    example = "pass e.g. --objective fid,seconds"
+    if "" in names:
+        raise GentuneError("--objective has an empty name between commas", value=objective, fix=example)
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise GentuneError(
+            f"--objective names {', '.join(repeated)} twice; each objective counts once",
+            value=objective,
+            fix=f"drop the repeat: --objective {','.join(dict.fromkeys(names))}",
+        )
+    if len(names) > MAX_OBJECTIVES:
+        raise GentuneError(
+            f"--objective names {len(names)} objectives; a study takes at most {MAX_OBJECTIVES} "
+            "(its Pareto front is drawn and read in 2 or 3)",
+            value=objective,
+            fix=f"keep the {MAX_OBJECTIVES} that matter most",
+        )
+    for name in names:
+        if name not in OBJECTIVE_DIRECTIONS:
+            raise unknown_choice("objective", name, OBJECTIVE_DIRECTIONS)
+    # Sample metrics score images only (a family of both kinds lists them for its images).
+    own = tuple(o for o in family.objectives() if kind == "image" or o in ("nll", "loss"))
+    sample_metrics = ("precision", "recall") if "fid" in own else ()
+    applies = (*own, *sample_metrics, "seconds")
+    for name in names:
+        if name not in applies:
+            raise GentuneError(
+                f"--objective {name} does not apply to --model {family.name} on {kind} data",
+                value=objective,
+                fix=f"combine two or three of: {', '.join(applies)}",
+            )
+    alone = [n for n in names if n not in PAIRED_ONLY]
+    if not alone and not {"precision", "recall"} <= set(names):
+        raise GentuneError(
+            f"--objective {objective} holds no objective that measures quality by itself, so "
+            f"a useless model sits on its Pareto front ({PAIRED_ONLY[names[0]]})",
+            value=objective,
+            fix=f"add one of: {', '.join(n for n in applies if n not in PAIRED_ONLY)}, or use "
+            "precision and recall together",
+        )
+    return names
+
+
+def check_phases(objective: str, phases: Phases) -> None:
+    """Refuse the phases that need one best trial (stages, narrowing, confirmation) on a
+    multi-objective study, whose result is a Pareto front: which trial would they keep?"""
+    flags = (("--stages", phases.stages), ("--narrow", phases.narrow), ("--confirm", phases.confirm))
+    asked = [flag for flag, on in flags if on]
+    if asked and len(objective_names(objective)) > 1:
+        raise GentuneError(
+            f"{', '.join(asked)} build on one best trial, and a multi-objective study "
+            f"(--objective {objective}) has a Pareto front instead",
+            value=objective,
+            fix="run the phases with a single --objective (e.g. fid), or pick a trial from the "
+            "front that gentune best prints",
+        )
+
+
+def check_multi_objective_pruning(early_stop: EarlyStop, objective: str) -> None:
+    """A pruner or patience asked for a multi-objective study: Optuna cannot prune one."""
+    asked = {
+        k: v
+        for k, v in (("pruner", early_stop.pruner), ("patience", early_stop.patience))
+        if v is not None and v != "none"
+    }
+    if asked:
+        raise GentuneError(
+            f"--{' and --'.join(asked)} cannot apply to a multi-objective study (--objective "
+            f"{objective}): Optuna's pruners compare one value per step",
+            value=asked,
+            fix="drop them (failure detectors still stop hopeless trials), or tune one objective",
+        )
 
 
 def target_trials(strategy: str, trials: int | None, space: SearchSpace) -> int | None:
@@ -429,6 +563,9 @@ def resolve_settings(
         prune_overfitting=request.early_stop.prune_overfitting,
     )
     early = resolve_early_stop(strategy, request.early_stop, stored, family.eval_samples)
+    if len(settings.objectives) > 1:
+        check_multi_objective_pruning(request.early_stop, objective)
+        early.update(pruner="none", patience=None)
     return replace(settings, **early)
 
 

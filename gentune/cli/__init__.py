@@ -88,7 +88,9 @@ def tune(
         help="With --dataset text: your own UTF-8 text file (default: tiny-shakespeare, downloaded).",
     ),
     strategy: Optional[str] = typer.Option(
-        None, help="grid, random, qmc, tpe (Bayesian, default) or gp (Gaussian process)."
+        None,
+        help="grid, random, qmc, tpe (Bayesian, default), gp (Gaussian process) or nsga2 "
+        "(genetic; for multi-objective studies).",
     ),
     trials: Optional[int] = typer.Option(
         None, help="Finished trials the study should hold (default: 20; grid: the grid size)."
@@ -105,7 +107,8 @@ def tune(
         None,
         help="fid (default on images), kid, nll (validation "
         "NLL: vae, transformer; default on text), or loss (the "
-        "final training loss; does not measure sample quality).",
+        "final training loss; does not measure sample quality). Two or three joined by commas "
+        "(fid,seconds or precision,recall; seconds: training time) tune for a Pareto front.",
     ),
     objective_fn: Optional[str] = typer.Option(
         None, "--objective-fn", help="Your own Optuna objective: FILE.py:FUNC or module:func."

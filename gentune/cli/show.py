@@ -34,6 +34,8 @@ def print_best(console: Console, best: dict | None) -> None:
     if best is None:
         _say(console, "no completed trial yet")
         return
+    if "front" in best:
+        return print_front(console, best)
     objective = best.get("objective") or "value"
     _say(
         console,
@@ -130,3 +132,39 @@ def _print_confirmed(console: Console, confirmed: dict | None, objective: str) -
         f" {pick['source']}: {objective} = {_fmt(pick['mean'])}{sd} "
         f"over {pick['n']} seeds; parameters {pick.get('params')}",
     )
+
+def print_front(console: Console, summary: dict) -> None:
+    """A multi-objective study's Pareto front (gentune.study.front): each trial's values and
+    parameters, the floor beside the sample metrics, and the trial counts."""
+    names, directions = summary["objectives"], summary.get("directions") or []
+    front = summary.get("front") or []
+    _say(
+        console,
+        "\n",
+        (f"Pareto front of study {summary['study']}", "bold"),
+        f": {len(front)} trial{'s' if len(front) != 1 else ''} ("
+        + ", ".join(f"{n} {d}d" for n, d in zip(names, directions))
+        + ")",
+    )
+    table = Table(show_header=True)
+    table.add_column("trial")
+    for name in names:
+        table.add_column(name)
+    table.add_column("parameters")
+    for member in front:
+        values = member.get("values") or {}
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in (member.get("params") or {}).items())
+        table.add_row(_cell(member["trial"]), *(_cell(values.get(n, "")) for n in names), Text(params))
+    console.print(table)
+    floor = summary.get("floor") or {}
+    shown = [n for n in names if n in floor]
+    if shown:
+        _say(console, "floor (real vs real): " + ", ".join(f"{n} {_fmt(floor[n])}" for n in shown))
+    counts = summary.get("trials") or {}
+    if counts:
+        _say(
+            console,
+            f"trials: {counts.get('complete')} complete, {counts.get('pruned')} pruned, "
+            f"{counts.get('failed')} failed",
+        )
+    _say(console, ("note:", "yellow"), f" {summary.get('note', '')}")

@@ -30,6 +30,7 @@ from gentune.settings import (
     DATA_SEED,
     DIRECTIONS,
     LOSS_WARNING,
+    MULTI_OBJECTIVE_NOTE,
     RunOptions,
     SearchOptions,
     TuneRequest,
@@ -60,11 +61,24 @@ Prepare = Callable[[optuna.Study], None]
 
 @dataclass
 class TuneResult:
-    """A finished (or interrupted and resumable) study, where its outputs are, and its best trial."""
+    """A finished (or interrupted and resumable) study, where its outputs are, and its best trial.
+
+    A multi-objective study has no one best trial: its `best` holds the Pareto front (key
+    `front`) and a note saying so instead of `params` and `metrics`; `best_trials` is the
+    front either way.
+    """
 
     study: optuna.Study
     out_dir: Path
     best: dict[str, Any] | None  # best_summary(study): parameters, metrics, provenance
+
+    @property
+    def best_trials(self) -> list[dict[str, Any]]:
+        """The Pareto front of a multi-objective study, best first by its first objective
+        (each: trial, values by objective, params, metrics); [best] for one objective."""
+        if self.best is None:
+            return []
+        return list(self.best["front"]) if "front" in self.best else [self.best]
 
     def best_model(self, trial: int | None = None, *, device: str = "auto") -> Generator:
         """The best trial's generator (or trial `trial`'s), as `gentune.load` gives it."""
@@ -181,9 +195,12 @@ class BuiltinSearch:
         name = check_study_name(study or self.name, derived=True)
         resolved_space = resolve_space(self.family, search.space, req.dataset.kind)
         storage = run.storage or default_storage(name, Path(run.runs_dir))
-        settings = resolve_settings(req, existing_settings(storage, name), self.family, resolved_space)
-        if settings.objective == "loss":
+        stored = existing_settings(storage, name)
+        settings = resolve_settings(req, stored, self.family, resolved_space)
+        if "loss" in settings.objectives:
             warnings.warn(LOSS_WARNING, UserWarning, stacklevel=3)
+        if len(settings.objectives) > 1 and stored is None:
+            warnings.warn(MULTI_OBJECTIVE_NOTE, UserWarning, stacklevel=3)
         trials_target = target_trials(search.strategy, search.trials, resolved_space)
         # Loaded before the study is made: data that cannot be used leaves no study behind.
         data_dir = req.dataset.path
@@ -196,6 +213,10 @@ class BuiltinSearch:
             command=run.command,
         )
         pin_code(opened, req.model, "model family", trust=run.trust_changed_code)
+        if len(settings.objectives) > 1 and not opened.metric_names:
+            with warnings.catch_warnings():  # experimental in Optuna 5, and chosen on purpose
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                opened.set_metric_names(list(settings.objectives))  # the report and optuna-dashboard
         opened.set_user_attr(StudyKey.TARGET_TRIALS, trials_target)
         if search.strategy == "grid":
             enqueue_grid(opened, resolved_space.grid(), trials_target)

@@ -14,8 +14,11 @@ from optuna.trial import FrozenTrial, TrialState
 from gentune.errors import unknown_choice
 from gentune.search.space import SearchSpace
 
-STRATEGIES = ("grid", "random", "qmc", "tpe", "gp")
+STRATEGIES = ("grid", "random", "qmc", "tpe", "gp", "nsga2")
 DEFAULT_STRATEGY = "tpe"
+# Trials per NSGA-II generation. Optuna's 50 suits hundreds of trials; a gentune study holds
+# tens (20 by default), which under 50 would never leave the random first generation.
+NSGA2_POPULATION = 10
 
 
 def make_sampler(
@@ -30,7 +33,8 @@ def make_sampler(
 
     TPE is multivariate with `group` (so conditional parameters, such as beta1 under Adam,
     are modelled jointly) and `constant_liar` (so concurrent workers do not pick the same
-    point). GP uses Optuna's Gaussian-process sampler; QMC a scrambled Sobol sequence.
+    point). GP uses Optuna's Gaussian-process sampler; QMC a scrambled Sobol sequence; nsga2
+    the genetic NSGA-II, meant for multi-objective studies (TPE and GP handle those too).
 
     >>> type(make_sampler("random", SearchSpace({}), seed=0).sampler).__name__
     'RandomSampler'
@@ -65,6 +69,8 @@ def _make_sampler(strategy: str, seed: int, stream: int) -> optuna.samplers.Base
         )
     if strategy == "tpe":
         return optuna.samplers.TPESampler(seed=stream, multivariate=True, group=True, constant_liar=True)
+    if strategy == "nsga2":
+        return optuna.samplers.NSGAIISampler(population_size=NSGA2_POPULATION, seed=stream)
     return optuna.samplers.GPSampler(seed=stream, warn_independent_sampling=False)
 
 

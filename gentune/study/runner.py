@@ -7,8 +7,9 @@ Ctrl-C (or SIGTERM) marks the running trial, queues its parameters again and rai
 `Interrupted`, so rerunning the same command continues where this one stopped.
 
 What an objective hands back is checked before Optuna sees it (`value_problem`): a trial whose
-value is not one finite number fails with what it returned, and a value that can only be a
-programming error (a string, a tuple) stops the run. An objective that calls `sys.exit` fails
+value is not one finite number (a multi-objective study: one per objective) fails with what it
+returned, and a value that can only be a programming error (a string, a tuple of the wrong
+length) stops the run. An objective that calls `sys.exit` fails
 its trial and stops the run; one that outruns `timeout` by its grace period is stopped
 (`timeout_grace`) and queued again.
 """
@@ -123,15 +124,20 @@ def hard_deadline(at: float | None) -> Iterator[None]:
         signal.signal(signal.SIGALRM, old)
 
 
-def value_problem(value: Any) -> tuple[str, bool] | None:
-    """None when `value` is one finite number; else (what is wrong, whether it can only be a
-    programming error, which stops the run rather than fail trial after trial).
+def value_problem(value: Any, n: int = 1) -> tuple[str, bool] | None:
+    """None when `value` is one finite number (`n` > 1: a sequence of `n`, one per objective);
+    else (what is wrong, whether it can only be a programming error, which stops the run rather
+    than fail trial after trial).
 
     >>> value_problem(0.5) is None, value_problem(float("nan"))
     (True, ('the objective returned nan; it must return one finite number', False))
     >>> value_problem("0.5")
     ("the objective returned '0.5' (type str); it must return one finite number", True)
+    >>> value_problem((2.1, 4.0), n=2) is None, value_problem((2.1,), n=2)[0]
+    (True, 'the objective returned (2.1,); this study has 2 objectives, so it must return 2 finite numbers')
     """
+    if n > 1:
+        return _values_problem(value, n)
     expected = "it must return one finite number"
     shown = reprlib.repr(value)
     if isinstance(value, bool) or isinstance(value, (str, bytes)):
@@ -154,6 +160,21 @@ def value_problem(value: Any) -> tuple[str, bool] | None:
             return f"the objective returned {shown} (type {type(value).__name__}); {expected}", True
     if not math.isfinite(value):
         return f"the objective returned {float(value)}; {expected}", False
+    return None
+
+
+def _values_problem(value: Any, n: int) -> tuple[str, bool] | None:
+    """value_problem for a study of `n` objectives: a sequence of n finite numbers."""
+    expected = f"this study has {n} objectives, so it must return {n} finite numbers"
+    shown = reprlib.repr(value)
+    if value is None:
+        return f"the objective returned None (did it reach a return statement?); {expected}", False
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != n:
+        return f"the objective returned {shown}; {expected}", True
+    problems = [value_problem(v) for v in value]
+    fatal = [p for p in problems if p is not None]
+    if fatal:
+        return f"the objective returned {shown}; {expected}", any(f for _, f in fatal)
     return None
 
 
@@ -284,7 +305,7 @@ class Runner:
     def __init__(
         self,
         study: optuna.Study,
-        objective: Callable[[optuna.Trial], float],
+        objective: Callable[[optuna.Trial], Any],  # what it returns is checked (value_problem)
         *,
         n_trials: int | None,
         timeout: float | None,
@@ -378,7 +399,7 @@ class Runner:
             if number is None or self.study.get_trials(deepcopy=False)[number].state != TrialState.FAIL:
                 raise
 
-    def _tracked(self, trial: optuna.Trial) -> float:
+    def _tracked(self, trial: optuna.Trial) -> float | list[float]:
         self.current = trial.number
         if is_surplus(self.study, trial, self.n_trials, self.grid_queue):
             trial.set_user_attr(TrialKey.SURPLUS, True)
@@ -420,15 +441,18 @@ class Runner:
                 "of calling sys.exit() or exit() in the objective",
             )
             raise TrialFailed(why) from None
-        problem = value_problem(value)
+        n = len(self.study.directions)
+        problem = value_problem(value, n)
         if problem is None:
-            return float(value)
+            return float(value) if n == 1 else [float(v) for v in value]
         why, fatal = problem
         trial.set_user_attr(TrialKey.ERROR, why)
         if fatal:
             self.fatal = GentuneError(
                 f"trial {trial.number} failed: {why}",
-                fix="return a float, e.g. `return float(score)`",
+                fix="return a float, e.g. `return float(score)`"
+                if n == 1
+                else f"return {n} floats, one per objective, e.g. `return fid, seconds`",
             )
         raise TrialFailed(why)
 
@@ -451,6 +475,8 @@ class Runner:
 
 
 def _report_progress(progress: Any, study: optuna.Study, trial: FrozenTrial) -> None:
+    if len(study.directions) > 1:
+        return _report_front_progress(progress, study, trial)
     best, best_number = None, None
     try:
         best_trial = study.best_trial
@@ -463,6 +489,30 @@ def _report_progress(progress: Any, study: optuna.Study, trial: FrozenTrial) -> 
     elif trial.state == TrialState.FAIL:
         note = f" ({trial.user_attrs.get(TrialKey.ERROR, 'failed')})"
     progress.trial_finished(trial.number, trial.state.name.lower(), trial.value, best, best_number, note)
+
+
+def _report_front_progress(progress: Any, study: optuna.Study, trial: FrozenTrial) -> None:
+    """A multi-objective trial's line: its first value as the value, the others in the note,
+    and the best first value so far (the front itself is for gentune best and the report)."""
+    names = study.metric_names or [f"objective {i}" for i in range(len(study.directions))]
+    note = ""
+    if trial.values:
+        note = " (" + ", ".join(f"{n}={v:.4g}" for n, v in zip(names[1:], trial.values[1:])) + ")"
+    elif trial.state == TrialState.PRUNED:
+        note = f" ({trial.user_attrs.get(TrialKey.PRUNE_REASON, 'pruned')})"
+    elif trial.state == TrialState.FAIL:
+        note = f" ({trial.user_attrs.get(TrialKey.ERROR, 'failed')})"
+    sign = 1 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    best = min(done, key=lambda t: sign * t.values[0], default=None)
+    progress.trial_finished(
+        trial.number,
+        trial.state.name.lower(),
+        trial.values[0] if trial.values else None,
+        None if best is None else best.values[0],
+        None if best is None else best.number,
+        note,
+    )
 
 
 def progress_display(enabled: bool, trials: int | None, study: optuna.Study, metric: str) -> Any:

@@ -250,6 +250,13 @@ def trial_family(settings: StudySettings, trial: FrozenTrial, sha256: str | None
 
 def _choose_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
     trials = study.get_trials(deepcopy=False)
+    if number is None and len(study.directions) > 1:
+        front = sorted(t.number for t in study.best_trials)
+        raise GentuneError(
+            f"study {study.study_name!r} has several objectives, so no single best trial to sample",
+            value=study.study_name,
+            fix=f"pass --trial N, one of its Pareto front: {front}",
+        )
     if number is None:
         try:
             return study.best_trial

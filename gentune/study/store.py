@@ -257,7 +257,7 @@ def open_or_create(
         study_name=name,
         sampler=sampler,
         pruner=pruner,
-        direction=optuna.study.StudyDirection[settings.direction.upper()],
+        directions=[optuna.study.StudyDirection[d.upper()] for d in settings.directions],
         load_if_exists=True,
     )
     stored = study.user_attrs.get(StudyKey.SETTINGS)

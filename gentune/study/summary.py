@@ -7,6 +7,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from gentune.study.front import front_summary
 from gentune.trial.attrs import StudyKey, TrialKey
 from gentune.trial.attrs import noise_band as stored_band
 
@@ -15,7 +16,10 @@ ACRONYMS = {"fid": "FID", "kid": "KID", "nll": "NLL"}
 
 
 def best_summary(study: optuna.Study) -> dict[str, Any] | None:
-    """The best trial's parameters, metrics (with N and the floor) and provenance, as JSON."""
+    """The best trial's parameters, metrics (with N and the floor) and provenance, as JSON; a
+    multi-objective study's Pareto front instead (gentune.study.front, key `front`)."""
+    if len(study.directions) > 1:
+        return front_summary(study)
     completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not completed:
         return None

@@ -26,7 +26,7 @@ from gentune.search.strategies import make_sampler
 from gentune.settings import DATA_SEED, StudySettings, UserSettings
 from gentune.study.store import stored_settings
 from gentune.trial.attrs import StudyKey, code_sha256
-from gentune.trial.objective import GenerativeObjective
+from gentune.trial.objective import GenerativeObjective, Value
 from gentune.trial.user_objective import phase_objective
 
 
@@ -45,7 +45,7 @@ class Target(Protocol):
 
     def objective(
         self, study: optuna.Study, *, runs_dir: Path, data_dir: Any, device: str, progress: Any
-    ) -> Callable[[optuna.Trial], float]:
+    ) -> Callable[[optuna.Trial], Value]:
         """The objective one process runs for `study`'s trials."""
         ...
 
@@ -59,7 +59,7 @@ class BuiltinTarget:
         self.settings, self.data = settings, data
         self.family: Family = get_family(settings.model, settings.dataset_ref.kind, sha256=sha256)
         self.space = SearchSpace.from_dict(settings.space)
-        self.metric = settings.objective
+        self.metric = settings.objectives[0]  # a multi-objective study shows the others beside it
 
     def sampler(self, worker: int) -> optuna.samplers.BaseSampler:
         return make_sampler(self.settings.strategy, self.space, self.settings.seed, worker=worker)
@@ -89,7 +89,7 @@ class BuiltinTarget:
 
     def objective(
         self, study: optuna.Study, *, runs_dir: Path, data_dir: Any, device: str, progress: Any
-    ) -> Callable[[optuna.Trial], float]:
+    ) -> Callable[[optuna.Trial], Value]:
         dev, data, evaluator = self.prepare(study, data_dir, device)
         return GenerativeObjective(
             self.family,

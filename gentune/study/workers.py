@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from gentune.errors import GentuneError, StudyError
 from gentune.study.runner import POLL_SECONDS, Interrupted, sigterm_as_interrupt, timeout_grace
@@ -255,9 +255,10 @@ class _Reporter:
         self.bar = TrialProgress(trials, count_finished(study), metric=metric) if enabled else None
         done = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
         self.seen = {t.number for t in done}
-        minimize = study.direction.name == "MINIMIZE"
+        # A multi-objective study shows its first objective here; the front is for best/report.
+        minimize = study.directions[0].name == "MINIMIZE"
         self.better = (lambda a, b: a < b) if minimize else (lambda a, b: a > b)
-        scored = [(t.value, t.number) for t in done if t.state in FINISHED and t.value is not None]
+        scored = [(_first(t), t.number) for t in done if t.state in FINISHED and t.values]
         self.best = (min if minimize else max)(scored, default=None)
 
     def __enter__(self) -> _Reporter:
@@ -288,14 +289,18 @@ class _Reporter:
                     why = attrs.error(t) or "its worker stopped; re-queued"
                     self.note(f"trial {t.number} failed ({why})")
                 continue
-            if t.value is not None and (self.best is None or self.better(t.value, self.best[0])):
-                self.best = (t.value, t.number)
+            if t.values and (self.best is None or self.better(_first(t), self.best[0])):
+                self.best = (_first(t), t.number)
             best, number = self.best or (None, None)
             self.bar.trial_finished(
                 t.number,
                 t.state.name.lower(),
-                t.value,
+                _first(t) if t.values else None,
                 best,
                 number,
                 f" (worker {attrs.worker(t) or '?'})",
             )
+
+def _first(trial: FrozenTrial) -> float:
+    """A finished trial's value, or its first objective's in a multi-objective study."""
+    return trial.values[0]

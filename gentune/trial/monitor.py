@@ -78,11 +78,14 @@ class TrainingMonitor:
         progress=None,
         prune: bool = True,
         grids: GridUploader | None = None,
+        report: bool = True,
     ):
         self.trial, self.schedule, self.detectors = trial, schedule, detectors
         self.sample, self.evaluator, self.metric = sample, evaluator, metric
         self.seed, self.progress, self.prune = seed, progress, prune
         self.grids = grids  # where each evaluation's grid also goes, as an Optuna artifact
+        # Optuna refuses trial.report in a multi-objective study: values are then only watched.
+        self.report = report
         self.frames: list[dict] = []
         self._next: int | None = None
         self._last_signals: dict = {}
@@ -119,7 +122,8 @@ class TrainingMonitor:
         """
         if self.metric == "nll":  # the validation loss the trainer just measured
             value = float(self._last_signals.get("val_loss", math.nan))
-            self.trial.report(value, step)
+            if self.report:
+                self.trial.report(value, step)
             return value, {}
         if images is None:
             images = self.sample(model, self.schedule.n, self.seed)
@@ -138,7 +142,8 @@ class TrainingMonitor:
             value = float(self._last_signals.get("g_loss", self._last_signals.get("loss", math.nan)))
         else:
             value = float(metrics[self.metric])
-        self.trial.report(value, step)
+        if self.report:
+            self.trial.report(value, step)
         return value, metrics
 
     def stop(self, reason: str, step: int | None = None) -> None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 import torch
+from optuna.trial import TrialState
 
 from gentune.data.base import ImageDataset
 from gentune.families import Family, data_kind
@@ -38,11 +39,27 @@ GRID_SAMPLES = 64
 TEXT_SAMPLES = 4  # strings kept in a text trial's `text_samples`
 
 
-def objective_value(settings: StudySettings, metrics: dict[str, Any], loss: float) -> float:
-    """The trial's value: a metric, or with --objective loss the family's main training loss."""
-    if settings.objective == "loss":
-        return float(loss)
-    return float(metrics[settings.objective])
+Value = float | tuple[float, ...]  # one objective's value, or one per objective of a multi-objective study
+
+
+def objective_value(
+    settings: StudySettings, metrics: dict[str, Any], loss: float, seconds: float | None = None
+) -> Value:
+    """The trial's value: a metric, or with --objective loss the family's main training loss;
+    a multi-objective study's values in its objectives' order ("seconds": the training time)."""
+    own: dict[str, Any] = {"loss": loss, "seconds": seconds}
+    values = tuple(float(own[o] if o in own else metrics[o]) for o in settings.objectives)
+    return values[0] if len(values) == 1 else values
+
+
+def best_of(study: optuna.Study, index: int, direction: str) -> float | None:
+    """The best value of objective `index` among a multi-objective study's complete trials
+    (None: none yet): what the detectors that wait for a better trial compare with, since such
+    a study stores no intermediate values."""
+    done = [t.values[index] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    if not done:
+        return None
+    return min(done) if direction == "minimize" else max(done)
 
 
 def store_grid(trial: optuna.Trial, images: torch.Tensor, grids: GridUploader | None = None) -> bytes:
@@ -85,8 +102,10 @@ class GenerativeObjective:
     def monitor(self, trial: optuna.Trial, family: Family | None = None) -> TrainingMonitor:
         """The trainer callback of `trial`: progress, evaluations, pruning and detectors."""
         s, family = self.settings, family or self.family
+        metric, direction = s.watched
+        single = len(s.objectives) == 1
         schedule = Schedule(evals=s.evals, every=s.eval_every, n=eval_n(s.eval_samples, self.n))
-        if self.evaluator is None and s.objective != "nll":
+        if self.evaluator is None and metric != "nll":
             schedule = Schedule(evals=0)  # no metric to watch during training
         config = (
             DetectorConfig.from_dict(s.detectors) if s.detectors is not None else DetectorConfig().only([])
@@ -94,25 +113,30 @@ class GenerativeObjective:
         detectors = DetectorSet(
             config,
             floor=self.evaluator.floor if self.evaluator else None,
-            direction=s.direction,
-            incumbent=lambda: incumbent(trial.study),
+            direction=direction,
+            incumbent=(
+                (lambda: incumbent(trial.study))
+                if single
+                else lambda: best_of(trial.study, s.objectives.index(metric), direction)
+            ),
         )
 
         def sample(model, n: int, seed: int):
             return family.sample(model, n, seed=seed, device=str(self.device))
 
         # With --objective nll the monitor reports the trainer's validation loss: no samples.
-        evaluator = None if s.objective == "nll" else self._progress_evaluator(schedule.n)
+        evaluator = None if metric == "nll" else self._progress_evaluator(schedule.n)
         return TrainingMonitor(
             trial,
             schedule=schedule,
             detectors=detectors,
             sample=sample,
             evaluator=evaluator,
-            metric=s.objective,
+            metric=metric,
             seed=EVAL_SEED,
             progress=self.progress,
-            prune=s.pruner != "none",
+            prune=s.pruner != "none" and single,
+            report=single,
             grids=self.grids,
         )
 
@@ -135,7 +159,7 @@ class GenerativeObjective:
     def make_config(self, params: dict[str, Any]):
         return self.family.config_cls.from_dict(params)
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> Value:
         # A queued re-run (--confirm) brings its whole config; other trials sample the space.
         fixed = trial.user_attrs.get(TrialKey.FIXED_CONFIG)
         if fixed is not None:
@@ -192,7 +216,7 @@ class GenerativeObjective:
         metrics = {**metrics, **family.evaluate(result.model, self.data, device=str(self.device))}
         store_metrics(trial, metrics)
         self._save(trial.number, family, config, result, metrics, seed, png=png)
-        return objective_value(self.settings, metrics, loss)
+        return objective_value(self.settings, metrics, loss, result.seconds)
 
     def _watch(self, trial: optuna.Trial, monitor: TrainingMonitor):
         """The monitor, plus the overfitting check on the train/validation losses it is handed."""
@@ -209,7 +233,7 @@ class GenerativeObjective:
 
         return callback
 
-    def _score_text(self, trial, family: Family, config, result, seed: int, loss: float) -> float:
+    def _score_text(self, trial, family: Family, config, result, seed: int, loss: float) -> Value:
         """A text model's score: its validation NLL (no sample metric applies), plus samples."""
         if result.diverged:
             trial.set_user_attr(TrialKey.PRUNE_REASON, "diverged")
@@ -219,7 +243,7 @@ class GenerativeObjective:
         texts = family.sample(result.model, TEXT_SAMPLES, seed=EVAL_SEED, device=str(self.device))
         trial.set_user_attr(TrialKey.TEXT_SAMPLES, texts)
         self._save(trial.number, family, config, result, metrics, seed, texts=texts)
-        return objective_value(self.settings, metrics, loss)
+        return objective_value(self.settings, metrics, loss, result.seconds)
 
     def _save(
         self,

@@ -108,7 +108,9 @@ def test_grid_needs_finite_values():
 
 def test_unknown_strategy_lists_choices():
     with pytest.raises(
-        GentuneError, match=r"unknown strategy \(got .anneal.\). Fix: use one of: gp, grid, qmc, random, tpe"
+        GentuneError,
+        match=r"unknown strategy \(got .anneal.\). Fix: use one of: gp, grid, nsga2, (pbt, )?qmc, "
+        "random, tpe",
     ):
         make_sampler("anneal", SearchSpace({}), seed=0)
 
