@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +91,25 @@ class Evaluator:
         images = self._checked_images(images)
         features, logits = embed(self._model, images[: self._n], self._device)
         return self._score(features, logits, keys)
+
+    def evaluate_many(self, images: Sequence[torch.Tensor], keys=None) -> list[dict]:
+        """`evaluate` of each tensor in `images` (a population's members' samples), with one
+        extractor pass over all of them. Each dict equals `evaluate(images[i], keys)`: the
+        extractor scores each image on its own, so the features do not depend on the batch an
+        image shares (checked on CPU; a GPU library may pick another kernel for another batch
+        size, a difference in the last bits)."""
+        self.prepare()
+        checked = [self._checked_images(x) for x in images]
+        if not checked:
+            return []
+        features, logits = embed(self._model, torch.cat(checked), self._device)
+        bounds = [0]
+        for x in checked:
+            bounds.append(bounds[-1] + len(x))
+        return [
+            self._score(features[a:b], None if logits is None else logits[a:b], keys)
+            for a, b in zip(bounds, bounds[1:])
+        ]
 
     @property
     def floor(self) -> dict:

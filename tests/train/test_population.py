@@ -153,3 +153,18 @@ def test_dcgan_member_equals_its_loop(digits, spectral_norm):
         assert torch.allclose(buffers[f"bd.{name}"], b, atol=1e-5), name
     for name, b in loop.model.named_buffers():  # batch norm's running statistics
         assert torch.allclose(buffers[f"bg.{name}"].to(b.dtype), b, atol=1e-3), name
+
+
+def test_evaluate_many_equals_evaluate_per_member(digits, crowded):
+    from gentune.metrics.evaluator import Evaluator
+
+    pop = crowded[0]
+    evaluator = Evaluator(digits, n=200).prepare()
+    samples = pop.samples(200, seed=0)
+    images = [samples[s] for s in pop.alive]
+    many = evaluator.evaluate_many(images)
+    assert many == [evaluator.evaluate(x) for x in images]
+    assert len({m["fid"] for m in many}) == len(images)
+    assert evaluator.evaluate_many(images, keys={"fid"}) == [
+        evaluator.evaluate(x, keys={"fid"}) for x in images
+    ]
