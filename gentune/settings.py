@@ -458,7 +458,8 @@ def check_phases(objective: str, phases: Phases) -> None:
     asked = [flag for flag, on in flags if on]
     if asked and len(objective_names(objective)) > 1:
         raise GentuneError(
-            f"{', '.join(asked)} build on one best trial, and a multi-objective study "
+            f"{', '.join(asked)} {'builds' if len(asked) == 1 else 'build'} on one best trial, and a "
+            "multi-objective study "
             f"(--objective {objective}) has a Pareto front instead",
             value=objective,
             fix="run the phases with a single --objective (e.g. fid), or pick a trial from the "
@@ -478,7 +479,8 @@ def check_multi_objective_pruning(early_stop: EarlyStop, objective: str) -> None
             f"--{' and --'.join(asked)} cannot apply to a multi-objective study (--objective "
             f"{objective}): Optuna's pruners compare one value per step",
             value=asked,
-            fix="drop them (failure detectors still stop hopeless trials), or tune one objective",
+            fix=f"drop --{' and --'.join(asked)} (failure detectors still stop hopeless trials), or "
+            "tune one objective",
         )
 
 

@@ -189,3 +189,12 @@ def test_a_study_keeps_its_objectives(front_study):
         StudyError, match="objective='fid,seconds', but this command asks for objective='fid'"
     ):
         tune(objective="fid", **common, run=RunOptions(runs_dir=runs, study=result.study.study_name))
+
+
+def test_the_cli_refuses_a_phase_of_a_multi_objective_study(tmp_path):
+    r = CliRunner().invoke(
+        app, ["tune", "--objective", "fid,seconds", "--confirm", "2", "--runs-dir", str(tmp_path)]
+    )
+    assert isinstance(r.exception, GentuneError)
+    assert "--confirm builds on one best trial" in r.exception.rule
+    assert not any(tmp_path.iterdir())  # refused before any study was made

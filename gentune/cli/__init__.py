@@ -399,7 +399,7 @@ def _tune(
             callbacks=callbacks,
         )
     else:
-        if objective == "loss":
+        if objective is not None and "loss" in (o.strip() for o in objective.split(",")):
             err.print(
                 Text.assemble(
                     ("warning:", "yellow"),
@@ -408,6 +408,10 @@ def _tune(
                     "mode-collapsed). The sample metrics are still recorded for every trial.",
                 )
             )
+        if objective is not None and "," in objective:
+            from gentune.settings import MULTI_OBJECTIVE_NOTE
+
+            err.print(Text.assemble(("note:", "yellow"), f" {MULTI_OBJECTIVE_NOTE}"))
         data = data_file or data_dir
         request: dict[str, Any] = dict(
             **_given(model=model, objective=objective, n_eval=n_eval),
@@ -428,6 +432,7 @@ def _tune(
         with warnings.catch_warnings():
             # The API warns about --objective loss too; the message above already said it.
             warnings.filterwarnings("ignore", message="--objective loss", category=UserWarning)
+            warnings.filterwarnings("ignore", message="a multi-objective study", category=UserWarning)
             if create_only:
                 return _say_created(create(**request), run)
             result = tune_family(**request, phases=phases, callbacks=callbacks)

@@ -133,6 +133,7 @@ def _print_confirmed(console: Console, confirmed: dict | None, objective: str) -
         f"over {pick['n']} seeds; parameters {pick.get('params')}",
     )
 
+
 def print_front(console: Console, summary: dict) -> None:
     """A multi-objective study's Pareto front (gentune.study.front): each trial's values and
     parameters, the floor beside the sample metrics, and the trial counts."""

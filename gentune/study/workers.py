@@ -301,6 +301,7 @@ class _Reporter:
                 f" (worker {attrs.worker(t) or '?'})",
             )
 
+
 def _first(trial: FrozenTrial) -> float:
     """A finished trial's value, or its first objective's in a multi-objective study."""
     return trial.values[0]
