@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 
 from gentune.settings import RunOptions, StudySettings
 from gentune.study.sampling import trial_family
-from gentune.study.summary import band_text
+from gentune.study.summary import band_text, confirm_hint, noise_summary
 from gentune.study.targets import BuiltinTarget, pinned_sha256
 from gentune.trial import attrs
 from gentune.trial.attrs import StudyKey
@@ -130,4 +130,7 @@ def measure_noise(
 
         say = Console(stderr=True, soft_wrap=True, highlight=False, markup=False).print
         say(f"best trial {band['trial']}: {band_text(band)}, measured in {band['seconds']:.1f} s")
+        hint = confirm_hint(noise_summary(study, study.best_trial) or {})
+        if hint:
+            say(hint)
     return band

@@ -25,6 +25,7 @@ from gentune.report.extract import (
     compute_totals,
     state_counts,
 )
+from gentune.report.lineage import lineage_html
 from gentune.report.plots import Panel
 from gentune.report.trust import Band, LossPick, loss_pick, noise
 from gentune.study.storage import hide_password
@@ -118,17 +119,17 @@ def _loss_card(info: StudyInfo) -> str:
             f'<p class="big">The loss would have picked the best trial, #{pick.best.number}</p>'
             f"<p>Its final training loss ({loss} {_fmt(pick.loss)}) is also the lowest.</p>"
         )
-    else:
-        ratio = (
-            f", {value / best_value:.2g}x the best"
-            if info.directions[0] == "minimize" and best_value > 0
-            else f"; the best has {_fmt(best_value)}"
-        )
-        lead = (
-            f'<p class="big">The loss would have picked trial #{pick.trial.number}: '
-            f"{_e(name)} {_fmt(value)}{ratio}</p><p>It has the lowest final training loss "
-            f"({loss} {_fmt(pick.loss)}).</p>"
-        )
+        return _card("What the loss would have picked", lead)
+    ratio = (
+        f", {value / best_value:.2g}x the best"
+        if info.directions[0] == "minimize" and best_value > 0
+        else f"; the best has {_fmt(best_value)}"
+    )
+    lead = (
+        f'<p class="big">The loss would have picked trial #{pick.trial.number}: '
+        f"{_e(name)} {_fmt(value)}{ratio}</p><p>It has the lowest final training loss "
+        f"({loss} {_fmt(pick.loss)}).</p>"
+    )
     rows = [("", f"trial #{pick.trial.number} (loss)", f"trial #{pick.best.number} (best)")]
     rows.append((_e(name), _fmt(value), _fmt(best_value)))
     for key in ("classes_covered", "precision", "recall"):
@@ -406,7 +407,11 @@ def render_html(info: StudyInfo, panels: list[Panel]) -> str:
         title=_e(info.name),
         subtitle=subtitle,
         version=_e(g.get("version", "")),
-        body=_summary(info, best) + plots_html + _samples(info, best) + _trials(info, best),
+        body=_summary(info, best)
+        + plots_html
+        + _samples(info, best)
+        + lineage_html(info.trials)
+        + _trials(info, best),
         plotlyjs=plotly.offline.get_plotlyjs(),
         figures=figures,
     )

@@ -115,16 +115,17 @@ def confirm_hint(noise: dict[str, Any]) -> str | None:
     """What to do when other trials lie inside the best trial's band (`noise_summary`), or None.
 
     >>> confirm_hint({"trial": 4, "within": [2, 7]})
-    'trials 2, 7 are within the noise of trial 4: --confirm 3 ranks them by mean over seeds'
+    'trials 2, 7 are within the noise of trial 4: rerun with --confirm 3 to rank the 3 by mean over seeds'
     """
     within = noise.get("within") or []
     if not within:
         return None
     listed = ", ".join(str(n) for n in within)
     trials = f"trial {listed} is" if len(within) == 1 else f"trials {listed} are"
+    k = len(within) + 1
     return (
-        f"{trials} within the noise of trial {noise['trial']}: --confirm {len(within) + 1} ranks "
-        "them by mean over seeds"
+        f"{trials} within the noise of trial {noise['trial']}: rerun with --confirm {k} to rank "
+        f"the {k} by mean over seeds"
     )
 
 
