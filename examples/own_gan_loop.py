@@ -17,6 +17,7 @@ from gentune.data import load_dataset
 STEPS = 2000  # generator steps per trial
 EVAL_EVERY = 500  # steps between the scores reported to the pruner
 LATENT = 32
+RUNS = "runs"  # study outputs: runs/own-gan/study.db, its report, and the grids' artifact store
 # The train split of gentune's 8x8 digits in [-1, 1]: the validation split stays unseen for FID.
 REAL = load_dataset("digits").train.x.flatten(1)
 
@@ -41,7 +42,8 @@ def objective(trial) -> float:
         with torch.no_grad():
             return (G(z).view(n, 1, 8, 8) + 1) / 2
 
-    rec = gentune.Recorder(trial, dataset="digits", steps=STEPS)
+    # The grids also go to runs/own-gan/artifacts/, where optuna-dashboard finds them.
+    rec = gentune.Recorder(trial, dataset="digits", steps=STEPS, artifacts=f"{RUNS}/{trial.study.study_name}")
     for step in range(1, STEPS + 1):
         real = REAL[torch.randint(len(REAL), (batch,))]
         fake = G(torch.randn(batch, LATENT))
@@ -60,6 +62,6 @@ def objective(trial) -> float:
 
 if __name__ == "__main__":
     result = gentune.run_objective(
-        objective, study="own-gan", search=SearchOptions(trials=20), run=RunOptions(runs_dir="runs")
+        objective, study="own-gan", search=SearchOptions(trials=20), run=RunOptions(runs_dir=RUNS)
     )
     print(result.best["params"], result.best["metrics"]["fid"], "floor", result.best["floor"]["fid"])

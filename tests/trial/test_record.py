@@ -33,8 +33,9 @@ def own_study(tmp_path_factory) -> optuna.Study:
     assert spec is not None and spec.loader is not None
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
-    example.STEPS, example.EVAL_EVERY = 100, 50  # the example's budget, cut for the test
     runs = tmp_path_factory.mktemp("own")
+    example.STEPS, example.EVAL_EVERY = 100, 50  # the example's budget, cut for the test
+    example.RUNS = str(runs)
     result = gentune.run_objective(
         example.objective,
         study="own-gan",
@@ -61,6 +62,9 @@ def test_own_loop_trials_hold_what_builtin_trials_hold(own_study):
         assert [f["step"] for f in attrs.samples_progress(t)] == [50, 100]  # the report, then the final
         assert t.intermediate_values.keys() == {50, 100} and t.intermediate_values[100] == t.value
         assert attrs.steps(t) == 100
+        grids = optuna.artifacts.get_all_artifact_meta(t, storage=own_study._storage)
+        names = ["samples.png", "samples_step_000050.png", "samples_step_000100.png"]
+        assert sorted(m.filename for m in grids) == names  # as a built-in trial's
 
 
 def test_the_report_reads_an_own_loop_study(own_study, tmp_path):
