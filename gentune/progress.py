@@ -61,6 +61,7 @@ class TrialProgress:
         self._start = time.monotonic()
         self._finished_here = 0
         self._bars: _Bars | None = None
+        self._population: tuple[int, int] | None = None  # (members alive, their G steps)
         self._last_quarter = -1
 
     def __enter__(self) -> TrialProgress:
@@ -116,6 +117,15 @@ class TrialProgress:
             self._last_quarter = quarter
             self.console.print(f"  step {step}/{total}", markup=False, highlight=False)
 
+    def population(self, alive: int, steps: int) -> None:
+        """A population's state (gentune.phases.population): members training, and their G
+        steps in all; shown on the live display's second line and in each finished-trial line."""
+        self._population = (alive, steps)
+        if self._bars is not None:
+            self._bars.progress.update(
+                self._bars.steps, description=f"  population: {alive} training", total=None, completed=steps
+            )
+
     def trial_finished(
         self,
         number: int,
@@ -133,7 +143,8 @@ class TrialProgress:
         line = (
             f"trial {number} {SHOWN.get(state, state)}: {self.metric}={_fmt(value)}{note}  |  {self.done}"
             f"{'/' + str(self.total) if self.total else ''} done, {self._best_info()}, "
-            f"elapsed {_clock(time.monotonic() - self._start)}"
+            + (f"{self._population[0]} members training, " if self._population else "")
+            + f"elapsed {_clock(time.monotonic() - self._start)}"
             + (f", eta {_clock(eta)}" if eta is not None else "")
         )
         if self._bars is not None:

@@ -71,6 +71,9 @@ FALLBACK_STEPS = 3000
 DEFAULT_TRIALS = 20  # finished trials a study should hold when the user names no number
 DEFAULT_EVALS = 5  # evaluations during training before the final one: 6 points on the curve
 DATA_SEED = 0  # splits are fixed by this seed, so every study of a dataset shares them
+# PBT replaces the bottom quarter of a population with copies of the top quarter, so it needs
+# at least 4 members to have a top and a bottom.
+PBT_MIN_POPULATION = 4
 # NumPy's generators take seeds below 2**32, and a worker draws from the study seed plus its
 # index (up to about 1e6), so the study seed stays below 2**31.
 MAX_SEED = 2**31 - 1
@@ -175,11 +178,18 @@ class SearchOptions:
     timeout: float | None = None  # wall-clock limit of this run, seconds
     space: str | Path | SearchSpace | None = None  # a YAML/TOML file or a SearchSpace
     seed: int = 0  # the sampler's and training's seed
+    # Members trained at once in one process (gentune.phases.population): K, "auto" (measured),
+    # or "off"/0; None: auto with CUDA for a family that supports it, else off.
+    population: int | str | None = None
+    # Continue a trial in the top third of its rung from its state (asynchronous successive
+    # halving); None: on with a population (but not with --strategy pbt).
+    promotion: bool | None = None
 
     def __post_init__(self) -> None:
         check_count("--trials", self.trials, example=20)
         check_seconds("--timeout", self.timeout, example=3600)
         check_seed(self.seed)
+        check_population(self.population)
 
 
 @dataclass(frozen=True)
@@ -292,6 +302,8 @@ class StudySettings:
     eval_samples: int | None = None  # None: min(N of the metric, 1000)
     detectors: dict | None = None  # DetectorConfig.to_dict(); None: no detector
     prune_overfitting: bool = False
+    population: int | str | None = None  # K or "auto"; None: one trial at a time
+    promotion: bool = False  # continue the top third of each rung (needs a population)
 
     @property
     def objectives(self) -> tuple[str, ...]:
@@ -535,12 +547,19 @@ def resolve_early_stop(
 
 
 def resolve_settings(
-    request: TuneRequest, stored: dict | None, family: Family, space: SearchSpace
+    request: TuneRequest,
+    stored: dict | None,
+    family: Family,
+    space: SearchSpace,
+    *,
+    device: str = "cpu",
 ) -> StudySettings:
     """The settings a study of `request` runs with. Pure: no file, storage or network.
 
     `stored` is the settings dict of the existing study of that name (None: a new study),
-    `family` the family `request.model` names, `space` the resolved search space.
+    `family` the family `request.model` names, `space` the resolved search space, `device`
+    the device this run trains on (resolved: "cpu", "cuda:0"), which decides whether a new
+    study trains populations by default.
     """
     kind = request.dataset.kind
     objective = check_objective(family, kind, request.objective, request.dataset.name)
@@ -568,7 +587,79 @@ def resolve_settings(
     if len(settings.objectives) > 1:
         check_multi_objective_pruning(request.early_stop, objective)
         early.update(pruner="none", patience=None)
-    return replace(settings, **early)
+    if strategy == "pbt" and request.early_stop.pruner is None and stored is None:
+        early["pruner"] = "none"  # PBT replaces its losers itself
+    return replace(settings, **early, **resolve_population(request.search, stored, family, device))
+
+
+def check_population(value: Any) -> None:
+    """Refuse a --population that is not a count >= 1, "auto" or "off" (None passes).
+
+    >>> check_population("many")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    gentune.errors.GentuneError: --population must be an integer >= 1, auto or off (got 'many')...
+    """
+    if value is None or value in ("auto", "off") or (_is_int(value) and value >= 0):
+        return
+    if isinstance(value, str) and value.isdigit():
+        return
+    raise GentuneError(
+        "--population must be an integer >= 1, auto or off",
+        value=value,
+        fix="pass e.g. --population 8, or --population auto",
+    )
+
+
+def resolve_population(search: SearchOptions, stored: dict | None, family: Family, device: str) -> dict:
+    """The StudySettings fields `population` and `promotion` (see SearchOptions).
+
+    A new study trains populations by default only on CUDA, and only for a family that
+    supports them (`Family.population`): on a CPU a population gains little over one model at
+    a time (README, "Population training"). --strategy pbt needs a population of at least
+    PBT_MIN_POPULATION and does without promotion (it continues members itself).
+    """
+    given: int | str | bool | None = search.population
+    if isinstance(given, str) and given.isdigit():
+        given = int(given)
+    if given in ("off", 0):
+        given = False
+    supports = bool(getattr(family, "population", False))
+    pbt = search.strategy == "pbt"
+    if (given not in (None, False) or pbt) and not supports:
+        raise GentuneError(
+            f"the {family.name} family cannot train as a population (K models stacked in one "
+            "process), which --population and --strategy pbt need",
+            value=family.name,
+            fix="drop --population (trials then train one at a time), or use --model gan-mlp or dcgan",
+        )
+    if given is None:
+        if stored is not None:
+            given = stored.get("population")
+        elif pbt or (supports and device.startswith("cuda")):
+            given = "auto"
+    population = given or None
+    if pbt and (population is None or (isinstance(population, int) and population < PBT_MIN_POPULATION)):
+        raise GentuneError(
+            "--strategy pbt copies the top quarter of a population into its bottom quarter, "
+            f"so it needs a population of at least {PBT_MIN_POPULATION}",
+            value=population,
+            fix=f"pass --population {2 * PBT_MIN_POPULATION}, or auto",
+        )
+    promotion = search.promotion
+    if promotion is None:
+        old = bool(stored.get("promotion", False)) if stored is not None else None
+        promotion = old if old is not None else population is not None and not pbt
+    if promotion and pbt:
+        raise GentuneError(
+            "--strategy pbt continues its best members itself, so promotion does not apply",
+            fix="drop --promotion",
+        )
+    if promotion and population is None:
+        raise GentuneError(
+            "--promotion continues trials of a population: it needs --population",
+            fix="pass --population K (or auto) with --promotion, or drop --promotion",
+        )
+    return {"population": population, "promotion": bool(promotion)}
 
 
 def default_study_name(model: str, dataset: str, strategy: str, objective: str) -> str:

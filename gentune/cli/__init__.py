@@ -89,8 +89,20 @@ def tune(
     ),
     strategy: Optional[str] = typer.Option(
         None,
-        help="grid, random, qmc, tpe (Bayesian, default), gp (Gaussian process) or nsga2 "
-        "(genetic; for multi-objective studies).",
+        help="grid, random, qmc, tpe (Bayesian, default), gp (Gaussian process), nsga2 "
+        "(genetic; for multi-objective studies) or pbt (Population Based Training: needs a "
+        "family that trains as a population).",
+    ),
+    population: Optional[str] = typer.Option(
+        None,
+        help="Train K trials at once in one batched population: a number, auto (K measured on "
+        "this device) or off (default: auto with CUDA for gan-mlp and dcgan, else off).",
+    ),
+    promotion: Optional[bool] = typer.Option(
+        None,
+        "--promotion/--no-promotion",
+        help="With --population: continue the top third of each rung from its state, 3x as long "
+        "(asynchronous successive halving; default: on with --population).",
     ),
     trials: Optional[int] = typer.Option(
         None, help="Finished trials the study should hold (default: 20; grid: the grid size)."
@@ -261,6 +273,8 @@ def _tune(
     data_dir: Any,
     data_file: Any,
     strategy: Any,
+    population: Any,
+    promotion: Any,
     trials: Any,
     timeout: Any,
     space: Any,
@@ -336,7 +350,15 @@ def _tune(
             fix="drop them, or run gentune tune",
         )
     search = SearchOptions(
-        **_given(strategy=strategy, trials=trials, timeout=timeout, space=space, seed=seed)
+        **_given(
+            strategy=strategy,
+            trials=trials,
+            timeout=timeout,
+            space=space,
+            seed=seed,
+            population=population,
+            promotion=promotion,
+        )
     )
     run = RunOptions(
         **_given(
@@ -494,13 +516,17 @@ def worker(
 ):
     """Join an existing study and run its trials; it needs no file but the storage URL."""
     from gentune.loading import trusting_changed_code
+    from gentune.phases.population import is_population_study, work_population
     from gentune.study.runner import work
+    from gentune.study.store import open_or_create
 
     _check_name(study)
     from gentune.trial.artifacts import using_artifacts
 
     with trusting_changed_code(trust_changed_code), using_artifacts(artifacts):
-        work(
+        # A population study: each worker trains a population of its own.
+        run = work_population if is_population_study(open_or_create(study, storage)) else work
+        run(
             study,
             storage,
             data_dir=data_dir,

@@ -24,6 +24,7 @@ from gentune.generator import Generator, load
 from gentune.loading import code_changed, source_sha256
 from gentune.paths import write_atomic
 from gentune.phases.noise import measure_noise
+from gentune.phases.population import work_population
 from gentune.search.space import SearchSpace, check_field, load_space_file
 from gentune.search.strategies import make_sampler
 from gentune.settings import (
@@ -196,7 +197,7 @@ class BuiltinSearch:
         resolved_space = resolve_space(self.family, search.space, req.dataset.kind)
         storage = run.storage or default_storage(name, Path(run.runs_dir))
         stored = existing_settings(storage, name)
-        settings = resolve_settings(req, stored, self.family, resolved_space)
+        settings = resolve_settings(req, stored, self.family, resolved_space, device=_device_type(run.device))
         if "loss" in settings.objectives:
             warnings.warn(LOSS_WARNING, UserWarning, stacklevel=3)
         if len(settings.objectives) > 1 and stored is None:
@@ -236,6 +237,7 @@ class BuiltinSearch:
                 settings.objective,
                 data_dir=data_dir,
                 data=data,
+                population=settings.population is not None,
                 callbacks=self.callbacks,
             )
             # Before finish: the report shows the band.
@@ -372,10 +374,12 @@ def _execute(
     data_dir: Any = None,
     data: Any = None,
     objective: Callable[[optuna.Trial], float] | None = None,
+    population: bool = False,
     callbacks: Sequence[TrialCallback] = (),
 ) -> None:
     """Run the study's trials here, or in `run.workers` processes that share its storage;
-    `callbacks`: Optuna's, after each finished trial (gentune.study.runner.Runner)."""
+    `population`: K at a time in each process (gentune.phases.population); `callbacks`: Optuna's,
+    after each finished trial (gentune.study.runner.Runner)."""
     if run.workers > 1:
         run_workers(
             name,
@@ -390,6 +394,19 @@ def _execute(
             runs_dir=run.runs_dir,
             progress=run.progress,
             metric=metric,
+        )
+    elif population:
+        work_population(
+            name,
+            storage,
+            data_dir=data_dir,
+            data=data,
+            device=run.device,
+            trials=trials,
+            timeout=timeout,
+            runs_dir=run.runs_dir,
+            progress=run.progress,
+            threads=run.threads,
         )
     else:
         work(
@@ -427,6 +444,15 @@ def check_callbacks(callbacks: Sequence[TrialCallback], run: RunOptions) -> list
             "(gentune dashboard STUDY)",
         )
     return found
+
+
+def _device_type(device: str) -> str:
+    """The kind of device a run on `device` trains on: cuda or cpu (auto: CUDA when present)."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
 
 
 def finish(study: optuna.Study, out_dir: Path, report: bool, storage: str) -> TuneResult:

@@ -17,6 +17,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from gentune.report.lineage import lineage_of
 from gentune.study.storage import hide_command_password
 from gentune.study.store import open_or_create
 from gentune.trial import attrs
@@ -52,6 +53,7 @@ class TrialInfo:
     overfitting: bool = False
     family: str | None = None  # the family that trained it (with --model auto, the one drawn)
     final_loss: dict[str, float] = field(default_factory=dict)  # its finite final training losses
+    lineage: dict[str, Any] = field(default_factory=dict)  # promotion / PBT keys (report.lineage)
 
     @property
     def values_or_empty(self) -> tuple[float, ...]:
@@ -163,6 +165,7 @@ def _trial_info(t: FrozenTrial) -> TrialInfo:
         overfitting=attrs.overfitting(t),
         family=attrs.family(t),
         final_loss=_final_loss(attrs.final_loss(t)),
+        lineage=lineage_of(t),
     )
 
 

@@ -14,7 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 from gentune.errors import unknown_choice
 from gentune.search.space import SearchSpace
 
-STRATEGIES = ("grid", "random", "qmc", "tpe", "gp", "nsga2")
+STRATEGIES = ("grid", "random", "qmc", "tpe", "gp", "nsga2", "pbt")
 DEFAULT_STRATEGY = "tpe"
 # Trials per NSGA-II generation. Optuna's 50 suits hundreds of trials; a gentune study holds
 # tens (20 by default), which under 50 would never leave the random first generation.
@@ -57,7 +57,7 @@ def _quiet(make: Callable[[], optuna.samplers.BaseSampler]) -> optuna.samplers.B
 def _make_sampler(strategy: str, seed: int, stream: int) -> optuna.samplers.BaseSampler:
     """The sampler of `strategy` drawing from the random stream `stream`; QMC's sequence stays
     the study's (`seed`), so that its points are shared out by trial number."""
-    if strategy == "random":
+    if strategy in ("random", "pbt"):  # PBT starts from random members, then copies and perturbs
         return optuna.samplers.RandomSampler(seed=stream)
     if strategy == "qmc":
         return TrialIndexedQMCSampler(

@@ -44,6 +44,7 @@ class StudyKey:
     PHASE_SPACE = "phase_space"  # dict: the SearchSpace a user objective's suggest calls follow
     CONFIRMED = "confirmed"  # list of dicts: --confirm's ranking over seeds, best mean first
     CONFIRM_QUEUE = "confirm_queue"  # dict: on <study>-confirm, the candidates and seeds queued
+    POPULATION_K = "population_k"  # int: members the last population run trained at once (--population)
     NOISE_BAND = "noise_band"  # dict: the best trial re-scored under other latent seeds (mean, sd)
 
 
@@ -77,6 +78,13 @@ class TrialKey:
     FIXED_FAMILY = "fixed_family"  # str: the family of fixed_config (it matters with --model auto)
     CONFIRM_OF = "confirm_of"  # str: study#trial that a --confirm re-run repeats
     CARRIED_FROM = "carried_from"  # str: study#trial whose parameters the first narrow trial re-runs
+    PROMOTED_FROM = "promoted_from"  # int: the trial whose model this promoted trial trains on
+    RUNG = "rung"  # int: the promotion rung (0: a fresh trial; r: trains to steps * 3**r)
+    PBT_PARENT = "pbt_parent"  # int: the trial whose weights and hyperparameters PBT copied into this one
+    GENERATION = "generation"  # int: PBT copies between this trial and a fresh one (0: fresh)
+    PERTURBATION = "perturbation"  # dict: PBT's change to each parameter, e.g. {"lr": "x1.2"}
+    START_STATE = "start_state"  # str: the member state file it continues from, under runs/<study>/
+    START_STEP = "start_step"  # int: the G step of that state
     # One number of `metrics` each (flat_metrics), so that optuna-dashboard can sort trials by it.
     FID = "fid"
     KID = "kid"
@@ -132,7 +140,20 @@ FLAT_METRICS = (
 )
 
 # Keys a queued trial is handed to run; they go along when a failed trial is queued again.
-REQUEUE_KEYS = (TrialKey.FIXED_CONFIG, TrialKey.FIXED_FAMILY, TrialKey.TRAIN_SEED, TrialKey.CONFIRM_OF)
+REQUEUE_KEYS = (
+    TrialKey.FIXED_CONFIG,
+    TrialKey.FIXED_FAMILY,
+    TrialKey.TRAIN_SEED,
+    TrialKey.CONFIRM_OF,
+    # A continued trial (promotion, PBT) is re-run from the state it started from.
+    TrialKey.PROMOTED_FROM,
+    TrialKey.RUNG,
+    TrialKey.PBT_PARENT,
+    TrialKey.GENERATION,
+    TrialKey.PERTURBATION,
+    TrialKey.START_STATE,
+    TrialKey.START_STEP,
+)
 
 
 def keys(kind: type) -> dict[str, str]:
@@ -346,3 +367,36 @@ def fixed_config(trial: _HasUserAttrs) -> dict[str, Any] | None:
 
 def confirm_of(trial: _HasUserAttrs) -> str | None:
     return _get(trial, TrialKey.CONFIRM_OF, str)
+
+
+def population_k(study: _HasUserAttrs) -> int | None:
+    return _get(study, StudyKey.POPULATION_K, int)
+
+
+def promoted_from(trial: _HasUserAttrs) -> int | None:
+    return _get(trial, TrialKey.PROMOTED_FROM, int)
+
+
+def rung(trial: _HasUserAttrs) -> int:
+    """The promotion rung of a trial; 0 for a fresh one (and one written before promotion)."""
+    return _get(trial, TrialKey.RUNG, int) or 0
+
+
+def pbt_parent(trial: _HasUserAttrs) -> int | None:
+    return _get(trial, TrialKey.PBT_PARENT, int)
+
+
+def generation(trial: _HasUserAttrs) -> int:
+    return _get(trial, TrialKey.GENERATION, int) or 0
+
+
+def perturbation(trial: _HasUserAttrs) -> dict[str, str] | None:
+    return _get(trial, TrialKey.PERTURBATION, dict)
+
+
+def start_state(trial: _HasUserAttrs) -> str | None:
+    return _get(trial, TrialKey.START_STATE, str)
+
+
+def start_step(trial: _HasUserAttrs) -> int:
+    return _get(trial, TrialKey.START_STEP, int) or 0

@@ -159,7 +159,8 @@ class GenerativeObjective:
     def make_config(self, params: dict[str, Any]):
         return self.family.config_cls.from_dict(params)
 
-    def __call__(self, trial: optuna.Trial) -> Value:
+    def begin(self, trial: optuna.Trial) -> tuple[Family, Any, int]:
+        """(family, config, training seed) of `trial`, stored in its attributes; progress told."""
         # A queued re-run (--confirm) brings its whole config; other trials sample the space.
         fixed = trial.user_attrs.get(TrialKey.FIXED_CONFIG)
         if fixed is not None:
@@ -175,6 +176,10 @@ class GenerativeObjective:
         trial.set_user_attr(TrialKey.FAMILY, family.name)
         if self.progress is not None:
             self.progress.trial_started(trial.number, trial.params)
+        return family, config, seed
+
+    def __call__(self, trial: optuna.Trial) -> Value:
+        family, config, seed = self.begin(trial)
         budget = self.settings.budget_for(family)
         monitor = self.monitor(trial, family)
         cap: dict[str, Any] = (
@@ -189,6 +194,25 @@ class GenerativeObjective:
             device=str(self.device),
             callback=self._watch(trial, monitor),
         )
+        return self.score(trial, family, config, result, monitor, seed)
+
+    def score(
+        self,
+        trial: optuna.Trial,
+        family: Family,
+        config,
+        result,
+        monitor: TrainingMonitor,
+        seed: int,
+        *,
+        images: torch.Tensor | None = None,
+        metrics: dict | None = None,
+    ) -> Value:
+        """Store what `result` (a TrainResult) trained and score its model: the trial's value.
+
+        `images` and `metrics` are the final N samples and their metrics when the caller drew
+        and scored them already (a population scores its members in one batched pass).
+        """
         trial.set_user_attr(TrialKey.FINAL_LOSS, {k: _finite(v) for k, v in result.losses.items()})
         trial.set_user_attr(TrialKey.TRAIN_SECONDS, result.seconds)
         trial.set_user_attr(TrialKey.STEPS, result.steps)
@@ -202,13 +226,13 @@ class GenerativeObjective:
         loss = result.losses[family.main_loss]
         if self.kind == "text":
             return self._score_text(trial, family, config, result, seed, loss)
-        images = family.sample(result.model, self.n, seed=EVAL_SEED, device=str(self.device))
+        if images is None:
+            images = family.sample(result.model, self.n, seed=EVAL_SEED, device=str(self.device))
         png = store_grid(trial, images, self.grids)
         if result.diverged or not torch.isfinite(images).all():
             trial.set_user_attr(TrialKey.PRUNE_REASON, "diverged")
             raise optuna.TrialPruned("diverged: the training loss became non-finite")
-        metrics = None
-        if monitor.frames:  # the learning curve ends at the final step, at the same N
+        if metrics is None and monitor.frames:  # the learning curve ends at the final step, at the same N
             _, at_n = monitor.evaluate(result.steps, images=images, full=monitor.evaluator is self.evaluator)
             metrics = at_n if monitor.evaluator is self.evaluator else None
         metrics = metrics or self.evaluator.evaluate(images)

@@ -1,0 +1,574 @@
+"""The search drives a population: K trials train at once, batched, and the good ones go on.
+
+`work_population` is `gentune.study.runner.work` for a study whose settings ask for a
+population (`--population K|auto`, `--strategy pbt`): it runs the study's trials in one process
+until the study holds its target, K at a time, on `gentune.train.population.Population`.
+
+- **Asking.** Trials are asked from the study (its sampler: TPE with constant liar, so K
+  trials asked at once differ), and each joins the population of its `family.population_key`
+  (a new one when none accepts it); every population steps in chunks up to its members' next
+  evaluation, and all members due are sampled and scored in one batched pass
+  (`Evaluator.evaluate_many`). Each member reports to its own trial, and its own
+  `TrainingMonitor` runs the pruner and the failure detectors on it, exactly as for a trial
+  trained alone; the final scoring, attributes and checkpoint are `GenerativeObjective.score`'s.
+- **Continuous batching.** A member that finishes, is pruned, diverges or fails leaves, and its
+  slot is filled at once: by a promotion (gentune.phases.promotion), else a newly asked trial,
+  until the study's target or --timeout.
+- **PBT** (gentune.phases.pbt): after each evaluation the bottom quarter of a population is
+  replaced by perturbed copies of its top quarter.
+- **Resume.** Every member is an ordinary RUNNING trial of this process (worker attribute,
+  heartbeats), so Ctrl-C re-queues them all, and a process killed outright has them re-queued
+  by the next run (gentune.study.store.recover_orphans) or by another worker (heartbeats); a
+  continued trial re-runs from the state file it started from.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.trial import FrozenTrial, TrialState
+
+from gentune.errors import GentuneError
+from gentune.phases.pbt import pairs, perturb
+from gentune.phases.promotion import candidate, promote, rung_steps, state_path
+from gentune.settings import StudySettings, check_count, check_seconds
+from gentune.study.runner import (
+    POLL_SECONDS,
+    Interrupted,
+    _report_progress,
+    check_writable,
+    describe_error,
+    next_move,
+    progress_display,
+    recover_stale,
+    sigterm_as_interrupt,
+    timeout_grace,
+)
+from gentune.study.storage import heartbeat_interval
+from gentune.study.store import (
+    auto_worker_index,
+    open_or_create,
+    recover_orphans,
+    requeue,
+    stored_settings,
+    worker_id,
+)
+from gentune.study.targets import BuiltinTarget, target_of
+from gentune.train.loop import TrainResult, check_budget
+from gentune.train.population import SETTABLE, Population
+from gentune.trial import attrs
+from gentune.trial.attrs import StudyKey, TrialKey
+from gentune.trial.monitor import TrainingMonitor
+from gentune.trial.objective import EVAL_SEED, GenerativeObjective
+
+AUTO_MAX = 256  # the largest K that --population auto tries
+AUTO_SECONDS = 1.0  # measured per K
+AUTO_GAIN = 1.1  # a larger K must give 10% more model-steps/s to be taken
+
+
+@dataclass
+class Member:
+    """One trial training in a population slot."""
+
+    trial: optuna.Trial
+    family: Any
+    config: Any
+    seed: int
+    pop: Population
+    slot: int
+    monitor: TrainingMonitor
+    target: int  # the G step at which the trial ends (its rung's budget)
+    start: int  # the G step it started from (0, or a continued state's)
+    t0: float = field(default_factory=time.perf_counter)
+    signals: dict = field(default_factory=dict)
+    value: float | None = None  # the last value reported
+    evaluated_at: int = -1  # the step of that report
+
+    @property
+    def steps(self) -> int:
+        return self.pop.steps(self.slot)
+
+    def accepts(self, params: dict) -> bool:
+        """Whether `params` (this member's, changed) can continue in this member's population."""
+        try:
+            config = self.family.config_cls.from_dict({**self.config.to_dict(), **params})
+        except GentuneError:
+            return False
+        return bool(self.family.population_key(config) == self.family.population_key(self.config))
+
+
+class _Scored:
+    """An evaluator whose answer for one member was computed in the population's batched pass;
+    anything else goes to the real one."""
+
+    def __init__(self, evaluator: Any, metrics: dict | None):
+        self.evaluator, self.metrics = evaluator, metrics
+
+    def evaluate(self, images: torch.Tensor, keys: Any = None) -> dict:
+        return self.metrics if self.metrics is not None else self.evaluator.evaluate(images, keys=keys)
+
+
+class PopulationRun:
+    """Runs `study`'s trials K at a time until it holds `n_trials` finished trials or `timeout`
+    passes (see the module docstring)."""
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        objective: GenerativeObjective,
+        *,
+        k: int,
+        n_trials: int | None,
+        timeout: float | None,
+        progress: Any = None,
+        callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
+    ):
+        self.study, self.objective, self.k = study, objective, k
+        self.callbacks = list(callbacks)
+        self.n_trials, self.timeout, self.progress = n_trials, timeout, progress
+        self.settings: StudySettings = objective.settings
+        self.pbt = self.settings.strategy == "pbt"
+        self.minimize = self.settings.direction == "minimize"
+        self.out_dir = objective.out_dir
+        self.members: list[Member] = []
+        self.pops: list[Population] = []
+        self.grid_queue = attrs.has_grid_queue(study)
+        self.rng = random.Random(self.settings.seed)
+        self.deadline: float | None = None
+        self.beat = 0.0
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        recovered = recover_orphans(self.study)
+        if recovered and self.progress is not None:
+            self.progress.console.print(f"re-queued trials {recovered}: their process ended mid-trial")
+        if self.timeout is not None:
+            self.deadline = time.monotonic() + self.timeout
+        with sigterm_as_interrupt():
+            try:
+                self._loop()
+            except KeyboardInterrupt:
+                first = self.members[0].trial.number if self.members else None
+                for m in list(self.members):
+                    m.trial.set_user_attr(TrialKey.INTERRUPTED, True)
+                    self._end(m, TrialState.FAIL, requeue_as=False)
+                raise Interrupted(first) from None
+
+    def _loop(self) -> None:
+        while True:
+            self._fill()
+            if not self.members:
+                if self._move() != "wait" or self._past(0.0):
+                    return
+                time.sleep(POLL_SECONDS)  # other workers' trials may still fail and be queued
+                recover_stale(self.study)
+                continue
+            assert self.timeout is not None or self.deadline is None
+            if self.deadline is not None and self._past(timeout_grace(self.timeout or 0)):
+                for m in list(self.members):  # as the Runner does: stopped, queued again
+                    m.trial.set_user_attr(TrialKey.ERROR, "stopped: still running after the run's timeout")
+                    self._end(m, TrialState.FAIL, requeue_as=True)
+                return
+            for pop in list(self.pops):
+                if pop.alive:
+                    self._advance(pop)
+                self._heartbeat()
+
+    def _past(self, grace: float) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline + grace
+
+    def _move(self) -> str:
+        return next_move(self.study, self.n_trials, self.grid_queue)
+
+    def _fill(self) -> None:
+        """Fill free slots: a promotion first, else a newly asked (or re-queued) trial."""
+        while len(self.members) < self.k and not self._past(0.0) and self._move() == "run":
+            if self.settings.promotion:
+                best = candidate(self.study, self.out_dir, minimize=self.minimize)
+                if best is not None:
+                    promote(self.study, best)
+            elif self.pbt and not self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                # PBT copies members into each other, so they share one structure; the sampler
+                # draws the hyperparameters a member holds per member.
+                self.study.enqueue_trial(self._pbt_structure())
+            self._start(self._ask())
+
+    def _pbt_structure(self) -> dict[str, Any]:
+        """The parameters every PBT member shares: the family's defaults, or the space's fixed
+        values, for each tuned parameter that a population cannot hold per member."""
+        family = self.objective.family
+        defaults = family.config_cls().to_dict()
+        tuned = self.objective.space.tuned()
+        return {name: defaults[name] for name in tuned if name not in SETTABLE and name in defaults}
+
+    # -- members ------------------------------------------------------------------------------
+
+    def _ask(self) -> optuna.Trial:
+        with warnings.catch_warnings():
+            # Optuna warns that heartbeats go with `optimize`; _heartbeat sends them here.
+            warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
+            return self.study.ask()
+
+    def _start(self, trial: optuna.Trial) -> None:
+        trial.set_user_attr(TrialKey.WORKER, worker_id())
+        try:
+            family, config, seed = self.objective.begin(trial)
+            state = self._start_state(trial)
+            pop = next((p for p in self.pops if p.accepts(config)), None)
+            if pop is None:
+                pop = Population(
+                    family, self.objective.data, capacity=self.k, device=str(self.objective.device)
+                )
+                self.pops.append(pop)
+            slot = pop.add(config, seed=seed, state=state)
+        except GentuneError as e:
+            trial.set_user_attr(TrialKey.ERROR, str(e))
+            self.study.tell(trial, state=TrialState.FAIL)
+            raise
+        except Exception as e:  # noqa: BLE001 - one configuration failed to start; the study goes on
+            trial.set_user_attr(TrialKey.ERROR, describe_error(e))
+            self._told(trial, TrialState.FAIL)
+            return
+        budget = self._budget(family, config)
+        target = rung_steps(budget, attrs.rung(trial))
+        monitor = self.objective.monitor(trial, family)
+        monitor.progress = None  # the population's progress is shown as a whole
+        start = pop.steps(slot)
+        self.members.append(
+            Member(
+                trial, family, config, seed, pop, slot, monitor, target=max(target, start + 1), start=start
+            )
+        )
+        self._show()
+
+    def _start_state(self, trial: optuna.Trial) -> Any:
+        """The member state a continued trial (promotion, PBT) starts from; None: fresh."""
+        rel = attrs.start_state(trial)
+        if rel is None:
+            return None
+        path = self.out_dir / rel
+        if not path.is_file():
+            # Its state was written on another machine: train the rung from scratch instead.
+            trial.set_user_attr(TrialKey.START_STATE, None)
+            return None
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+    def _budget(self, family: Any, config: Any) -> int:
+        budget = self.settings.budget_for(family)
+        if "steps" in budget:
+            return int(budget["steps"])
+        per_epoch = math.ceil(len(self.objective.data.train.x) / config.batch_size)
+        return check_budget(None, budget["epochs"], per_epoch, batches_per_step=getattr(config, "d_steps", 1))
+
+    def _interval(self, m: Member) -> int | None:
+        return m.monitor.schedule.interval(m.target)
+
+    def _next_stop(self, m: Member) -> int:
+        """The member's next step of interest: its next evaluation or its end."""
+        interval = self._interval(m)
+        steps = m.steps
+        if interval is None:
+            return m.target
+        return min(m.target, (steps // interval + 1) * interval)
+
+    # -- one chunk of a population ------------------------------------------------------------
+
+    def _advance(self, pop: Population) -> None:
+        mine = [m for m in self.members if m.pop is pop and m.slot in pop.alive]
+        if not mine:
+            return
+        before = {m.slot: m.steps for m in mine}
+        chunk = max(1, min(self._next_stop(m) - m.steps for m in mine))
+        if self.settings.trial_seconds:
+            chunk = min(chunk, pop.log_every)  # so a member's time cap is seen within a log window
+        signals = pop.step(chunk)
+        due: list[Member] = []
+        done: list[Member] = []
+        for m in mine:
+            s = signals.get(m.slot, {})
+            m.signals = {k: v for k, v in s.items() if k not in ("steps", "diverged")}
+            if s.get("diverged"):
+                m.trial.set_user_attr(TrialKey.PRUNE_REASON, "diverged")
+                m.trial.set_user_attr(TrialKey.STOP_REASON, "diverged")
+                m.trial.set_user_attr(TrialKey.STEPS, m.steps)
+                self._end(m, TrialState.PRUNED)
+                continue
+            capped = bool(self.settings.trial_seconds) and (
+                time.perf_counter() - m.t0 >= (self.settings.trial_seconds or math.inf)
+            )
+            if m.steps >= m.target or capped:
+                done.append(m)
+                continue
+            interval = self._interval(m)
+            if interval and m.steps // interval > before[m.slot] // interval:
+                due.append(m)
+            else:
+                self._watch(m, None)
+        if due:
+            self._evaluate(pop, due)
+        if done:
+            self._finish(pop, done)
+        if self.pbt:
+            self._exploit(pop)
+        self._show()
+
+    def _watch(self, m: Member, scored: tuple[torch.Tensor, dict] | None) -> None:
+        """The member's monitor on its last window (and evaluation): report, prune, detect."""
+        if scored is not None:
+            images, metrics = scored
+            m.monitor.sample = lambda model, n, seed: images
+            m.monitor.evaluator = _Scored(self.objective._progress_evaluator(m.monitor.schedule.n), metrics)
+        try:
+            m.monitor(m.steps, m.target, m.signals, m.slot if scored is not None else None)
+        except optuna.TrialPruned:
+            self._end(m, TrialState.PRUNED)
+            return
+        if scored is not None:
+            metrics = scored[1]
+            metric = m.monitor.metric
+            value = m.signals.get("g_loss") if metric == "loss" else metrics.get(metric)
+            m.value, m.evaluated_at = (None if value is None else float(value)), m.steps
+
+    def _evaluate(self, pop: Population, due: list[Member]) -> None:
+        n = due[0].monitor.schedule.n
+        images = pop.samples(n, seed=EVAL_SEED)
+        evaluator = self.objective._progress_evaluator(n)
+        metrics = _evaluate_many(evaluator, [images[m.slot] for m in due])
+        for m, met in zip(due, metrics):
+            self._watch(m, (images[m.slot], met))
+
+    def _finish(self, pop: Population, done: list[Member]) -> None:
+        """Score the members whose rung ended, in one batched pass, and tell their trials."""
+        n = self.objective.n
+        images = pop.samples(n, seed=EVAL_SEED)
+        finals = _evaluate_many(self.objective.evaluator, [images[m.slot] for m in done])
+        for m, full in zip(done, finals):
+            result = TrainResult(
+                model=pop.model(m.slot),
+                config=m.config,
+                losses=_losses(m.signals, m.family.main_loss),
+                steps=m.steps,
+                seconds=time.perf_counter() - m.t0,
+                device=str(self.objective.device),
+                seed=m.seed,
+                stop_reason="budget" if m.steps >= m.target else "max_seconds",
+            )
+            if m.monitor.frames:  # the learning curve ends at the final step, at the same N
+                at_n = full if m.monitor.schedule.n == n else None
+                m.monitor.evaluator = _Scored(self.objective._progress_evaluator(m.monitor.schedule.n), at_n)
+                try:
+                    m.monitor.evaluate(m.steps, images=images[m.slot])
+                except optuna.TrialPruned:
+                    self._end(m, TrialState.PRUNED)
+                    continue
+            try:
+                value = self.objective.score(
+                    m.trial,
+                    m.family,
+                    m.config,
+                    result,
+                    m.monitor,
+                    m.seed,
+                    images=images[m.slot],
+                    metrics=full,
+                )
+            except optuna.TrialPruned:
+                self._end(m, TrialState.PRUNED)
+                continue
+            except GentuneError:
+                self._end(m, TrialState.FAIL)
+                raise
+            except Exception as e:  # noqa: BLE001 - this trial fails; the others go on
+                m.trial.set_user_attr(TrialKey.ERROR, describe_error(e))
+                self._end(m, TrialState.FAIL)
+                continue
+            if self.settings.promotion:
+                path = self.out_dir / state_path(m.trial.number)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                torch.save(pop.state(m.slot), path)
+            self._end(m, TrialState.COMPLETE, value=value)
+
+    def _end(
+        self, m: Member, state: TrialState, *, value: Any = None, requeue_as: bool | None = None
+    ) -> None:
+        """Tell `m`'s trial `state` and free its slot; `requeue_as` queues its parameters again
+        (True: as a crash, counted towards the retry cap)."""
+        m.pop.remove(m.slot)
+        self.members.remove(m)
+        if not any(other.pop is m.pop for other in self.members):
+            self.pops.remove(m.pop)  # an empty population frees its memory
+        frozen = self._told(m.trial, state, value)
+        if requeue_as is not None and frozen is not None:
+            requeue(self.study, frozen, crashed=requeue_as)
+
+    def _told(self, trial: optuna.Trial, state: TrialState, value: Any = None) -> Any:
+        try:
+            frozen = self.study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return None  # another worker found it lost (heartbeat) and re-queued it
+        if self.progress is not None:
+            _report_progress(self.progress, self.study, frozen)
+        for callback in self.callbacks:  # as Study.optimize calls them (trackers: MLflow, W&B)
+            callback(self.study, frozen)
+        return frozen
+
+    # -- PBT ----------------------------------------------------------------------------------
+
+    def _exploit(self, pop: Population) -> None:
+        """Replace the bottom quarter of `pop` by perturbed copies of its top quarter."""
+        ready = [m for m in self.members if m.pop is pop and m.value is not None and m.evaluated_at > m.start]
+        sign = 1.0 if self.minimize else -1.0
+        ready.sort(key=lambda m: sign * float(m.value or 0.0))
+        for loser, winner in pairs(ready):
+            if self._past(0.0):
+                return
+            params, how = perturb(winner.trial.params, self.objective.space, self.rng, winner.accepts)
+            step = winner.steps
+            rel = f"trials/{winner.trial.number}/pbt-{step}.pt"
+            path = self.out_dir / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            state = dict(pop.state(winner.slot))
+            # The copy draws its own batches and latents from here on, not its parent's.
+            gen = torch.Generator(device=pop.device).manual_seed(self.rng.randrange(2**31))
+            state["rng"] = gen.get_state()
+            torch.save(state, path)
+            loser.trial.set_user_attr(TrialKey.PRUNE_REASON, "pbt_replaced")
+            loser.trial.set_user_attr(TrialKey.STEPS, loser.steps)
+            self._end(loser, TrialState.PRUNED)
+            if self._move() != "run":
+                continue
+            self.study.enqueue_trial(
+                params,
+                user_attrs={
+                    TrialKey.PBT_PARENT: winner.trial.number,
+                    TrialKey.GENERATION: attrs.generation(winner.trial) + 1,
+                    TrialKey.PERTURBATION: how,
+                    TrialKey.START_STATE: rel,
+                    TrialKey.START_STEP: step,
+                    TrialKey.TRAIN_SEED: winner.seed,
+                },
+            )
+            self._start(self._ask())
+
+    # -- what others see ----------------------------------------------------------------------
+
+    def _heartbeat(self) -> None:
+        """Heartbeats for every member: Optuna sends them only for trials run by `optimize`."""
+        now = time.monotonic()
+        if now - self.beat < heartbeat_interval():
+            return
+        self.beat = now
+        storage = self.study._storage
+        if isinstance(storage, BaseHeartbeat) and storage.get_heartbeat_interval():
+            for m in self.members:
+                storage.record_heartbeat(m.trial._trial_id)
+
+    def _show(self) -> None:
+        if self.progress is not None:
+            self.progress.population(len(self.members), sum(m.steps for m in self.members))
+
+
+def _evaluate_many(evaluator: Any, images: list[torch.Tensor]) -> list[dict]:
+    """Every member's metrics, in one pass of the extractor where the evaluator has one."""
+    many = getattr(evaluator, "evaluate_many", None)
+    return many(images) if many is not None else [evaluator.evaluate(x) for x in images]
+
+
+def _losses(signals: dict, main: str) -> dict[str, float]:
+    """A TrainResult's losses from a population's signals: g_loss -> g, d_loss -> d."""
+    out = {k.removesuffix("_loss"): float(v) for k, v in signals.items() if k.endswith("_loss")}
+    out.setdefault(main, float(signals.get(main, math.nan)))
+    return out
+
+
+def measure_k(family: Any, data: Any, config: Any, device: str, seconds: float = AUTO_SECONDS) -> int:
+    """--population auto: the K whose population of `config` trains the most model-steps per
+    second on `device`, doubling K from 1 until a doubling gains less than 10%."""
+    best_k, best_rate, k = 1, 0.0, 1
+    while k <= AUTO_MAX:
+        pop = Population(family, data, capacity=k, device=device)
+        for i in range(k):
+            pop.add(config, seed=i)
+        pop.step(2)  # warm-up: allocation, first kernels
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds / 4 or n < 4:
+            pop.step(4)
+            n += 4
+        rate = k * n / (time.perf_counter() - t0)
+        if rate < best_rate * AUTO_GAIN:
+            break
+        best_k, best_rate, k = k, rate, 2 * k
+    return best_k
+
+
+def population_size(study: optuna.Study, target: BuiltinTarget, data: Any, device: str) -> int:
+    """K for this process: the study's number, or with "auto" the one measured here (stored as
+    the study's `population_k`, each worker measuring its own device)."""
+    asked = target.settings.population
+    if isinstance(asked, int):
+        k = asked
+    else:
+        family = target.family
+        config = family.config_cls()  # the family's defaults: a typical member
+        k = measure_k(family, data, config, device)
+        if target.settings.strategy == "pbt":
+            k = max(k, 4)
+    study.set_user_attr(StudyKey.POPULATION_K, k)
+    return k
+
+
+def is_population_study(study: optuna.Study) -> bool:
+    """Whether `study`'s settings ask for population training."""
+    settings = stored_settings(study)
+    return isinstance(settings, StudySettings) and settings.population is not None
+
+
+def work_population(
+    study: str,
+    storage: str,
+    *,
+    data_dir: Any = None,
+    data: Any = None,
+    device: str = "auto",
+    trials: int | None = None,
+    timeout: float | None = None,
+    runs_dir: str | Path = "runs",
+    progress: bool = True,
+    worker_index: int | None = 0,
+    threads: int | None = None,
+    callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
+) -> optuna.Study:
+    """`gentune.study.runner.work` for a population study: the same arguments and checks; this
+    process trains its own population of K members."""
+    if worker_index is None:
+        worker_index = auto_worker_index()
+    check_count("--trials", trials, example=20)
+    check_seconds("--timeout", timeout, example=3600)
+    check_writable(runs_dir)
+    check_count("--threads", threads, example=1)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    target = target_of(open_or_create(study, storage), None, data)
+    assert isinstance(target, BuiltinTarget)
+    opened = open_or_create(study, storage, sampler=target.sampler(worker_index), pruner=target.pruner())
+    if trials is None:
+        trials = opened.user_attrs.get(StudyKey.TARGET_TRIALS)
+    with progress_display(progress, trials, opened, target.metric) as bar:
+        fn = target.objective(opened, runs_dir=Path(runs_dir), data_dir=data_dir, device=device, progress=bar)
+        assert isinstance(fn, GenerativeObjective)
+        k = population_size(opened, target, fn.data, str(fn.device))
+        PopulationRun(
+            opened, fn, k=k, n_trials=trials, timeout=timeout, progress=bar, callbacks=callbacks
+        ).run()
+    return opened

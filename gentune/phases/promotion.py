@@ -1,0 +1,84 @@
+"""Promotion: asynchronous successive halving whose promoted trials continue from their state.
+
+A trial that completes its rung is told COMPLETE with its value there, like any trial, and its
+member state (weights, optimizer state, RNG) is saved beside its checkpoint. When a slot of the
+population frees, the best waiting candidate is promoted before any new configuration is
+asked: a complete trial in the top 1/ETA of the values seen at its rung (ASHA's rule, Li et
+al. 2020), not promoted yet, and, above rung 0, better than the trial it continued (so a model
+is trained for as long as it keeps improving). The promotion is a new trial with the same
+parameters and `promoted_from` = that trial, `rung` = its rung + 1, `start_state` = its state
+file: it trains on to `steps * ETA**rung` (ASHA's rungs grow so) and is scored, checkpointed
+and compared like any other trial, so `gentune best` and the report need nothing new. Queued
+like any trial, it is re-run from the same state file when its process dies
+(gentune.study.store.requeue keeps the keys).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from gentune.trial import attrs
+from gentune.trial.attrs import TrialKey
+
+ETA = 3  # the top third of a rung is promoted, and trains 3x as long in all
+MAX_RUNG = 3  # rung 3 trains 27x the study's steps: the most one configuration gets
+STATE_FILE = "state.pt"  # a complete trial's member state, in runs/<study>/trials/<n>/
+
+
+def rung_steps(steps: int, rung: int) -> int:
+    """The G steps a trial of `rung` trains to, in all (from scratch).
+
+    >>> [rung_steps(3000, r) for r in range(3)]
+    [3000, 9000, 27000]
+    """
+    return steps * ETA**rung
+
+
+def state_path(number: int) -> str:
+    """Where trial `number`'s final member state is kept, relative to runs/<study>/."""
+    return f"trials/{number}/{STATE_FILE}"
+
+
+def candidate(study: optuna.Study, out_dir: Path, *, minimize: bool = True) -> FrozenTrial | None:
+    """The complete trial to promote next, or None: the highest rung first, then the best value.
+
+    Its state file must exist under `out_dir` (a trial finished by another machine's worker
+    keeps its state there, so only that machine promotes it).
+    """
+    trials = study.get_trials(deepcopy=False)
+    taken = {attrs.promoted_from(t) for t in trials} - {None}
+    value = {t.number: t.value for t in trials if t.state == TrialState.COMPLETE}
+    sign = 1.0 if minimize else -1.0
+    best_first = sorted(
+        (t for t in trials if t.state == TrialState.COMPLETE and t.value is not None),
+        key=lambda t: sign * float(t.value or 0.0),
+    )
+    for rung in range(MAX_RUNG - 1, -1, -1):
+        at_rung = [t for t in best_first if attrs.rung(t) == rung]
+        for t in at_rung[: len(at_rung) // ETA]:
+            if t.number in taken or not (out_dir / state_path(t.number)).exists():
+                continue
+            parent = attrs.promoted_from(t)
+            before = value.get(parent) if parent is not None else None
+            assert t.value is not None
+            if before is not None and not (t.value < before if minimize else t.value > before):
+                continue  # it stopped improving: no more steps for it
+            return t
+    return None
+
+
+def promote(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Queue the promotion of `trial`: same parameters, one rung up, from its saved state."""
+    study.enqueue_trial(
+        trial.params,
+        user_attrs={
+            TrialKey.PROMOTED_FROM: trial.number,
+            TrialKey.RUNG: attrs.rung(trial) + 1,
+            TrialKey.START_STATE: state_path(trial.number),
+            TrialKey.START_STEP: attrs.steps(trial) or 0,
+            TrialKey.TRAIN_SEED: attrs.seed(trial) or 0,
+        },
+    )

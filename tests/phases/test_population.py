@@ -1,0 +1,173 @@
+"""The search drives a population (gentune.phases.population): promotion, PBT, continuous
+batching, resume, and what the study stores. Tiny studies on digits: K = 4, rungs of 40 steps,
+N = 200."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from gentune.api import Budget, EarlyStop, RunOptions, SearchOptions, tune
+from gentune.errors import GentuneError
+from gentune.families import get_family
+from gentune.phases import population as population_module
+from gentune.phases.pbt import pairs
+from gentune.phases.population import PopulationRun
+from gentune.report.extract import extract_study
+from gentune.report.lineage import lineage_html, lineage_rows
+from gentune.search.space import FloatSpec, SearchSpace
+from gentune.settings import DatasetRef, TuneRequest, resolve_settings
+from gentune.study.runner import Interrupted
+from gentune.trial import attrs
+
+STEPS = 30
+# Small members of one structure, so that all of them stack in one population: cheap to train.
+SPACE = SearchSpace(
+    {
+        "lr": FloatSpec(low=1e-4, high=3e-3, log=True),
+        "beta1": FloatSpec(low=0.3, high=0.9),
+        "width": 32,
+        "depth": 1,
+        "batch_size": 32,
+        "latent_dim": 16,
+    }
+)
+
+
+def _tune(runs, study: str, trials: int, **search) -> optuna.Study:
+    return tune(
+        dataset="digits",
+        n_eval=200,
+        budget=Budget(steps=STEPS),
+        search=SearchOptions(trials=trials, population=4, space=SPACE, **search),
+        early_stop=EarlyStop(eval_every=STEPS // 2, eval_samples=200, pruner="none"),
+        run=RunOptions(runs_dir=runs, study=study, progress=False, report=False),
+    ).study
+
+
+@pytest.fixture(scope="module")
+def promoted(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    return _tune(runs, "promo", trials=9), runs
+
+
+def test_a_promoted_trial_continues_its_rung_from_the_state(promoted):
+    study, runs = promoted
+    trials = study.get_trials()
+    up = [t for t in trials if attrs.promoted_from(t) is not None]
+    assert up, "the top third of rung 0 is promoted"
+    for t in up:
+        parent = trials[attrs.promoted_from(t)]
+        assert attrs.rung(t) == attrs.rung(parent) + 1
+        assert t.params == parent.params
+        assert attrs.start_step(t) == attrs.steps(parent) == STEPS * 3 ** attrs.rung(parent)
+        assert attrs.steps(t) == STEPS * 3 ** attrs.rung(t)  # trained on, not from scratch
+        assert (runs / "promo" / attrs.start_state(t)).is_file()
+        assert min(t.intermediate_values) > attrs.steps(parent)
+    assert "promoted" in lineage_html(extract_study(study).trials)
+
+
+def test_slots_are_refilled_while_others_train(promoted):
+    study, _ = promoted
+    trials = study.get_trials()
+    # A slot freed while another member still trained was filled at once: trial b started
+    # after trial c ended and before trial a, which trained alongside c, ended.
+    assert any(
+        c.datetime_complete <= b.datetime_start < a.datetime_complete
+        and a.datetime_start <= c.datetime_complete
+        for a in trials
+        for b in trials
+        for c in trials
+    )
+
+
+def test_the_study_stores_k_and_promotion(promoted):
+    study, _ = promoted
+    assert attrs.population_k(study) == 4
+    stored = attrs.settings(study)
+    assert (stored["population"], stored["promotion"]) == (4, True)
+
+
+def test_pbt_copies_the_top_into_the_bottom_and_records_the_lineage(tmp_path):
+    study = _tune(tmp_path, "pbt", trials=8, strategy="pbt")
+    trials = study.get_trials()
+    children = [t for t in trials if attrs.pbt_parent(t) is not None]
+    assert children
+    replaced = [t for t in trials if attrs.prune_reason(t) == "pbt_replaced"]
+    assert replaced
+    for t in children:
+        parent = trials[attrs.pbt_parent(t)]
+        assert attrs.generation(t) == attrs.generation(parent) + 1
+        assert attrs.perturbation(t)
+        space = SPACE.params
+        for name, how in attrs.perturbation(t).items():
+            if how in ("x0.8", "x1.2"):
+                ratio = t.params[name] / parent.params[name]
+                clipped = t.params[name] in (space[name].low, space[name].high)
+                assert ratio == pytest.approx(float(how[1:])) or clipped
+        assert attrs.steps(t) == STEPS and attrs.start_step(t) > 0
+    info = extract_study(study)
+    rows = lineage_rows(info.trials)
+    assert {r["trial"] for r in rows} >= {t.number for t in children}
+    child = children[-1]
+    row = next(r for r in rows if r["trial"] == child.number)
+    assert row["how"] == "PBT copy" and row["ancestry"][-2:] == [attrs.pbt_parent(child), child.number]
+    assert "Lineage" in lineage_html(info.trials)  # the report's section
+
+
+def test_interrupted_run_keeps_finished_trials_and_resumes(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    advance = PopulationRun._advance
+
+    def ctrl_c_after_a_while(self, pop):
+        calls["n"] += 1
+        if calls["n"] == 3:  # the first four trials have finished, two more are training
+            raise KeyboardInterrupt
+        advance(self, pop)
+
+    monkeypatch.setattr(population_module.PopulationRun, "_advance", ctrl_c_after_a_while)
+    with pytest.raises(Interrupted):
+        _tune(tmp_path, "resume", trials=6, promotion=False)
+    monkeypatch.setattr(population_module.PopulationRun, "_advance", advance)
+    study = optuna.load_study(study_name="resume", storage=f"sqlite:///{tmp_path}/resume/study.db")
+    before = {t.number: t.value for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    interrupted = [t for t in study.get_trials() if attrs.interrupted(t)]
+    assert before and interrupted
+    assert all(t.state == TrialState.FAIL for t in interrupted)
+    study = _tune(tmp_path, "resume", trials=6, promotion=False)
+    after = {t.number: t.value for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    assert len(after) == 6 and all(after[n] == v for n, v in before.items())
+    rerun = {t.user_attrs.get("retry_of") for t in study.get_trials()} - {None}
+    assert {t.number for t in interrupted} <= rerun
+
+
+def test_a_family_without_populations_is_refused():
+    vae = get_family("vae")
+    request = TuneRequest(model="vae", dataset=DatasetRef("digits"), search=SearchOptions(population=4))
+    with pytest.raises(GentuneError, match="cannot train as a population"):
+        resolve_settings(request, None, vae, vae.default_space())
+
+
+def test_population_defaults_and_rules():
+    gan = get_family("gan-mlp")
+
+    def resolved(device="cpu", **search):
+        request = TuneRequest(dataset=DatasetRef("digits"), search=SearchOptions(**search))
+        s = resolve_settings(request, None, gan, gan.default_space(), device=device)
+        return s.population, s.promotion, s.pruner
+
+    assert resolved() == (None, False, "median")  # one at a time on a CPU
+    assert resolved("cuda")[:2] == ("auto", True)
+    assert resolved(population="8")[:2] == (8, True)
+    assert resolved(population=8, promotion=False)[:2] == (8, False)
+    assert resolved(strategy="pbt") == ("auto", False, "none")
+    with pytest.raises(GentuneError, match="at least 4"):
+        resolved(strategy="pbt", population=2)
+    with pytest.raises(GentuneError, match="needs --population"):
+        resolved(promotion=True)
+
+
+def test_pbt_pairs_the_bottom_quarter_with_the_top():
+    assert pairs(list(range(8))) == [(7, 0), (6, 1)]
+    assert pairs([0, 1, 2, 3]) == [(3, 0)]
