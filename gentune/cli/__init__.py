@@ -389,7 +389,7 @@ def _tune(
             value={k: str(v) for k, v in (("--mlflow", mlflow), ("--artifacts", artifacts)) if v},
             fix="pass them to each gentune worker, which runs the trials",
         )
-    callbacks = _trackers(mlflow)
+    callbacks = _trackers(mlflow, run.workers)
     if objective_fn:
         if steps is not None or epochs is not None or trial_seconds is not None:
             raise GentuneError(
@@ -645,10 +645,17 @@ def _say_created(study: Any, run: Any) -> None:
         )
 
 
-def _trackers(mlflow: Optional[str]) -> list[Any]:
+def _trackers(mlflow: Optional[str], workers: int = 1) -> list[Any]:
     """The trial callbacks the options ask for; MLflow, slow to import, only with --mlflow."""
     if not mlflow:
         return []
+    if workers > 1:
+        raise GentuneError(
+            "--mlflow logs the trials of the process that runs them, and --workers runs them in "
+            "other processes",
+            value=workers,
+            fix="drop --workers, or start gentune worker --mlflow URI processes on the study",
+        )
     from gentune.study.trackers import MLflowTracker
 
     return [MLflowTracker(mlflow)]

@@ -56,3 +56,19 @@ def test_callbacks_are_refused_with_worker_processes(tmp_path):
     with pytest.raises(GentuneError, match="must be callable"):
         run_objective(complete_prune_fail, study="cbx", run=RunOptions(runs_dir=tmp_path), callbacks=["no"])
     assert not (tmp_path / "cbw").exists() and not (tmp_path / "cbx").exists()
+
+
+def test_the_cli_refuses_mlflow_where_no_trial_runs_here(tmp_path):
+    """Refused before MLflow is imported or a study is made."""
+    from typer.testing import CliRunner
+
+    from gentune.cli import app
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for args, message in (
+        (["create", "--mlflow", uri], "gentune create runs no trial"),
+        (["tune", "--workers", "2", "--mlflow", uri], "--workers runs them in other processes"),
+    ):
+        with pytest.raises(GentuneError, match=message):
+            CliRunner().invoke(app, [*args, "--runs-dir", str(tmp_path / "runs")], catch_exceptions=False)
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
