@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
+from PIL import Image
 from typer.testing import CliRunner
 
 from gentune.cli import app
@@ -165,12 +167,21 @@ def test_best_prints_the_front_and_sample_asks_for_a_trial(front_study):
     assert isinstance(r.exception, GentuneError) and "--trial N" in r.exception.fix
 
 
-def test_the_report_draws_the_pareto_front(front_study):
+def test_the_report_draws_the_pareto_front(front_study, tmp_path):
+    from gentune.report import write_report
+    from gentune.report.plots import FRONT_COLOR, PNG_NAMES
+
     runs, result = front_study
-    html = (runs / result.study.study_name / "report.html").read_text()
+    name = result.study.study_name
+    html = (runs / name / "report.html").read_text()
     assert "Pareto front" in html
     assert "The Pareto front is drawn for 2 or 3 objectives" not in html
     assert "Best Trial" in html  # plot_pareto_front's highlighted front
+    written = write_report(f"sqlite:///{runs / name / 'study.db'}", name, tmp_path, fmt="png")
+    assert [p.name for p in written] == [*PNG_NAMES, "pareto.png"]
+    pixels = np.asarray(Image.open(tmp_path / "pareto.png").convert("RGB")).reshape(-1, 3).astype(int)
+    front = tuple(int(FRONT_COLOR[i : i + 2], 16) for i in (1, 3, 5))
+    assert (np.abs(pixels - front).sum(axis=1) < 30).sum() > 50  # the front is drawn in its colour
 
 
 def test_a_study_keeps_its_objectives(front_study):

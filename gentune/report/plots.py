@@ -29,6 +29,7 @@ STATE_COLORS = {
     "RUNNING": "#6b7280",
     "WAITING": "#9ca3af",
 }
+FRONT_COLOR = "#dc2626"  # the Pareto front in pareto.png
 PNG_NAMES = ("history.png", "importance.png", "learning_curves.png", "overfit.png", "samples.png")
 
 
@@ -334,6 +335,41 @@ def _image(b64: str | None) -> np.ndarray | None:
     return None if raw is None else np.asarray(Image.open(io.BytesIO(raw)).convert("L"))
 
 
+def _png_pareto(ax, info: StudyInfo) -> None:
+    """The first two objectives of every complete trial, the Pareto front highlighted."""
+    if not info.completed:
+        return _note(ax, "No completed trials yet.")
+    names = info.objective_names
+    done = [t for t in info.completed if len(t.values_or_empty) == len(names)]
+    front = best_trials(info)
+    ax.scatter(
+        [t.values_or_empty[0] for t in done],
+        [t.values_or_empty[1] for t in done],
+        s=18,
+        color=STATE_COLORS["WAITING"],
+        label="trial",
+    )
+    # The front sorted by the first objective, joined so that the trade-off reads as a curve.
+    ax.plot(
+        [t.values_or_empty[0] for t in front],
+        [t.values_or_empty[1] for t in front],
+        marker="o",
+        color=FRONT_COLOR,
+        label="Pareto front",
+    )
+    for t in front:
+        ax.annotate(
+            str(t.number),
+            (t.values_or_empty[0], t.values_or_empty[1]),
+            xytext=(4, 4),
+            textcoords="offset points",
+            fontsize=8,
+        )
+    more = f" (first two of {len(names)} objectives)" if len(names) > 2 else ""
+    ax.set(xlabel=names[0], ylabel=names[1], title=f"Pareto front{more}")
+    ax.legend()
+
+
 def _png_samples(fig: Figure, info: StudyInfo) -> None:
     grids = [("real data", _image(info.real_png))]
     for t in best_trials(info, 3):
@@ -352,7 +388,8 @@ def _png_samples(fig: Figure, info: StudyInfo) -> None:
 def write_pngs(
     info: StudyInfo, importance: dict, why_not: str | None, folder: Path, *, basis: str = ""
 ) -> list[Path]:
-    """Write the key plots as PNG files into folder; a plot without data shows a note instead."""
+    """Write the key plots as PNG files into folder (and pareto.png for a multi-objective
+    study); a plot without data shows a note instead."""
     folder.mkdir(parents=True, exist_ok=True)
     drawers = {
         "history.png": lambda fig: _png_history(fig.add_subplot(), info),
@@ -367,4 +404,9 @@ def write_pngs(
         drawers[name](fig)
         fig.savefig(folder / name, dpi=120)
         written.append(folder / name)
+    if len(info.directions) > 1:  # a multi-objective study's result is its front
+        fig = Figure(figsize=(7, 4.5), layout="constrained")
+        _png_pareto(fig.add_subplot(), info)
+        fig.savefig(folder / "pareto.png", dpi=120)
+        written.append(folder / "pareto.png")
     return written
