@@ -131,9 +131,9 @@ def confirm_hint(noise: dict[str, Any]) -> str | None:
 
 def noise_lines(summary: dict[str, Any]) -> list[str]:
     """What `gentune best` says of a best_summary's noise band: the band, and the trials
-    inside it with what to do; nothing for a summary without a band."""
+    inside it with what to do (unless --confirm has ranked them); nothing without a band."""
     noise = summary.get("noise_band")
     if not noise:
         return []
-    hint = confirm_hint(noise)
+    hint = None if summary.get("confirmed") else confirm_hint(noise)
     return [f"noise band: {band_text(noise)}"] + ([hint] if hint else [])

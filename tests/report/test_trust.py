@@ -17,9 +17,10 @@ from gentune.errors import GentuneError
 from gentune.phases import noise
 from gentune.report import write_report
 from gentune.report.extract import extract_study, open_study
+from gentune.report.html import render_html
 from gentune.report.trust import _importance_trials, importance, loss_pick
 from gentune.study.store import builtin_settings
-from gentune.study.summary import band_text, best_summary, within_band
+from gentune.study.summary import band_text, best_summary, noise_lines, within_band
 from gentune.trial.attrs import StudyKey
 from gentune.trial.objective import EVAL_SEED
 
@@ -139,3 +140,17 @@ def test_pruned_trials_count_at_their_last_value_capped_at_the_worst_complete(tm
         for t in study.get_trials(states=(TrialState.PRUNED,))
     ]
     assert copied == [min(v, worst) for v in last]
+
+
+def test_a_study_without_a_band_shows_nothing_new(tmp_path):
+    """Older studies, user objectives and --noise-seeds 0 store no band; a band measured on a
+    trial that is no longer the best is not shown either."""
+    storage, name = make_study(tmp_path, n_trials=4, n_failed=0, n_pruned=0, images=False)
+    study = optuna.load_study(study_name=name, storage=storage)
+    summary = best_summary(study)
+    assert summary["noise_band"] is None and noise_lines(summary) == []
+    assert "latent seeds" not in render_html(extract_study(study), [])
+    stale = {"trial": 99, "metric": "fid", "value": 1.0, "mean": 1.0, "sd": 0.1, "seeds": [1, 2]}
+    study.set_user_attr(StudyKey.NOISE_BAND, stale)
+    assert best_summary(study)["noise_band"] is None
+    assert "latent seeds" not in render_html(extract_study(study), [])
