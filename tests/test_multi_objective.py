@@ -177,6 +177,7 @@ def test_the_report_draws_the_pareto_front(front_study, tmp_path):
     assert "Pareto front" in html
     assert "The Pareto front is drawn for 2 or 3 objectives" not in html
     assert "Best Trial" in html  # plot_pareto_front's highlighted front
+    assert "A multi-objective study keeps no learning curves" in html
     written = write_report(f"sqlite:///{runs / name / 'study.db'}", name, tmp_path, fmt="png")
     assert [p.name for p in written] == [*PNG_NAMES, "pareto.png"]
     pixels = np.asarray(Image.open(tmp_path / "pareto.png").convert("RGB")).reshape(-1, 3).astype(int)
@@ -209,3 +210,29 @@ def test_the_cli_refuses_a_phase_of_a_multi_objective_study(tmp_path):
     assert isinstance(r.exception, GentuneError)
     assert "--confirm builds on one best trial" in r.exception.rule
     assert not any(tmp_path.iterdir())  # refused before any study was made
+
+
+@pytest.mark.slow
+def test_two_workers_run_a_multi_objective_study_on_nsga2(tmp_path):
+    """gentune tune --workers 2 on fid,seconds with NSGA-II: every trial holds two values."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["--objective", "fid,seconds", "--strategy", "nsga2", "--study", "mo", "--no-report"]
+    tiny = ["--trials", "4", "--steps", "50", "--n-eval", "200", "--workers", "2"]
+    r = subprocess.run(
+        [sys.executable, "-m", "gentune", "tune", *args, *tiny],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "Pareto front of study mo" in r.stdout and "prunes no trial" in r.stderr
+    study = optuna.load_study(study_name="mo", storage=f"sqlite:///{tmp_path / 'runs/mo/study.db'}")
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(done) + len(study.get_trials(states=(TrialState.PRUNED,))) == 4
+    assert all(len(t.values) == 2 for t in done)

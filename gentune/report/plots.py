@@ -132,11 +132,20 @@ def _contour(study: optuna.Study, info: StudyInfo, importance: dict) -> Panel:
     return panel
 
 
+def _no_curves(info: StudyInfo) -> str:
+    if len(info.directions) > 1:
+        return (
+            "A multi-objective study keeps no learning curves: Optuna takes no intermediate "
+            "values there (the failure detectors still watch each trial)."
+        )
+    return "No trial reported intermediate values."
+
+
 def _learning_curves(info: StudyInfo) -> Panel:
     panel = Panel("curves", f"Learning curves ({info.objective_names[0]} during training)")
     trials = [t for t in info.trials if t.curve]
     if not trials:
-        panel.note = "No trial reported intermediate values."
+        panel.note = _no_curves(info)
         return panel
     fig, shown = go.Figure(), set()
     for t in trials:
@@ -297,7 +306,7 @@ def _png_importance(ax, importance: dict, why_not: str | None, basis: str) -> No
 def _png_curves(ax, info: StudyInfo) -> None:
     trials = [t for t in info.trials if t.curve]
     if not trials:
-        return _note(ax, "No trial reported intermediate values.")
+        return _note(ax, _no_curves(info))
     shown = set()
     for t in trials:
         ax.plot(
