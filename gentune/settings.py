@@ -672,6 +672,30 @@ def default_study_name(model: str, dataset: str, strategy: str, objective: str) 
     return safe_study_name(f"{model}-{dataset}-{strategy}-{objective}")
 
 
+def budget_name(budget: Budget, n_eval: int | None, default_steps: int) -> str:
+    """What sets a budget apart from the default one, as the suffix of a default study name
+    ('' for the default budget), so that changing --steps starts a study of its own instead of
+    being refused by the study of the default budget. `default_steps`: the steps a trial
+    trains when none are given (`StudySettings.budget_for`); any given --n-eval is named, since
+    its default depends on the data's size.
+
+    >>> budget_name(Budget(steps=500), None, 3000), budget_name(Budget(steps=3000), None, 3000)
+    ('steps500', '')
+    >>> budget_name(Budget(epochs=2.5, trial_seconds=60), 200, 3000)
+    'epochs2.5-60s-n200'
+    """
+    parts = []
+    if budget.steps is not None and budget.steps != default_steps:
+        parts.append(f"steps{budget.steps}")
+    if budget.epochs is not None:
+        parts.append(f"epochs{budget.epochs:g}")
+    if budget.trial_seconds is not None:
+        parts.append(f"{budget.trial_seconds:g}s")
+    if n_eval is not None:
+        parts.append(f"n{n_eval}")
+    return "-".join(parts)
+
+
 def safe_study_name(text: str) -> str:
     """The valid study name nearest to `text`: other characters become '_', leading '.', '-'
     and '_' go (what is left of "../"), and it is cut to STUDY_NAME_MAX characters.
@@ -738,7 +762,13 @@ def check_study_name(name: Any, *, derived: bool = False) -> str:
 
 
 def check_same_settings(study_name: str, stored: Any, asked: Any) -> None:
-    """Refuse to resume `study_name` under other settings than it stored."""
+    """Refuse to resume `study_name` under other settings than it stored.
+
+    Steps left to the default and the same steps given are one budget: a study of gan-mlp
+    stores steps None, and `--steps 3000` asks for what it trains.
+    """
+    if isinstance(stored, StudySettings) and isinstance(asked, StudySettings):
+        stored, asked = _explicit_steps(stored), _explicit_steps(asked)
     for f in fields(type(asked)):
         if not f.compare:
             continue
@@ -747,8 +777,16 @@ def check_same_settings(study_name: str, stored: Any, asked: Any) -> None:
             raise StudyError(
                 f"study {study_name!r} exists with {f.name}={a!r}, but this command asks for "
                 f"{f.name}={b!r}; a study keeps one setting so its trials stay comparable",
-                fix=f"rerun with the original {f.name}, or start a new study with --study NAME",
+                fix=f"rerun with the original {f.name}; or start a new study: a new name with "
+                f"--study NAME, or --force-new to move the old study's folder aside (nothing is "
+                f"deleted) and start {study_name!r} afresh",
             )
+
+
+def _explicit_steps(settings: StudySettings) -> StudySettings:
+    if settings.steps is None and settings.epochs is None:
+        return replace(settings, steps=settings.budget_for()["steps"])
+    return settings
 
 
 def check_count(option: str, value: Any, *, minimum: int = 1, example: int) -> None:

@@ -6,6 +6,7 @@ Every user mistake is a GentuneError: printed as one clear message, exit code 2.
 from __future__ import annotations
 
 import functools
+import re
 import shlex
 import sys
 import warnings
@@ -24,6 +25,25 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Tune generative models by what they generate.",
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from gentune.version import __version__
+
+        out.print(f"gentune {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print gentune's version and exit."
+    ),
+) -> None:
+    """Tune generative models by what they generate."""
+
+
 # Plain by default: what gentune prints holds the user's names, values and messages, whose
 # brackets rich would read as markup ("[adam, sgd]" vanished, "[/x]" crashed). Styled words
 # are Text spans.
@@ -49,12 +69,48 @@ def _trust_option():
     )
 
 
+# A plain name, as every study made under today's naming rule has, is taken as it is without
+# importing gentune.settings (and with it torch), so that best and list answer at once.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+
+
 def _check_name(study: str) -> str:
     """A study name that best, sample, report and worker may open: one made before today's
     naming rule still opens, but no name may point outside runs/."""
+    if _PLAIN_NAME.fullmatch(study):
+        return study
     from gentune.settings import check_existing_study_name
 
     return check_existing_study_name(study)
+
+
+def _study_argument():
+    return typer.Argument(
+        None, metavar="STUDY", show_default=False, help="Study name (its folder: runs/STUDY)."
+    )
+
+
+def _study_option():
+    return typer.Option(
+        None, "--study", help="The study name as an option, as older gentune took it (same as STUDY)."
+    )
+
+
+def _the_study(positional: Optional[str], option: Optional[str]) -> str:
+    """The study a command names, positionally or with --study (one of them, or both alike)."""
+    if positional is not None and option is not None and positional != option:
+        raise GentuneError(
+            "the study is named twice, as STUDY and as --study, with different names",
+            value={"STUDY": positional, "--study": option},
+            fix=f"pass one of them: {positional} or --study {option}",
+        )
+    name = positional if positional is not None else option
+    if name is None:
+        raise GentuneError(
+            "name the study: e.g. gentune best gan-mlp-digits-tpe-fid",
+            fix="pass the study's name (gentune list shows the studies under runs/)",
+        )
+    return _check_name(name)
 
 
 STORAGE_ENV = "GENTUNE_STORAGE"  # a storage URL read from the environment stays off command lines
@@ -106,6 +162,18 @@ def tune(
     ),
     trials: Optional[int] = typer.Option(
         None, help="Finished trials the study should hold (default: 20; grid: the grid size)."
+    ),
+    more: Optional[int] = typer.Option(
+        None,
+        "--more",
+        help="Run K more trials on top of the finished trials the study holds (instead of "
+        "--trials, which is a total).",
+    ),
+    force_new: bool = typer.Option(
+        False,
+        "--force-new",
+        help="Start the study afresh: its folder RUNS/STUDY (and those of its phases' studies) is "
+        "moved aside to RUNS/STUDY.old-TIME, never deleted.",
     ),
     timeout: Optional[float] = typer.Option(
         None,
@@ -276,6 +344,8 @@ def _tune(
     population: Any,
     promotion: Any,
     trials: Any,
+    more: Any,
+    force_new: Any,
     timeout: Any,
     space: Any,
     objective: Any,
@@ -327,9 +397,12 @@ def _tune(
         run_objective,
     )
     from gentune.api import tune as tune_family
+    from gentune.cli.identity import builtin_name, check_more, nothing_to_run
     from gentune.loading import load_objective
+    from gentune.settings import TuneRequest
     from gentune.study.runner import check_writable
     from gentune.study.workers import parse_gpus
+    from gentune.trial import attrs
     from gentune.trial.detectors import detector_config
 
     phases = Phases(
@@ -382,6 +455,7 @@ def _tune(
             value=direction,
             fix="drop --direction",
         )
+    check_more(more, trials, phases != Phases())
     check_writable(run.runs_dir)
     if create_only and (mlflow or artifacts):
         raise GentuneError(
@@ -401,6 +475,7 @@ def _tune(
         from gentune.settings import safe_study_name
 
         name = study or safe_study_name(f"user-{Path(objective_fn.split(':')[0]).stem}")
+        run, search, before = _settle(name, run, search, more, force_new)
         if create_only:
             created = create_objective(
                 _portable_spec(objective_fn),
@@ -451,6 +526,9 @@ def _tune(
             ),
             run=run,
         )
+        name = builtin_name(TuneRequest(**{k: v for k, v in request.items() if k != "run"}), run)
+        run, search, before = _settle(name, run, search, more, force_new)
+        request.update(run=run, search=search)
         with warnings.catch_warnings():
             # The API warns about --objective loss too; the message above already said it.
             warnings.filterwarnings("ignore", message="--objective loss", category=UserWarning)
@@ -460,6 +538,10 @@ def _tune(
             result = tune_family(**request, phases=phases, callbacks=callbacks)
     from gentune.cli.show import print_best
 
+    if phases == Phases():
+        done = nothing_to_run(before, attrs.target_trials(result.study), run.command or "gentune tune")
+        if done:
+            out.print(done, soft_wrap=True)
     print_best(out, result.best)
     if result.best is not None:
         out.print(
@@ -471,7 +553,8 @@ def _tune(
 
 @app.command()
 def worker(
-    study: str = typer.Option(..., help="Name of an existing study (created by gentune tune)."),
+    study: Optional[str] = _study_argument(),
+    study_option: Optional[str] = _study_option(),
     storage: str = typer.Option(
         ...,
         envvar=STORAGE_ENV,
@@ -520,14 +603,14 @@ def worker(
     from gentune.study.runner import work
     from gentune.study.store import open_or_create
 
-    _check_name(study)
+    name = _the_study(study, study_option)
     from gentune.trial.artifacts import using_artifacts
 
     with trusting_changed_code(trust_changed_code), using_artifacts(artifacts):
         # A population study: each worker trains a population of its own.
-        run = work_population if is_population_study(open_or_create(study, storage)) else work
+        run = work_population if is_population_study(open_or_create(name, storage)) else work
         run(
-            study,
+            name,
             storage,
             data_dir=data_dir,
             device=device,
@@ -543,36 +626,43 @@ def worker(
 
 @app.command()
 def best(
-    study: str = typer.Option(..., help="Study name."),
+    study: Optional[str] = _study_argument(),
+    study_option: Optional[str] = _study_option(),
     storage: Optional[str] = _storage_option(),
     runs_dir: Path = typer.Option(Path("runs"), help="Folder for study outputs."),
     output: Optional[Path] = typer.Option(
-        None, "-o", "--output", help="Where to write best.json (default: RUNS/STUDY/best.json)."
+        None,
+        "-o",
+        "--output",
+        help="Also write the best trial as JSON to this file, e.g. -o best.json (without it, "
+        "nothing is written).",
     ),
 ):
-    """Print the best trial's parameters and metrics, and write best.json."""
-    from gentune.cli.show import print_best
-    from gentune.phases.search import write_json
-    from gentune.study.store import open_or_create
-    from gentune.study.summary import best_summary
+    """Print the best trial's parameters and metrics (with -o, also as a JSON file).
 
-    _check_name(study)
-    opened = open_or_create(study, storage or _existing_storage(study, runs_dir))
+    It only reads the study, without loading torch, so it answers at once."""
+    from gentune.cli.show import print_best
+    from gentune.study.listing import open_existing
+    from gentune.study.summary import best_summary, write_json
+
+    name = _the_study(study, study_option)
+    opened = open_existing(name, storage or _existing_storage(name, runs_dir))
     summary = best_summary(opened)
     if summary is None:
         raise GentuneError(
-            f"study {study!r} has no completed trial yet",
+            f"study {name!r} has no completed trial yet",
             fix="run gentune tune until at least one trial completes",
         )
     print_best(out, summary)
-    path = output or runs_dir / study / "best.json"
-    write_json(path, summary)
-    out.print(f"wrote {path}")
+    if output is not None:
+        write_json(output, summary)
+        out.print(f"wrote {output}")
 
 
 @app.command()
 def sample(
-    study: str = typer.Option(..., help="Study name."),
+    study: Optional[str] = _study_argument(),
+    study_option: Optional[str] = _study_option(),
     trial: Optional[int] = typer.Option(None, help="Trial number (default: the best trial)."),
     n: int = typer.Option(10000, help="Number of samples."),
     output: Path = typer.Option(
@@ -590,14 +680,14 @@ def sample(
     """Write N samples of a trial's generator: an (N, H, W) float array in [0, 1], or a PNG grid."""
     from gentune.study.sampling import sample_trial
 
-    _check_name(study)
+    name = _the_study(study, study_option)
     path, source = sample_trial(
-        study,
+        name,
         trial=trial,
         n=n,
         output=output,
         seed=seed,
-        storage=storage or _existing_storage(study, runs_dir),
+        storage=storage or _existing_storage(name, runs_dir),
         runs_dir=runs_dir,
         device=device,
     )
@@ -606,7 +696,8 @@ def sample(
 
 @app.command()
 def report(
-    study: str = typer.Argument(..., help="Study name."),
+    study: Optional[str] = _study_argument(),
+    study_option: Optional[str] = _study_option(),
     storage: Optional[str] = _storage_option(),
     runs_dir: Path = typer.Option(Path("runs"), help="Folder for study outputs."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Report file (html) or folder (png)."),
@@ -615,14 +706,51 @@ def report(
     """Write the study's report: one offline HTML file, or the key plots as PNG files."""
     from gentune.report import write_report
 
-    _check_name(study)
+    name = _the_study(study, study_option)
     if format not in ("html", "png"):
         raise GentuneError("--format must be html or png", value=format, fix="pass --format html")
-    url = storage or _existing_storage(study, runs_dir)
-    target = output or (runs_dir / study / ("report.html" if format == "html" else "plots"))
-    paths = write_report(url, study, target, fmt=format)
+    url = storage or _existing_storage(name, runs_dir)
+    target = output or (runs_dir / name / ("report.html" if format == "html" else "plots"))
+    paths = write_report(url, name, target, fmt=format)
     for p in paths:
         out.print(f"wrote {p}")
+
+
+@app.command("list")
+def list_studies(
+    runs_dir: Path = typer.Option(Path("runs"), help="Folder whose studies to list."),
+    storage: Optional[str] = typer.Option(
+        None, envvar=STORAGE_ENV, help="A database URL: list the studies in it instead of runs/'s."
+    ),
+):
+    """List the studies, one line each: model and data, trials, best value, and state
+    (finished, running, interrupted: rerun its command to go on; new: no trial yet)."""
+    from gentune.cli.studies import study_rows
+    from gentune.study.listing import list_studies as studies
+
+    found = studies(runs_dir, storage)
+    if not found:
+        out.print(f"no study in {'the storage' if storage else f'{runs_dir}/'}", soft_wrap=True)
+        return
+    for row in study_rows(found):
+        out.print(row.rstrip(), soft_wrap=True)
+
+
+def _settle(name: str, run: Any, search: Any, more: Optional[int], force_new: bool) -> tuple[Any, Any, Any]:
+    """The run's options with the study named, its --trials with --more; the study as it was
+    before this run, after --force-new moved an old one aside."""
+    from dataclasses import replace
+
+    from gentune.cli.identity import Identity, identify, more_trials, move_aside
+
+    study = identify(name, run)
+    if force_new:
+        for old, new in move_aside(study, run):
+            out.print(f"--force-new: moved {old}/ aside to {new}/ (nothing is deleted)", soft_wrap=True)
+        study = Identity(name, study.storage, None)
+    if more is not None:
+        search = replace(search, trials=more_trials(study, more))
+    return replace(run, study=name), search, study
 
 
 def _say_created(study: Any, run: Any) -> None:
@@ -689,8 +817,6 @@ def main() -> None:
     """Entry point: run the app, turning GentuneError into a clear message and exit code 2."""
     import optuna
 
-    from gentune.study.runner import Interrupted
-
     # gentune prints its own progress; Optuna's per-trial INFO lines would repeat it.
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
@@ -698,10 +824,6 @@ def main() -> None:
     except GentuneError as e:
         err.print(Text.assemble(("error:", "red"), f" {e}"))
         raise SystemExit(e.exit_code) from None
-    except Interrupted as e:
-        which = f"trial {e.trial_number} was stopped and queued again; " if e.trial_number is not None else ""
-        err.print(f"interrupted: {which}rerun the same command to continue where it stopped.")
-        raise SystemExit(130) from None
     except KeyboardInterrupt:
         err.print("interrupted before any trial started; nothing was lost.")
         raise SystemExit(130) from None
@@ -712,6 +834,15 @@ def main() -> None:
             raise
         e.show()
         raise SystemExit(getattr(e, "exit_code", 2)) from None
+    except Exception as e:
+        # Only the runner raises Interrupted, so it is looked up where it was raised rather
+        # than imported here: the runner loads torch, which best, list and --version never need.
+        runner = sys.modules.get("gentune.study.runner")
+        if runner is None or not isinstance(e, runner.Interrupted):
+            raise
+        which = f"trial {e.trial_number} was stopped and queued again; " if e.trial_number is not None else ""
+        err.print(f"interrupted: {which}rerun the same command to continue where it stopped.")
+        raise SystemExit(130) from None
 
 
 @app.command("storage-proxy")

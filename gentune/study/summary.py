@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
+from gentune.paths import write_atomic
 from gentune.study.front import front_summary
 from gentune.trial.attrs import StudyKey, TrialKey
 from gentune.trial.attrs import noise_band as stored_band
@@ -137,3 +141,27 @@ def noise_lines(summary: dict[str, Any]) -> list[str]:
         return []
     hint = None if summary.get("confirmed") else confirm_hint(noise)
     return [f"noise band: {band_text(noise)}"] + ([hint] if hint else [])
+
+
+def write_json(path: Path, data: Any) -> Path:
+    """Write `data` as strict JSON, whole or not at all: an infinite or NaN number (a diverged
+    loss, a metric that could not be computed) becomes null, since JSON has no Infinity and
+    strict readers refuse it.
+
+    >>> import tempfile
+    >>> p = write_json(Path(tempfile.mkdtemp()) / "b.json", {"fid": float("inf"), "n": [1.5, float("nan")]})
+    >>> p.read_text().split()
+    ['{', '"fid":', 'null,', '"n":', '[', '1.5,', 'null', ']', '}']
+    """
+    text = json.dumps(_finite(data), indent=2, allow_nan=False)
+    return write_atomic(path, text, path.name, fix="free space there, or pass -o with a path elsewhere")
+
+
+def _finite(data: Any) -> Any:
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(v) for v in data]
+    return data

@@ -1,0 +1,180 @@
+"""Which study a `gentune tune` runs, and what it already holds: the name (with the budget in a
+default name), --more, --force-new, and the line that says a study has nothing left to run.
+
+A default name is MODEL-DATASET-STRATEGY-OBJECTIVE for the default budget, as it always was, so
+the studies in users' runs/ folders keep theirs; a budget set apart from the default one is
+added (`gentune.settings.budget_name`: gan-mlp-digits-tpe-fid-steps500), so changing --steps
+starts a study of its own. A study made before names held the budget is resumed under its old
+name when it holds that very budget.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from gentune.errors import GentuneError
+from gentune.settings import RunOptions, TuneRequest, budget_name, check_count, safe_study_name
+from gentune.study.listing import STUDY_FILE, open_existing, study_names
+from gentune.study.store import count_finished, default_storage
+
+# The studies the phases derive from a study's name (gentune.phases): <study>-screen, -stageN,
+# -narrow and -confirm, chained as in <study>-stage2-narrow-confirm.
+PHASE_SUFFIX = re.compile(r"(-(screen|stage\d+|narrow|confirm))+")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The study a run works on, and how many finished trials it held before (None: new)."""
+
+    name: str
+    storage: str
+    finished: int | None
+
+
+def builtin_name(request: TuneRequest, run: RunOptions) -> str:
+    """The study a tune of a built-in family runs: --study, else the default name, with the
+    budget when it is not the default one (see the module docstring)."""
+    from gentune.phases.search import BuiltinSearch  # resolves the family and the objective
+
+    search = BuiltinSearch(request, run)
+    if run.study is not None:
+        return search.name
+    default_steps = _default_steps(request, search.family)
+    suffix = budget_name(request.budget, request.n_eval, default_steps)
+    if not suffix:
+        return search.name
+    old = _old_study_budget(search.name, run)
+    if old is not None and old == _asked_budget(request, search.family):
+        return search.name
+    return safe_study_name(f"{search.name}-{suffix}")
+
+
+def _default_steps(request: TuneRequest, family) -> int:
+    from gentune.settings import StudySettings
+
+    own = family.default_steps.get(request.dataset.name)
+    return own or StudySettings(dataset=request.dataset.label).budget_for()["steps"]
+
+
+def _asked_budget(request: TuneRequest, family) -> tuple:
+    """(steps, epochs, trial_seconds, n_eval) of a run of `request`, its default steps written out."""
+    b = request.budget
+    steps = b.steps
+    if steps is None and b.epochs is None:
+        steps = _default_steps(request, family)
+    return (steps, b.epochs, b.trial_seconds, request.n_eval)
+
+
+def _old_study_budget(name: str, run: RunOptions) -> tuple | None:
+    """The budget stored by an existing study of the plain default name, or None."""
+    from gentune.study.store import existing_settings
+
+    stored = existing_settings(run.storage or default_storage(name, Path(run.runs_dir)), name)
+    if not stored:
+        return None
+    steps = stored.get("steps")
+    if steps is None and stored.get("epochs") is None:
+        from gentune.settings import StudySettings
+
+        steps = StudySettings.from_dict(stored).budget_for()["steps"]
+    return (steps, stored.get("epochs"), stored.get("trial_seconds"), stored.get("n_eval"))
+
+
+def identify(name: str, run: RunOptions) -> Identity:
+    """The study `name` of this run, where it is stored, and its finished trials now."""
+    storage = run.storage or default_storage(name, Path(run.runs_dir))
+    finished = count_finished(open_existing(name, storage)) if name in study_names(storage) else None
+    return Identity(name, storage, finished)
+
+
+def check_more(more: int | None, trials: int | None, phased: bool) -> None:
+    """--more K adds K trials to one study: not with --trials (a total), nor with phases."""
+    check_count("--more", more, example=10)
+    if more is None:
+        return
+    if trials is not None:
+        raise GentuneError(
+            "--more adds trials to those the study holds, --trials sets their total: give one of them",
+            value={"--more": more, "--trials": trials},
+            fix="drop --trials, or drop --more and pass --trials with the total",
+        )
+    if phased:
+        raise GentuneError(
+            "--more adds trials to one study, and the phases (--stages, --narrow, --confirm) run "
+            "studies of their own",
+            value=more,
+            fix="drop --more, and give the totals with --trials (and --narrow-trials)",
+        )
+
+
+def more_trials(study: Identity, more: int) -> int:
+    """The --trials of a run with --more: the finished trials the study holds, plus `more`."""
+    return (study.finished or 0) + more
+
+
+def nothing_to_run(study: Identity, target: int | None, command: str) -> str | None:
+    """The line that says a rerun found the study complete, and how to go on; None when this
+    run had something to do."""
+    if study.finished is None or target is None or study.finished < target:
+        return None
+    base = _without(command, ("--trials", "--more"))
+    return (
+        f"study {study.name} already holds {study.finished} of {target} finished trials: nothing to "
+        f"run. To run more: {base} --more 10 (10 more trials; or --trials N, a total)"
+    )
+
+
+def _without(command: str, options: tuple[str, ...]) -> str:
+    """`command` without the given options and their values (as the user typed them)."""
+    words = shlex.split(command)
+    kept, skip = [], False
+    for word in words:
+        if skip:
+            skip = False
+            continue
+        name = word.split("=", 1)[0]
+        if name in options:
+            skip = "=" not in word
+            continue
+        kept.append(word)
+    return shlex.join(kept)
+
+
+def move_aside(study: Identity, run: RunOptions) -> list[tuple[Path, Path]]:
+    """--force-new: move the study's folder, and those of the studies its phases derived from it
+    (NAME-narrow, ...), aside to NAME.old-TIME, so that this run starts it afresh; nothing is
+    deleted. Returns the folders moved, (from, to)."""
+    if run.storage is not None:
+        if study.finished is None:
+            return []
+        raise GentuneError(
+            "--force-new moves a study's folder under --runs-dir aside, and this study is in the "
+            "database --storage names, which gentune does not change",
+            value=study.name,
+            fix="start a new study with --study NEW_NAME instead",
+        )
+    runs = Path(run.runs_dir)
+    folders = [runs / study.name] if (runs / study.name).exists() else []
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    moved = []
+    for folder in folders + _phase_folders(runs, study.name):
+        target = folder.with_name(f"{folder.name}.old-{stamp}")
+        folder.rename(target)
+        moved.append((folder, target))
+    return moved
+
+
+def _phase_folders(runs: Path, name: str) -> list[Path]:
+    if not runs.is_dir():
+        return []
+    return sorted(
+        p
+        for p in runs.iterdir()
+        if p.name.startswith(name)
+        and PHASE_SUFFIX.fullmatch(p.name[len(name) :])
+        and (p / STUDY_FILE).exists()
+    )
