@@ -344,7 +344,9 @@ class PopulationRun:
         n = due[0].monitor.schedule.n
         images = pop.samples(n, seed=EVAL_SEED)
         evaluator = self.objective._progress_evaluator(n)
-        metrics = _evaluate_many(evaluator, [images[m.slot] for m in due])
+        first = due[0].monitor  # only what the objective and the detectors read, as the monitor asks
+        keys = {first.metric, *first.detectors.metrics()}
+        metrics = evaluator.evaluate_many([images[m.slot] for m in due], keys=keys)
         for m, met in zip(due, metrics):
             self._watch(m, (images[m.slot], met))
 
@@ -352,7 +354,7 @@ class PopulationRun:
         """Score the members whose rung ended, in one batched pass, and tell their trials."""
         n = self.objective.n
         images = pop.samples(n, seed=EVAL_SEED)
-        finals = _evaluate_many(self.objective.evaluator, [images[m.slot] for m in done])
+        finals = self.objective.evaluator.evaluate_many([images[m.slot] for m in done])
         for m, full in zip(done, finals):
             result = TrainResult(
                 model=pop.model(m.slot),
@@ -479,12 +481,6 @@ class PopulationRun:
             self.progress.population(len(self.members), sum(m.steps for m in self.members))
 
 
-def _evaluate_many(evaluator: Any, images: list[torch.Tensor]) -> list[dict]:
-    """Every member's metrics, in one pass of the extractor where the evaluator has one."""
-    many = getattr(evaluator, "evaluate_many", None)
-    return many(images) if many is not None else [evaluator.evaluate(x) for x in images]
-
-
 def _losses(signals: dict, main: str) -> dict[str, float]:
     """A TrainResult's losses from a population's signals: g_loss -> g, d_loss -> d."""
     out = {k.removesuffix("_loss"): float(v) for k, v in signals.items() if k.endswith("_loss")}
@@ -492,11 +488,13 @@ def _losses(signals: dict, main: str) -> dict[str, float]:
     return out
 
 
-def measure_k(family: Any, data: Any, config: Any, device: str, seconds: float = AUTO_SECONDS) -> int:
+def measure_k(
+    family: Any, data: Any, config: Any, device: str, seconds: float = AUTO_SECONDS, max_k: int = AUTO_MAX
+) -> int:
     """--population auto: the K whose population of `config` trains the most model-steps per
-    second on `device`, doubling K from 1 until a doubling gains less than 10%."""
+    second on `device`, doubling K from 1 (up to `max_k`) until a doubling gains less than 10%."""
     best_k, best_rate, k = 1, 0.0, 1
-    while k <= AUTO_MAX:
+    while k <= max_k:
         pop = Population(family, data, capacity=k, device=device)
         for i in range(k):
             pop.add(config, seed=i)

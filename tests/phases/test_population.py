@@ -9,16 +9,18 @@ import pytest
 from optuna.trial import TrialState
 
 from gentune.api import Budget, EarlyStop, RunOptions, SearchOptions, tune
+from gentune.data import load_dataset
 from gentune.errors import GentuneError
 from gentune.families import get_family
 from gentune.phases import population as population_module
 from gentune.phases.pbt import pairs
-from gentune.phases.population import PopulationRun
+from gentune.phases.population import PopulationRun, measure_k
 from gentune.report.extract import extract_study
 from gentune.report.lineage import lineage_html, lineage_rows
 from gentune.search.space import FloatSpec, SearchSpace
 from gentune.settings import DatasetRef, TuneRequest, resolve_settings
 from gentune.study.runner import Interrupted
+from gentune.study.store import FINISHED, requeue
 from gentune.trial import attrs
 
 STEPS = 30
@@ -171,3 +173,22 @@ def test_population_defaults_and_rules():
 def test_pbt_pairs_the_bottom_quarter_with_the_top():
     assert pairs(list(range(8))) == [(7, 0), (6, 1)]
     assert pairs([0, 1, 2, 3]) == [(3, 0)]
+
+
+def test_a_promoted_trial_queued_again_after_a_crash_continues_from_its_state(promoted):
+    study, runs = promoted
+    up = next(t for t in study.get_trials() if attrs.promoted_from(t) is not None)
+    requeue(study, up)  # as recover_orphans does for a trial whose process died
+    again = _tune(runs, "promo", trials=len(study.get_trials(states=FINISHED)) + 1)
+    rerun = next(t for t in again.get_trials() if t.user_attrs.get("retry_of") == up.number)
+    assert rerun.state == TrialState.COMPLETE
+    assert attrs.start_state(rerun) == attrs.start_state(up)
+    assert attrs.steps(rerun) == attrs.steps(up)
+    assert min(rerun.intermediate_values) > attrs.start_step(up)  # from the state, not step 0
+
+
+def test_population_auto_measures_k():
+    family = get_family("gan-mlp")
+    config = family.config_cls(width=32, depth=1, batch_size=32, latent_dim=16)
+    k = measure_k(family, load_dataset("digits"), config, "cpu", seconds=0.05, max_k=4)
+    assert k >= 1 and k & (k - 1) == 0  # a power of two, grown while it paid
