@@ -72,3 +72,17 @@ def test_the_cli_refuses_mlflow_where_no_trial_runs_here(tmp_path):
         with pytest.raises(GentuneError, match=message):
             CliRunner().invoke(app, [*args, "--runs-dir", str(tmp_path / "runs")], catch_exceptions=False)
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
+
+
+def test_callbacks_are_refused_with_a_population_before_the_study_is_made(tmp_path):
+    from gentune import Budget, tune
+
+    with pytest.raises(GentuneError, match="a population trains its trials together"):
+        tune(
+            dataset="digits",
+            budget=Budget(steps=10),
+            search=SearchOptions(population=2),
+            run=RunOptions(runs_dir=tmp_path, progress=False, report=False),
+            callbacks=[Recorder()],
+        )
+    assert not any(tmp_path.iterdir())
