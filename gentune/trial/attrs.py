@@ -117,6 +117,7 @@ class OptunaKey:
     GRID_ID = "grid_id"  # int: GridSampler's index of the point
     SEARCH_SPACE = "search_space"  # dict: GridSampler's grid, kept with each queued point
     COMPLETED_RUNG = "completed_rung_{}"  # float: SuccessiveHalvingPruner's value at rung {}
+    ARTIFACT = "artifacts:{}"  # dict: optuna.artifacts' record of artifact {} (a sample grid)
 
 
 # The trial keys that hold one metric each, copied from `metrics` by flat_metrics.
