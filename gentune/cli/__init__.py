@@ -59,10 +59,11 @@ def _command_line() -> str:
     return hide_command_password("gentune " + shlex.join(sys.argv[1:]))
 
 
-def _trust_option():
+def _trust_option(panel: str | None = None):
     return typer.Option(
         False,
         "--trust-changed-code",
+        rich_help_panel=panel,
         help="Run your FILE.py (--objective-fn, --model FILE.py:Class) even though its content "
         "changed since the study stored its hash (a study's database decides which file workers "
         "import; see docs/distributed.md).",
@@ -113,12 +114,22 @@ def _the_study(positional: Optional[str], option: Optional[str]) -> str:
     return _check_name(name)
 
 
+# tune --help groups its options in these panels (typer's rich_help_panel).
+DATA_PANEL = "Data and model"
+BUDGET_PANEL = "Budget: trials, and each trial's training and final score"
+SEARCH_PANEL = "Search"
+EARLY_PANEL = "Early stopping: scores during training, pruning, failure detectors"
+PHASES_PANEL = "Phases after the search"
+PARALLEL_PANEL = "Parallel: devices, processes, populations"
+OUTPUT_PANEL = "Study and outputs"
+
 STORAGE_ENV = "GENTUNE_STORAGE"  # a storage URL read from the environment stays off command lines
 
 
-def _storage_option():
+def _storage_option(panel: str | None = None):
     return typer.Option(
         None,
+        rich_help_panel=panel,
         envvar=STORAGE_ENV,
         help="Optuna storage URL (default: sqlite:///RUNS/STUDY/study.db), or grpc://HOST:PORT "
         "of a gentune storage-proxy.",
@@ -131,57 +142,22 @@ def tune(
         None,
         help="Model family (default: gan-mlp): gan-mlp, dcgan, vae, transformer, diffusion; "
         "auto (search across them); or your own, pkg.module:Class or FILE.py:Class.",
+        rich_help_panel=DATA_PANEL,
     ),
     dataset: Optional[str] = typer.Option(
         None,
         help="digits (embedded, default), mnist, files (with --data-dir), or text "
         "(tiny-shakespeare, or --data-file).",
+        rich_help_panel=DATA_PANEL,
     ),
-    data_dir: Optional[Path] = typer.Option(None, help="Local MNIST folder, or your .npy/.npz/PNG folder."),
+    data_dir: Optional[Path] = typer.Option(
+        None, help="Local MNIST folder, or your .npy/.npz/PNG folder.", rich_help_panel=DATA_PANEL
+    ),
     data_file: Optional[Path] = typer.Option(
         None,
         "--data-file",
         help="With --dataset text: your own UTF-8 text file (default: tiny-shakespeare, downloaded).",
-    ),
-    strategy: Optional[str] = typer.Option(
-        None,
-        help="grid, random, qmc, tpe (Bayesian, default), gp (Gaussian process), nsga2 "
-        "(genetic; for multi-objective studies) or pbt (Population Based Training: needs a "
-        "family that trains as a population).",
-    ),
-    population: Optional[str] = typer.Option(
-        None,
-        help="Train K trials at once in one batched population: a number, auto (K measured on "
-        "this device) or off (default: auto with CUDA for gan-mlp and dcgan, else off).",
-    ),
-    promotion: Optional[bool] = typer.Option(
-        None,
-        "--promotion/--no-promotion",
-        help="With --population: continue the top third of each rung from its state, 3x as long "
-        "(asynchronous successive halving; default: on with --population).",
-    ),
-    trials: Optional[int] = typer.Option(
-        None, help="Finished trials the study should hold (default: 20; grid: the grid size)."
-    ),
-    more: Optional[int] = typer.Option(
-        None,
-        "--more",
-        help="Run K more trials on top of the finished trials the study holds (instead of "
-        "--trials, which is a total).",
-    ),
-    force_new: bool = typer.Option(
-        False,
-        "--force-new",
-        help="Start the study afresh: its folder RUNS/STUDY (and those of its phases' studies) is "
-        "moved aside to RUNS/STUDY.old-TIME, never deleted.",
-    ),
-    timeout: Optional[float] = typer.Option(
-        None,
-        help="Wall-clock limit for this run, in seconds: no trial starts after it, and one still "
-        "running 10% of it (at least 5 s) later is stopped and queued again.",
-    ),
-    space: Optional[Path] = typer.Option(
-        None, help="YAML/TOML file narrowing or replacing the search space."
+        rich_help_panel=DATA_PANEL,
     ),
     objective: Optional[str] = typer.Option(
         None,
@@ -189,16 +165,45 @@ def tune(
         "NLL: vae, transformer; default on text), or loss (the "
         "final training loss; does not measure sample quality). Two or three joined by commas "
         "(fid,seconds or precision,recall; seconds: training time) tune for a Pareto front.",
+        rich_help_panel=DATA_PANEL,
     ),
     objective_fn: Optional[str] = typer.Option(
-        None, "--objective-fn", help="Your own Optuna objective: FILE.py:FUNC or module:func."
+        None,
+        "--objective-fn",
+        help="Your own Optuna objective: FILE.py:FUNC or module:func.",
+        rich_help_panel=DATA_PANEL,
     ),
     direction: Optional[str] = typer.Option(
-        None, help="With --objective-fn: minimize (default) or maximize."
+        None,
+        help="With --objective-fn: minimize (default) or maximize.",
+        rich_help_panel=DATA_PANEL,
     ),
-    steps: Optional[int] = typer.Option(None, help="Training budget per trial in generator steps."),
+    trust_changed_code: bool = _trust_option(panel=DATA_PANEL),
+    trials: Optional[int] = typer.Option(
+        None,
+        help="Finished trials the study should hold (default: 20; grid: the grid size).",
+        rich_help_panel=BUDGET_PANEL,
+    ),
+    more: Optional[int] = typer.Option(
+        None,
+        "--more",
+        help="Run K more trials on top of the finished trials the study holds (instead of "
+        "--trials, which is a total).",
+        rich_help_panel=BUDGET_PANEL,
+    ),
+    timeout: Optional[float] = typer.Option(
+        None,
+        help="Wall-clock limit for this run, in seconds: no trial starts after it, and one still "
+        "running 10% of it (at least 5 s) later is stopped and queued again.",
+        rich_help_panel=BUDGET_PANEL,
+    ),
+    steps: Optional[int] = typer.Option(
+        None, help="Training budget per trial in generator steps.", rich_help_panel=BUDGET_PANEL
+    ),
     epochs: Optional[float] = typer.Option(
-        None, help="Training budget per trial in epochs (instead of steps)."
+        None,
+        help="Training budget per trial in epochs (instead of steps).",
+        rich_help_panel=BUDGET_PANEL,
     ),
     trial_seconds: Optional[float] = typer.Option(
         None,
@@ -206,89 +211,77 @@ def tune(
         help="Also stop a trial's "
         "training after this many seconds and score the "
         "model it has (equal-time comparisons).",
+        rich_help_panel=BUDGET_PANEL,
     ),
     n_eval: Optional[int] = typer.Option(
         None,
         "--n-eval",
-        help="N generated samples per metric value (default: 1000 on digits, 10000 on mnist).",
+        help="Samples generated for a trial's final score, the N of its FID (default: 1000 on "
+        "digits, 10000 on mnist). The scores during training use --eval-samples.",
+        rich_help_panel=BUDGET_PANEL,
     ),
-    storage: Optional[str] = _storage_option(),
-    study: Optional[str] = typer.Option(None, help="Study name (default: MODEL-DATASET-STRATEGY-OBJECTIVE)."),
-    seed: Optional[int] = typer.Option(None, help="Seed for the sampler and for training (default: 0)."),
-    device: Optional[str] = typer.Option(
-        None, help="auto (CUDA when present; default), cpu, cuda or cuda:N."
-    ),
-    runs_dir: Optional[Path] = typer.Option(None, help="Folder for study outputs (default: runs)."),
-    report: Optional[bool] = typer.Option(
-        None, "--report/--no-report", help="Write runs/STUDY/report.html at the end (default: yes)."
-    ),
-    workers: Optional[int] = typer.Option(
-        None, help="Worker processes sharing the study on this machine (default: 1)."
-    ),
-    gpus: Optional[str] = typer.Option(
+    strategy: Optional[str] = typer.Option(
         None,
-        help="GPU indices for the workers, one each in turn, "
-        "e.g. 0,1 (default: all GPUs with --device auto).",
+        help="grid, random, qmc, tpe (Bayesian, default), gp (Gaussian process), nsga2 "
+        "(genetic; for multi-objective studies) or pbt (Population Based Training: needs a "
+        "family that trains as a population).",
+        rich_help_panel=SEARCH_PANEL,
     ),
-    threads: Optional[int] = typer.Option(
-        None, help="Torch threads per worker (default: CPU cores / workers)."
+    space: Optional[Path] = typer.Option(
+        None,
+        help="YAML/TOML file narrowing or replacing the search space.",
+        rich_help_panel=SEARCH_PANEL,
+    ),
+    seed: Optional[int] = typer.Option(
+        None, help="Seed for the sampler and for training (default: 0).", rich_help_panel=SEARCH_PANEL
     ),
     pruner: Optional[str] = typer.Option(
-        None, help="none, median, percentile, halving or hyperband (default: grid: none; others: median)."
+        None,
+        help="none, median, percentile, halving or hyperband (default: grid: none; others: median).",
+        rich_help_panel=EARLY_PANEL,
     ),
     patience: Optional[int] = typer.Option(
-        None, help="Prune only after this many evaluations in a row without improvement (wraps the pruner)."
+        None,
+        help="Prune only after this many evaluations in a row without improvement (wraps the pruner).",
+        rich_help_panel=EARLY_PANEL,
     ),
     evals: Optional[int] = typer.Option(
         None,
-        help="Evaluations during training, before the final "
-        "one; 0 turns them (and pruning) off (default: 5).",
+        help="How many times a trial is scored during training, before its final score: the "
+        "pruner and the detectors act on these (default: 5; 0: none, and no pruning). Or "
+        "--eval-every.",
+        rich_help_panel=EARLY_PANEL,
     ),
     eval_every: Optional[int] = typer.Option(
-        None, "--eval-every", help="Evaluate every this many G steps instead (default: budget / (evals + 1))."
+        None,
+        "--eval-every",
+        help="Score during training every this many steps, instead of --evals times (default: "
+        "budget / (evals + 1)).",
+        rich_help_panel=EARLY_PANEL,
     ),
     eval_samples: Optional[int] = typer.Option(
         None,
         "--eval-samples",
-        help="N samples per evaluation during training (default: min(--n-eval, 1000)).",
+        help="Samples generated for each score during training (default: min(--n-eval, 1000)); "
+        "--n-eval is the final score's.",
+        rich_help_panel=EARLY_PANEL,
     ),
     detectors: Optional[str] = typer.Option(
-        None, help="Failure detectors: on, off, or a list such as diverged,mode_collapse (default: on)."
+        None,
+        help="Failure detectors: on, off, or a list such as diverged,mode_collapse (default: on).",
+        rich_help_panel=EARLY_PANEL,
     ),
     detector_config_file: Optional[Path] = typer.Option(
-        None, "--detector-config", help="YAML file of detector thresholds."
+        None,
+        "--detector-config",
+        help="YAML file of detector thresholds.",
+        rich_help_panel=EARLY_PANEL,
     ),
     detector: Optional[list[str]] = typer.Option(
-        None, "--detector", help="Set one threshold, e.g. stagnation.patience=5 (repeatable)."
-    ),
-    stages: Optional[str] = typer.Option(
-        None, help="Stepwise tuning: auto, a number of stages, or groups such as lr,batch_size:beta1,d_steps."
-    ),
-    screen_trials: Optional[int] = typer.Option(
         None,
-        "--screen-trials",
-        help="Trials of the screening run that orders parameters for --stages auto (default: 10).",
-    ),
-    narrow: bool = typer.Option(
-        False, "--narrow", help="Then search again in ranges narrowed around the top trials."
-    ),
-    narrow_top: Optional[int] = typer.Option(
-        None, "--narrow-top", help="Trials to narrow around (default: 5)."
-    ),
-    narrow_trials: Optional[int] = typer.Option(
-        None, "--narrow-trials", help="Trials of the narrowed search (default: --trials)."
-    ),
-    confirm: Optional[int] = typer.Option(
-        None, help="Re-run the top K configurations with extra seeds and pick the best by mean."
-    ),
-    confirm_seeds: Optional[int] = typer.Option(
-        None, "--confirm-seeds", help="Extra seeds per configuration for --confirm (default: 2)."
-    ),
-    noise_seeds: Optional[int] = typer.Option(
-        None,
-        "--noise-seeds",
-        help="After the search, re-score the best trial under this many other latent seeds, "
-        "without training, and show its value's noise band (default: 5; 0 skips it).",
+        "--detector",
+        help="Set one threshold, e.g. stagnation.patience=5 (repeatable).",
+        rich_help_panel=EARLY_PANEL,
     ),
     prune_overfitting: bool = typer.Option(
         False,
@@ -296,6 +289,111 @@ def tune(
         help="Prune a trial when its "
         "validation loss rises for 3 evaluations while its training "
         "loss falls (it is flagged either way).",
+        rich_help_panel=EARLY_PANEL,
+    ),
+    promotion: Optional[bool] = typer.Option(
+        None,
+        "--promotion/--no-promotion",
+        help="With --population: continue the top third of each rung from its state, 3x as long "
+        "(asynchronous successive halving; default: on with --population).",
+        rich_help_panel=EARLY_PANEL,
+    ),
+    stages: Optional[str] = typer.Option(
+        None,
+        help="Stepwise tuning: auto, a number of stages, or groups such as lr,batch_size:beta1,d_steps.",
+        rich_help_panel=PHASES_PANEL,
+    ),
+    screen_trials: Optional[int] = typer.Option(
+        None,
+        "--screen-trials",
+        help="Trials of the screening run that orders parameters for --stages auto (default: 10).",
+        rich_help_panel=PHASES_PANEL,
+    ),
+    narrow: bool = typer.Option(
+        False,
+        "--narrow",
+        help="Then search again in ranges narrowed around the top trials.",
+        rich_help_panel=PHASES_PANEL,
+    ),
+    narrow_top: Optional[int] = typer.Option(
+        None,
+        "--narrow-top",
+        help="Trials to narrow around (default: 5).",
+        rich_help_panel=PHASES_PANEL,
+    ),
+    narrow_trials: Optional[int] = typer.Option(
+        None,
+        "--narrow-trials",
+        help="Trials of the narrowed search (default: --trials).",
+        rich_help_panel=PHASES_PANEL,
+    ),
+    confirm: Optional[int] = typer.Option(
+        None,
+        help="Re-run the top K configurations with extra seeds and pick the best by mean.",
+        rich_help_panel=PHASES_PANEL,
+    ),
+    confirm_seeds: Optional[int] = typer.Option(
+        None,
+        "--confirm-seeds",
+        help="Extra seeds per configuration for --confirm (default: 2).",
+        rich_help_panel=PHASES_PANEL,
+    ),
+    noise_seeds: Optional[int] = typer.Option(
+        None,
+        "--noise-seeds",
+        help="After the search, re-score the best trial under this many other latent seeds, "
+        "without training, and show its value's noise band (default: 5; 0 skips it).",
+        rich_help_panel=PHASES_PANEL,
+    ),
+    device: Optional[str] = typer.Option(
+        None,
+        help="auto (CUDA when present; default), cpu, cuda or cuda:N.",
+        rich_help_panel=PARALLEL_PANEL,
+    ),
+    workers: Optional[int] = typer.Option(
+        None,
+        help="Worker processes sharing the study on this machine (default: 1).",
+        rich_help_panel=PARALLEL_PANEL,
+    ),
+    gpus: Optional[str] = typer.Option(
+        None,
+        help="GPU indices for the workers, one each in turn, "
+        "e.g. 0,1 (default: all GPUs with --device auto).",
+        rich_help_panel=PARALLEL_PANEL,
+    ),
+    threads: Optional[int] = typer.Option(
+        None,
+        help="Torch threads per worker (default: CPU cores / workers).",
+        rich_help_panel=PARALLEL_PANEL,
+    ),
+    population: Optional[str] = typer.Option(
+        None,
+        help="Train K trials at once in one batched population: a number, auto (K measured on "
+        "this device) or off (default: auto with CUDA for gan-mlp and dcgan, else off).",
+        rich_help_panel=PARALLEL_PANEL,
+    ),
+    study: Optional[str] = typer.Option(
+        None,
+        help="Study name (default: MODEL-DATASET-STRATEGY-OBJECTIVE, with the budget when it is not "
+        "the default one: ...-fid-steps500).",
+        rich_help_panel=OUTPUT_PANEL,
+    ),
+    force_new: bool = typer.Option(
+        False,
+        "--force-new",
+        help="Start the study afresh: its folder RUNS/STUDY (and those of its phases' studies) is "
+        "moved aside to RUNS/STUDY.old-TIME, never deleted.",
+        rich_help_panel=OUTPUT_PANEL,
+    ),
+    storage: Optional[str] = _storage_option(panel=OUTPUT_PANEL),
+    runs_dir: Optional[Path] = typer.Option(
+        None, help="Folder for study outputs (default: runs).", rich_help_panel=OUTPUT_PANEL
+    ),
+    report: Optional[bool] = typer.Option(
+        None,
+        "--report/--no-report",
+        help="Write runs/STUDY/report.html at the end (default: yes).",
+        rich_help_panel=OUTPUT_PANEL,
     ),
     mlflow: Optional[str] = typer.Option(
         None,
@@ -304,6 +402,7 @@ def tune(
         help="Also log each trial (parameters, metrics, sample grid) as an MLflow run, in an "
         "experiment named after the study: e.g. sqlite:///mlflow.db or http://HOST:5000 "
         "(pip install 'gentune[mlflow]').",
+        rich_help_panel=OUTPUT_PANEL,
     ),
     artifacts: Optional[Path] = typer.Option(
         None,
@@ -312,8 +411,8 @@ def tune(
         help="Folder for the trials' sample grids as Optuna artifacts, which gentune dashboard "
         "shows (default: $GENTUNE_ARTIFACTS, else RUNS/STUDY/artifacts); workers on several "
         "machines need one shared folder.",
+        rich_help_panel=OUTPUT_PANEL,
     ),
-    trust_changed_code: bool = _trust_option(),
 ):
     """Run (or resume) a tuning study and print the best configuration."""
     options = dict(locals())

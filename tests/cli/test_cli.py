@@ -204,7 +204,7 @@ def test_help_keeps_the_defaults_written_in_the_text(home, tmp_path):
     # rich reads "[default: ...]" inside a help text as markup and drops it
     out = " ".join(gentune("tune", "--help", home=home, cwd=tmp_path, env={"COLUMNS": "300"}).stdout.split())
     assert "(default: 20; grid: the grid size)" in out
-    assert "(default: MODEL-DATASET-STRATEGY-OBJECTIVE)" in out
+    assert "(default: MODEL-DATASET-STRATEGY-OBJECTIVE, with the budget" in out
 
 
 def test_unlabelled_user_images_say_which_features_are_used(home, tmp_path):

@@ -190,7 +190,37 @@ def test_every_command_takes_the_study_as_an_argument_or_as_study(quad):
         assert code == 2 and "name the study" in err, command
 
 
-# -- 5, 6, 8: --version, list, a best that loads no torch --------------------------------------
+# -- 5, 6, 7, 8: --version, list, the help's panels, a best that loads no torch ----------------
+
+
+def test_tune_help_groups_its_options_in_panels_and_tells_the_eval_options_apart(tmp_path):
+    code, out, _ = gentune(tmp_path, "tune", "--help")
+    assert code == 0
+    titles = [line.split("─")[1].strip() for line in out.splitlines() if line.startswith("╭─")]
+    assert titles == [
+        "Options",
+        "Data and model",
+        "Budget: trials, and each trial's training and final score",
+        "Search",
+        "Early stopping: scores during training, pruning, failure detectors",
+        "Phases after the search",
+        "Parallel: devices, processes, populations",
+        "Study and outputs",
+    ]
+    panel_of = {}
+    for line in out.splitlines():
+        if line.startswith("╭─"):
+            title = line.split("─")[1].strip()
+        words = line.strip("│ ").split()
+        if words and words[0].startswith("--"):  # an option's row, not a wrapped help line
+            panel_of[words[0]] = title
+    assert panel_of["--steps"] == panel_of["--n-eval"] == panel_of["--more"] == titles[2]
+    assert panel_of["--evals"] == panel_of["--eval-every"] == panel_of["--eval-samples"] == titles[4]
+    assert panel_of["--workers"] == titles[6] and panel_of["--force-new"] == titles[7]
+    text = " ".join(out.split())
+    assert "The scores during training use --eval-samples" in text  # --n-eval
+    assert "--n-eval is the final score's" in text  # --eval-samples
+    assert "instead of --evals times" in text  # --eval-every
 
 
 def test_version(tmp_path):
