@@ -328,7 +328,8 @@ def test_gan_study_with_two_workers(tmp_path):
         "--no-report",
     )
     finish(proc, timeout=240)
-    study = load(f"sqlite:///{tmp_path}/gan-mlp-digits-tpe-fid/study.db", "gan-mlp-digits-tpe-fid")
+    name = "gan-mlp-digits-tpe-fid-steps50-n200"  # the default name holds a non-default budget
+    study = load(f"sqlite:///{tmp_path}/{name}/study.db", name)
     done = assert_complete_once(study, 4, states=(TrialState.COMPLETE, TrialState.PRUNED))
     assert len({t.user_attrs["worker"] for t in done}) == 2
     assert all("fid" in t.user_attrs["metrics"] for t in done if t.state == TrialState.COMPLETE)
