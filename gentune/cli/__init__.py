@@ -742,7 +742,7 @@ def best(
     It only reads the study, without loading torch, so it answers at once."""
     from gentune.cli.show import print_best
     from gentune.study.listing import open_existing
-    from gentune.study.summary import best_summary, write_json
+    from gentune.study.summary import best_summary, noise_lines, write_json
 
     name = _the_study(study, study_option)
     opened = open_existing(name, storage or _existing_storage(name, runs_dir))
@@ -753,6 +753,8 @@ def best(
             fix="run gentune tune until at least one trial completes",
         )
     print_best(out, summary)
+    for line in noise_lines(summary):
+        out.print(line, markup=False, highlight=False)
     if output is not None:
         write_json(output, summary)
         out.print(f"wrote {output}")

@@ -11,8 +11,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 from report_fixtures import make_study
+from typer.testing import CliRunner
 
 from gentune.api import Budget, EarlyStop, RunOptions, SearchOptions, tune
+from gentune.cli import app
 from gentune.errors import GentuneError
 from gentune.phases import noise
 from gentune.report import write_report
@@ -140,6 +142,18 @@ def test_pruned_trials_count_at_their_last_value_capped_at_the_worst_complete(tm
         for t in study.get_trials(states=(TrialState.PRUNED,))
     ]
     assert copied == [min(v, worst) for v in last]
+
+
+def test_gentune_best_prints_the_band_and_tune_takes_noise_seeds(built):
+    study, out_dir = built
+    band = study.user_attrs[StudyKey.NOISE_BAND]
+    shown = CliRunner().invoke(app, ["best", "--study", "trust", "--runs-dir", str(out_dir.parent)])
+    assert shown.exit_code == 0, shown.output
+    assert f"noise band: {band_text(band)}" in shown.output
+    refused = CliRunner().invoke(app, ["tune", "--noise-seeds", "-1", "--runs-dir", str(out_dir.parent)])
+    # The CLI's entry point prints a GentuneError as one line with exit code 2 (tests/cli).
+    assert isinstance(refused.exception, GentuneError)
+    assert "--noise-seeds must be an integer >= 0" in str(refused.exception)
 
 
 def test_a_study_without_a_band_shows_nothing_new(tmp_path):
