@@ -155,6 +155,8 @@ def run_objective(
     runs with the random generators seeded by the study seed (gentune.trial.user_objective).
     `objective_spec` (FILE.py:FUNC) is stored in the study so that `run.workers` > 1
     processes, or `gentune worker` on another machine, can load the same objective.
+    `direction` "minimize,maximize" (two or three joined by commas) makes a multi-objective
+    study: the objective returns one value per direction, and `best_trials` is the front.
     `callbacks` are Optuna's trial callbacks, called after every finished trial as in `tune`.
     """
     user = UserSearch(
@@ -166,6 +168,7 @@ def run_objective(
         objective_spec=objective_spec,
         callbacks=callbacks,
     )
+    check_phases(user.direction, phases)
     return run_phases(user, phases)
 
 

@@ -373,7 +373,8 @@ class UserSettings:
 
     @property
     def directions(self) -> tuple[str, ...]:
-        return (self.direction,)
+        """One direction, or a multi-objective study's, given as "minimize,maximize"."""
+        return objective_names(self.direction)
 
     def to_dict(self) -> dict[str, Any]:
         # "model": "user" marks these studies in storage (docs/storage.md), as it always has.
@@ -472,11 +473,29 @@ def check_phases(objective: str, phases: Phases) -> None:
         raise GentuneError(
             f"{', '.join(asked)} {'builds' if len(asked) == 1 else 'build'} on one best trial, and a "
             "multi-objective study "
-            f"(--objective {objective}) has a Pareto front instead",
+            f"({objective}) has a Pareto front instead",
             value=objective,
             fix="run the phases with a single --objective (e.g. fid), or pick a trial from the "
             "front that gentune best prints",
         )
+
+
+def check_directions(direction: str) -> str:
+    """The direction(s) of a user's objective: minimize or maximize, or up to MAX_OBJECTIVES of
+    them joined by commas for an objective that returns one value per objective.
+
+    >>> check_directions("minimize, maximize")
+    'minimize,maximize'
+    """
+    names = objective_names(str(direction))
+    if any(d not in DIRECTIONS for d in names) or len(names) > MAX_OBJECTIVES:
+        raise GentuneError(
+            f"direction must be minimize or maximize, or up to {MAX_OBJECTIVES} of them joined by "
+            "commas for an objective that returns one value per objective",
+            value=direction,
+            fix="pass --direction minimize, or e.g. --direction minimize,maximize",
+        )
+    return ",".join(names)
 
 
 def check_multi_objective_pruning(early_stop: EarlyStop, objective: str) -> None:

@@ -236,3 +236,24 @@ def test_two_workers_run_a_multi_objective_study_on_nsga2(tmp_path):
     done = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(done) + len(study.get_trials(states=(TrialState.PRUNED,))) == 4
     assert all(len(t.values) == 2 for t in done)
+
+
+def test_a_users_objective_with_two_directions(tmp_path):
+    from gentune.api import RunOptions, SearchOptions, run_objective
+
+    def objective(trial):
+        x = trial.suggest_float("x", 0, 1)
+        return x, x * x
+
+    run = RunOptions(runs_dir=tmp_path, progress=False, report=False)
+    result = run_objective(
+        objective, study="user-mo", direction="minimize, maximize", search=SearchOptions(trials=4), run=run
+    )
+    assert [d.name for d in result.study.directions] == ["MINIMIZE", "MAXIMIZE"]
+    assert len(result.best_trials) == 4  # x and x**2 pull apart: every trial is on the front
+    with pytest.raises(GentuneError, match="up to 3 of them"):
+        run_objective(objective, study="bad", direction="minimize,upward", run=run)
+    with pytest.raises(GentuneError, match="--confirm builds on one best trial"):
+        run_objective(
+            objective, study="user-mo", direction="minimize,maximize", run=run, phases=Phases(confirm=2)
+        )

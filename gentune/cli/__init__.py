@@ -175,7 +175,8 @@ def tune(
     ),
     direction: Optional[str] = typer.Option(
         None,
-        help="With --objective-fn: minimize (default) or maximize.",
+        help="With --objective-fn: minimize (default) or maximize; several joined by commas "
+        "(minimize,maximize) for an objective that returns one value each.",
         rich_help_panel=DATA_PANEL,
     ),
     trust_changed_code: bool = _trust_option(panel=DATA_PANEL),

@@ -29,13 +29,13 @@ from gentune.search.space import SearchSpace, check_field, load_space_file
 from gentune.search.strategies import make_sampler
 from gentune.settings import (
     DATA_SEED,
-    DIRECTIONS,
     LOSS_WARNING,
     MULTI_OBJECTIVE_NOTE,
     RunOptions,
     SearchOptions,
     TuneRequest,
     UserSettings,
+    check_directions,
     check_objective,
     check_study_name,
     default_study_name,
@@ -267,10 +267,7 @@ class UserSearch:
         objective_spec: str | None = None,
         callbacks: Sequence[TrialCallback] = (),
     ):
-        if direction not in DIRECTIONS:
-            raise GentuneError(
-                "direction must be minimize or maximize", value=direction, fix="pass --direction minimize"
-            )
+        direction = check_directions(direction)
         self.objective, self.name, self.direction = objective, check_study_name(study), direction
         self.search, self.options, self.spec = search, run, objective_spec
         self.callbacks = check_callbacks(callbacks, run)
