@@ -977,7 +977,8 @@ def storage_proxy(
 
 @app.command()
 def dashboard(
-    study: str = typer.Argument(..., metavar="STUDY", help="Study name."),
+    study: Optional[str] = _study_argument(),
+    study_option: Optional[str] = _study_option(),
     storage: Optional[str] = _storage_option(),
     runs_dir: Path = typer.Option(Path("runs"), help="Folder for study outputs."),
     artifacts: Optional[Path] = typer.Option(
@@ -999,12 +1000,12 @@ def dashboard(
     from gentune.study.dashboard import dashboard_server
     from gentune.trial.artifacts import artifact_dir
 
-    _check_name(study)
-    url = storage or _existing_storage(study, runs_dir)
-    folder = artifacts or artifact_dir(runs_dir / study)
-    server, page = dashboard_server(study, url, folder, host, port)
+    name = _the_study(study, study_option)
+    url = storage or _existing_storage(name, runs_dir)
+    folder = artifacts or artifact_dir(runs_dir / name)
+    server, page = dashboard_server(name, url, folder, host, port)
     out.print(
-        f"optuna-dashboard for study {study} on {page} (grids from {folder}/); Ctrl-C stops it",
+        f"optuna-dashboard for study {name} on {page} (grids from {folder}/); Ctrl-C stops it",
         soft_wrap=True,
     )
     try:

@@ -183,11 +183,14 @@ def test_every_command_takes_the_study_as_an_argument_or_as_study(quad):
         before = finished(load(quad, "q"))
         ok(quad, "worker", *args, "--storage", storage, "--trials", str(before + 1), "--no-progress")
         assert finished(load(quad, "q")) == before + 1
-    for command in ("best", "sample", "report", "worker"):
+    for command in ("best", "sample", "report", "worker", "dashboard"):
         code, _, err = gentune(quad, command, "q", "--study", "r", "--storage", storage)
         assert code == 2 and "named twice, as STUDY and as --study" in err, command
         code, _, err = gentune(quad, command, "--storage", storage)
         assert code == 2 and "name the study" in err, command
+        where = ["--storage", storage] if command == "worker" else []  # a worker needs the URL
+        code, _, err = gentune(quad, command, "--study", "nosuch", *where)  # taken, and looked up
+        assert code == 2 and "'nosuch'" in err and "Traceback" not in err, command
 
 
 # -- 5, 6, 7, 8: --version, list, the help's panels, a best that loads no torch ----------------
