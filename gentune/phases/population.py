@@ -181,7 +181,7 @@ class PopulationRun:
                     self._end(m, TrialState.FAIL, requeue_as=True)
                 return
             for pop in list(self.pops):
-                if pop.alive:
+                if pop.alive and not self._past(timeout_grace(self.timeout or 0)):
                     self._advance(pop)
                 self._heartbeat()
 
@@ -289,9 +289,9 @@ class PopulationRun:
         if not mine:
             return
         before = {m.slot: m.steps for m in mine}
-        chunk = max(1, min(self._next_stop(m) - m.steps for m in mine))
-        if self.settings.trial_seconds:
-            chunk = min(chunk, pop.log_every)  # so a member's time cap is seen within a log window
+        # One log window at most, as the one-at-a-time loop calls its callback: the detectors
+        # count windows, and the timeout and time caps are seen within one.
+        chunk = max(1, min(pop.log_every, *(self._next_stop(m) - m.steps for m in mine)))
         signals = pop.step(chunk)
         due: list[Member] = []
         done: list[Member] = []
@@ -319,7 +319,7 @@ class PopulationRun:
             self._evaluate(pop, due)
         if done:
             self._finish(pop, done)
-        if self.pbt:
+        if self.pbt and due:  # after an evaluation: members are ranked on fresh values
             self._exploit(pop)
         self._show()
 
