@@ -270,17 +270,19 @@ def test_list_shows_each_study_with_its_trials_best_value_and_state(quad, tmp_pa
     assert ok(tmp_path, "list").strip() == "no study in runs/"
 
 
-def test_best_loads_no_torch_and_writes_a_file_only_when_asked(quad):
+def test_best_and_list_load_no_torch_and_best_writes_a_file_only_when_asked(quad):
     (quad / "runs" / "q" / "best.json").unlink(missing_ok=True)
     code = (
-        "import sys; from gentune.cli import main; sys.argv = ['gentune', 'best', 'q', '-o', 'b.json']\n"
-        "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "import sys; from gentune.cli import main\n"
+        "for args in (['best', 'q', '-o', 'b.json'], ['list']):\n"
+        "    sys.argv = ['gentune', *args]\n"
+        "    try:\n        main()\n    except SystemExit as e:\n        assert not e.code, e.code\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     r = subprocess.run([sys.executable, "-c", code], cwd=quad, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert "best trial" in r.stdout and "wrote b.json" in r.stdout
+    assert "best trial" in r.stdout and "wrote b.json" in r.stdout and "STUDY" in r.stdout
     assert json.loads((quad / "b.json").read_text())["study"] == "q"
     ok(quad, "best", "q")
     assert not (quad / "runs" / "q" / "best.json").exists()  # nothing written without -o
