@@ -121,26 +121,30 @@ def nothing_to_run(study: Identity, target: int | None, command: str) -> str | N
     run had something to do."""
     if study.finished is None or target is None or study.finished < target:
         return None
-    base = _without(command, ("--trials", "--more"))
+    base = _without(command, ("--trials", "--more"), flags=("--force-new",))
     return (
         f"study {study.name} already holds {study.finished} of {target} finished trials: nothing to "
         f"run. To run more: {base} --more 10 (10 more trials; or --trials N, a total)"
     )
 
 
-def _without(command: str, options: tuple[str, ...]) -> str:
-    """`command` without the given options and their values (as the user typed them)."""
-    words = shlex.split(command)
+def _without(command: str, options: tuple[str, ...], flags: tuple[str, ...] = ()) -> str:
+    """`command` without the given options and their values, and without the given flags.
+
+    >>> command = "gentune tune --trials 5 --force-new --study s --more=2"
+    >>> _without(command, ("--trials", "--more"), ("--force-new",))
+    'gentune tune --study s'
+    """
     kept, skip = [], False
-    for word in words:
+    for word in shlex.split(command):
         if skip:
             skip = False
             continue
         name = word.split("=", 1)[0]
         if name in options:
             skip = "=" not in word
-            continue
-        kept.append(word)
+        elif word not in flags:
+            kept.append(word)
     return shlex.join(kept)
 
 
