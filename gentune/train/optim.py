@@ -103,9 +103,40 @@ class Stacked:
     def step(self, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor]) -> None:
         """One update of every member's `params` (in place) from its `grads`."""
         self.t += 1
+        first = next(iter(params.values()))
+        if self.name in ("adam", "adamw") and first.device.type == "cpu":
+            self._fused(params, grads)
+            return
         update = getattr(self, f"_{self.name}")
         for n, p in params.items():
             p.copy_(update(n, p, grads[n]))
+
+    def _fused(self, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor]) -> None:
+        """Adam / AdamW through torch's fused kernel, one call per member on its rows: on the
+        CPU the update is memory-bound, and the stacked formula's dozen passes over K members'
+        tensors cost more than the matmuls (measured 60% of a step at K = 8); the kernel makes
+        one pass and gives exactly the numbers of `optimizer(...)`, which uses it too."""
+        kernel = torch._fused_adam_ if self.name == "adam" else torch._fused_adamw_
+        hyper = {h: self.hyper[h].tolist() for h in ("lr", "beta1", "beta2", "weight_decay")}
+        steps = self.t.float()  # torch's Adam keeps its step count as a float32 tensor
+        names = list(params)
+        m, v = self.state["exp_avg"], self.state["exp_avg_sq"]
+        for i in range(len(steps)):
+            kernel(
+                [params[n][i] for n in names],
+                [grads[n][i].contiguous() for n in names],  # the kernel reads memory in order
+                [m[n][i] for n in names],
+                [v[n][i] for n in names],
+                [],
+                [steps[i]] * len(names),
+                lr=hyper["lr"][i],
+                beta1=hyper["beta1"][i],
+                beta2=hyper["beta2"][i],
+                weight_decay=hyper["weight_decay"][i],
+                eps=EPS,
+                amsgrad=False,
+                maximize=False,
+            )
 
     def _h(self, p: torch.Tensor, *names: str) -> list[torch.Tensor]:
         return [_per_member(self.hyper[h], p) for h in names]

@@ -357,7 +357,7 @@ class Population:
         rows = dict(rows)
         rows.update(
             {
-                f"h.{h}": torch.tensor(v, dtype=torch.float32, device=self.device)
+                f"h.{h}": torch.tensor(v, dtype=torch.float64, device=self.device)
                 for h, v in _hyper(config).items()
             }
         )
