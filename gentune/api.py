@@ -14,10 +14,12 @@ an existing study stored, so re-running the same call resumes the study.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
+import torch
 
 from gentune.loading import load_objective
 from gentune.phases import run_phases
@@ -91,7 +93,8 @@ def tune(
     request = _request(model, dataset, data_dir, objective, n_eval, budget, search, early_stop)
     builtin = BuiltinSearch(request, run, callbacks)
     check_phases(builtin.objective, phases)
-    return run_phases(builtin, phases)
+    with one_voice():
+        return run_phases(builtin, phases)
 
 
 def create(
@@ -111,6 +114,20 @@ def create(
     """
     request = _request(model, dataset, data_dir, objective, n_eval, budget, search, early_stop)
     return BuiltinSearch(request, run).run(execute=False).study
+
+
+@contextmanager
+def one_voice() -> Iterator[None]:
+    """Around a run: Optuna's own INFO line per trial is silenced, since gentune's progress
+    display prints each trial once, and torch's thread count (a run on the CPU sets its own,
+    gentune.phases.search) is put back; both as they were before, afterwards."""
+    verbosity, threads = optuna.logging.get_verbosity(), torch.get_num_threads()
+    optuna.logging.set_verbosity(max(verbosity, optuna.logging.WARNING))
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+        torch.set_num_threads(threads)
 
 
 def _request(
@@ -169,7 +186,8 @@ def run_objective(
         callbacks=callbacks,
     )
     check_phases(user.direction, phases)
-    return run_phases(user, phases)
+    with one_voice():
+        return run_phases(user, phases)
 
 
 def create_objective(

@@ -63,6 +63,9 @@ class TrialProgress:
         self._bars: _Bars | None = None
         self._population: tuple[int, int] | None = None  # (members alive, their G steps)
         self._last_quarter = -1
+        self._measured: tuple[int, float | None] | None = None  # the running trial's last evaluation
+        self._stages: dict[str, tuple[float, TaskID | None, int]] = {}  # started, bar, quarter shown
+        self._running_shown: dict[int, int] = {}  # other processes' trials: the step last printed
 
     def __enter__(self) -> TrialProgress:
         if self.live:
@@ -99,10 +102,80 @@ class TrialProgress:
         per_trial = (time.monotonic() - self._start) / self._finished_here
         return per_trial * max(0, self.total - self.done)
 
+    def prepare(self, stage: str, done: int, total: int) -> None:
+        """Work before the first trial (`stage`: what it is, e.g. the feature extractor's
+        training, or the floor), `done` of `total` units: a bar of its own on a terminal, else a
+        line when it starts, at each quarter and when it ends with its seconds. The callback
+        gentune.metrics.Evaluator takes as `progress`."""
+        if stage not in self._stages:
+            task = None
+            if self._bars is not None:
+                task = self._bars.progress.add_task(f"  {stage}", total=total, completed=done, info="")
+            else:
+                self.console.print(f"{stage} ...", markup=False, highlight=False)
+            self._stages[stage] = (time.monotonic(), task, 0)
+        started, task, quarter = self._stages[stage]
+        if task is not None and self._bars is not None:
+            self._bars.progress.update(task, total=total, completed=done)
+        elif 0 < 4 * done // max(total, 1) < 4 and 4 * done // max(total, 1) != quarter:
+            quarter = 4 * done // max(total, 1)
+            self._stages[stage] = (started, task, quarter)
+            self.console.print(f"  {done}/{total}", markup=False, highlight=False)
+        if done >= total:
+            if task is not None and self._bars is not None:
+                self._bars.progress.remove_task(task)
+            self.console.print(
+                f"{stage}: done in {time.monotonic() - started:.1f} s", markup=False, highlight=False
+            )
+            del self._stages[stage]
+
+    def evaluated(self, step: int, value: float | None) -> None:
+        """The running trial's objective as measured during training at `step`: shown on the
+        live display's steps line, and in the plain log's next step line."""
+        self._measured = (step, value)
+        if self._bars is not None:
+            self._bars.progress.update(self._bars.steps, info=self._measured_info())
+
+    def running(self, trials: dict[int, tuple[int, float]], total: int | None) -> None:
+        """Trials that other processes run (`gentune tune --workers`), as their storage shows
+        them: {number: (last step evaluated, value there)} of `total` steps each. A bar of their
+        steps on a terminal; else a line each time one of them reports a new evaluation."""
+        if self._bars is not None:
+            numbers = ", ".join(str(n) for n in sorted(trials))
+            self._bars.progress.update(
+                self._bars.steps,
+                description=f"  running: {numbers or '-'}",
+                total=total * len(trials) if total and trials else None,
+                completed=sum(step for step, _ in trials.values()),
+                info=", ".join(
+                    f"{n}: {self.metric} {_fmt(v)} at {s}" for n, (s, v) in sorted(trials.items())
+                ),
+            )
+            return
+        shown = self._running_shown
+        for number, (step, value) in sorted(trials.items()):
+            if shown.get(number) != step:
+                of = f"/{total}" if total else ""
+                self.console.print(
+                    f"  trial {number} at step {step}{of}: {self.metric}={_fmt(value)}",
+                    markup=False,
+                    highlight=False,
+                )
+        self._running_shown = {n: step for n, (step, _) in trials.items()}
+
+    def _measured_info(self) -> str:
+        if self._measured is None:
+            return ""
+        step, value = self._measured
+        return f"{self.metric} {_fmt(value)} at step {step}"
+
     def trial_started(self, number: int, params: dict) -> None:
         self._last_quarter = -1
+        self._measured = None
         if self._bars is not None:
-            self._bars.progress.update(self._bars.steps, description=f"  trial {number}", completed=0)
+            self._bars.progress.update(
+                self._bars.steps, description=f"  trial {number}", completed=0, info=""
+            )
         else:
             k = self.done + 1
             of = f"/{self.total}" if self.total else ""
@@ -115,7 +188,12 @@ class TrialProgress:
         quarter = 4 * step // max(total, 1)
         if quarter != self._last_quarter and 0 < quarter < 4:
             self._last_quarter = quarter
-            self.console.print(f"  step {step}/{total}", markup=False, highlight=False)
+            measured = self._measured_info()
+            self.console.print(
+                f"  step {step}/{total}" + (f", {measured}" if measured else ""),
+                markup=False,
+                highlight=False,
+            )
 
     def population(self, alive: int, steps: int) -> None:
         """A population's state (gentune.phases.population): members training, and their G
@@ -152,3 +230,19 @@ class TrialProgress:
             self._bars.progress.console.print(line, markup=False, highlight=False)
         else:
             self.console.print(line, markup=False, highlight=False)
+
+
+def print_banner(
+    study: str, storage: str, out_dir: str, resume: str, *, console: Console | None = None
+) -> None:
+    """The lines a run starts with: which study, where it is stored and written, and how to go
+    on after a stop (`resume`: the command, or what to call again). `storage` is printed as given,
+    so pass it with any password hidden."""
+    console = console or Console(file=sys.stderr, soft_wrap=True)
+    for line in (
+        f"study {study}",
+        f"  storage: {storage}",
+        f"  outputs: {out_dir}",
+        f"  resume:  {resume}",
+    ):
+        console.print(line, markup=False, highlight=False)

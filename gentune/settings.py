@@ -681,6 +681,19 @@ def resolve_population(search: SearchOptions, stored: dict | None, family: Famil
     return {"population": population, "promotion": bool(promotion)}
 
 
+def cpu_threads(cores: int, load: float) -> int:
+    """Torch threads of one process training on the CPU when none are given (--threads): half
+    the cores, fewer when other processes keep them busy (`load`: the 1-minute load average), at
+    least one. A tutorial-size model is a few small matrix products per step, which gain little
+    from a second thread and lose much on oversubscribed cores: on a loaded 2-core machine the
+    MLP GAN ran 81 steps/s on one thread and 5 on two (bench/main_job.py compares the main job).
+
+    >>> cpu_threads(2, 0.1), cpu_threads(16, 0.0), cpu_threads(16, 13.2)
+    (1, 8, 2)
+    """
+    return max(1, min(cores // 2, cores - math.ceil(load)))
+
+
 def default_study_name(model: str, dataset: str, strategy: str, objective: str) -> str:
     """MODEL-DATASET-STRATEGY-OBJECTIVE, made a valid study name (`safe_study_name`).
 

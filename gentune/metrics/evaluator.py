@@ -24,7 +24,7 @@ from gentune.data.base import ImageDataset, fingerprint
 from gentune.device import resolve_device
 from gentune.errors import GentuneError, unknown_choice
 from gentune.metrics.coverage import label_coverage
-from gentune.metrics.features import EXTRACTOR_VERSION, FEATURE_DIM, embed, get_extractor
+from gentune.metrics.features import EXTRACTOR_VERSION, FEATURE_DIM, Progress, embed, get_extractor
 from gentune.metrics.fid import frechet_distance, gaussian_stats
 from gentune.metrics.kid import kid
 from gentune.metrics.prdc import DEFAULT_K, RealManifold
@@ -32,6 +32,7 @@ from gentune.paths import writable_folder, write_failed
 
 MAX_DEFAULT_N = 10_000
 REFERENCE_SPLITS = ("val", "test")
+FLOOR_STAGE = "scoring the reference split and the floor"
 
 
 def default_n(dataset: ImageDataset) -> int:
@@ -57,6 +58,7 @@ class Evaluator:
         device="cpu",
         cache_dir: Path | None = None,
         seed: int = 0,
+        progress: Progress | None = None,
     ):
         self.dataset = dataset
         self.n = n
@@ -64,6 +66,8 @@ class Evaluator:
         self.device = device
         self.cache_dir = cache_dir
         self.seed = seed
+        # (stage, done, total) while the extractor trains and the floor is computed; None: silent
+        self.progress = progress
 
     def prepare(self) -> Evaluator:
         """Train or load the extractor, embed the reference split once, compute the floor."""
@@ -73,11 +77,17 @@ class Evaluator:
         self._device = (
             resolve_device(self.device) if isinstance(self.device, str) else torch.device(self.device)
         )
-        self._model, self._extractor_info = get_extractor(self.dataset, self._device, self.cache_dir)
+        self._model, self._extractor_info = get_extractor(
+            self.dataset, self._device, self.cache_dir, self.progress
+        )
+        if self.progress is not None:
+            self.progress(FLOOR_STAGE, 0, 2)
         self._ref_features, self._ref_cache = self._reference_features()
         self._ref_mu, self._ref_sigma = gaussian_stats(self._ref_features)
         self._manifold = RealManifold(self._ref_features, seed=self.seed)
         self._floor, self._floor_n = self._compute_floor()
+        if self.progress is not None:
+            self.progress(FLOOR_STAGE, 2, 2)
         self._prepared = True
         return self
 

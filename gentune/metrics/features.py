@@ -27,6 +27,7 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -53,6 +54,10 @@ _INFER_BATCH = 2048
 # Fewer train images than this in any class, and the classifier's features are not trusted.
 MIN_CLASS_IMAGES = 10
 _WARNED: set[str] = set()  # fingerprints whose unused labels this process has warned about
+# Told (stage, done, total) while the extractor trains, so that a first run is not silent for
+# the seconds (digits) or minutes (MNIST on a CPU) it takes; gentune.progress shows it.
+Progress = Callable[[str, int, int], None]
+TRAIN_STAGE = "training the feature extractor (once per dataset, then cached)"
 
 _CLASSIFIER_TRUST = (
     "features come from a small CNN classifier trained on this dataset's train split; FID and KID "
@@ -195,19 +200,20 @@ def extractor_path(dataset: ImageDataset, cache_dir: Path | None = None) -> Path
 
 
 def get_extractor(
-    dataset: ImageDataset, device="cpu", cache_dir: Path | None = None
+    dataset: ImageDataset, device="cpu", cache_dir: Path | None = None, progress: Progress | None = None
 ) -> tuple[Extractor, dict]:
     """The dataset's extractor in eval mode and its info dict; trained on first use, then loaded.
 
     info holds kind ("classifier" or "autoencoder"), feature_dim, test_accuracy (classifier) or
     reconstruction_mse (autoencoder) on the TEST split, trust (what the numbers can be compared
-    with), path and loaded_from_cache.
+    with), path and loaded_from_cache. `progress(TRAIN_STAGE, step, steps)` is called at each
+    optimiser step of a training (None: silent, as in library use).
     """
     device = resolve_device(device) if isinstance(device, str) else torch.device(device)
     path = extractor_path(dataset, cache_dir)
     cached = _load(path, dataset, device)
     loaded = cached is not None
-    model, info = cached if cached is not None else _train(dataset, device)
+    model, info = cached if cached is not None else _train(dataset, device, progress)
     if not loaded:
         _save_atomic(path, model, info)
     model.eval()
@@ -276,7 +282,9 @@ def _build(dataset: ImageDataset) -> Extractor:
     return Autoencoder(dataset.shape)
 
 
-def _train(dataset: ImageDataset, device: torch.device) -> tuple[Extractor, dict]:
+def _train(
+    dataset: ImageDataset, device: torch.device, progress: Progress | None = None
+) -> tuple[Extractor, dict]:
     """Seeded training with Adam and a cosine schedule, indexing tensors (no DataLoader)."""
     x = dataset.train.x.to(device)
     y = dataset.train.y.to(device) if dataset.train.y is not None and labels_unused(dataset) is None else None
@@ -290,6 +298,7 @@ def _train(dataset: ImageDataset, device: torch.device) -> tuple[Extractor, dict
         opt = torch.optim.Adam(model.parameters(), lr=_LR)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * steps_per_epoch)
         model.train()
+        total, done = epochs * steps_per_epoch, 0
         for _ in range(epochs):
             for idx in torch.randperm(len(x)).to(device).split(_BATCH_SIZE):
                 loss = model.loss(x[idx], None if y is None else y[idx])
@@ -297,6 +306,9 @@ def _train(dataset: ImageDataset, device: torch.device) -> tuple[Extractor, dict
                 loss.backward()
                 opt.step()
                 sched.step()
+                done += 1
+                if progress is not None:
+                    progress(TRAIN_STAGE, done, total)
     model.eval()
     model.scale.fill_(_feature_scale(model, x))
     info = {

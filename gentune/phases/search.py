@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -25,6 +26,7 @@ from gentune.loading import code_changed, source_sha256
 from gentune.paths import write_atomic
 from gentune.phases.noise import measure_noise
 from gentune.phases.population import work_population
+from gentune.progress import print_banner
 from gentune.search.space import SearchSpace, check_field, load_space_file
 from gentune.search.strategies import make_sampler
 from gentune.settings import (
@@ -38,11 +40,13 @@ from gentune.settings import (
     check_directions,
     check_objective,
     check_study_name,
+    cpu_threads,
     default_study_name,
     resolve_settings,
     target_trials,
 )
 from gentune.study.runner import TrialCallback, work
+from gentune.study.storage import hide_password
 from gentune.study.store import (
     builtin_settings,
     default_storage,
@@ -384,6 +388,8 @@ def _execute(
     """Run the study's trials here, or in `run.workers` processes that share its storage;
     `population`: K at a time in each process (gentune.phases.population); `callbacks`: Optuna's,
     after each finished trial (gentune.study.runner.Runner)."""
+    if run.progress:
+        print_banner(name, hide_password(storage), f"{Path(run.runs_dir) / name}/", _resume_hint(run))
     if run.workers > 1:
         run_workers(
             name,
@@ -424,9 +430,29 @@ def _execute(
             timeout=timeout,
             runs_dir=run.runs_dir,
             progress=run.progress,
-            threads=run.threads,
+            threads=_threads(run),
             callbacks=callbacks,
         )
+
+
+def _resume_hint(run: RunOptions) -> str:
+    """How to go on with a study after a stop: the command that ran it (the CLI's), or the call."""
+    if run.command:
+        return f"{run.command}   (the same command continues the study)"
+    return "call the same function with the same arguments again: the study continues"
+
+
+def _threads(run: RunOptions) -> int | None:
+    """Torch threads of a run in this process: the given ones, else on the CPU settings.cpu_threads
+    of this machine's cores and load (None on a GPU: torch's own choice)."""
+    if run.threads is not None or run.device not in ("auto", "cpu"):
+        return run.threads
+    import torch
+
+    if run.device == "auto" and torch.cuda.is_available():
+        return None
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return cpu_threads(os.cpu_count() or 1, load)
 
 
 def check_callbacks(callbacks: Sequence[TrialCallback], run: RunOptions) -> list[TrialCallback]:

@@ -67,10 +67,13 @@ class BuiltinTarget:
     def pruner(self) -> optuna.pruners.BasePruner:
         return self.settings.pruner_for(self.family)
 
-    def prepare(self, study: optuna.Study, data_dir: Any, device: str) -> tuple[torch.device, Any, Any]:
+    def prepare(
+        self, study: optuna.Study, data_dir: Any, device: str, progress: Any = None
+    ) -> tuple[torch.device, Any, Any]:
         """(device, data, evaluator); stores the floor and a grid of real images in the study once.
 
         Text has no sample metric: its evaluator is None (text models are scored by their NLL).
+        `progress` (a gentune.progress.TrialProgress) shows the extractor's training and the floor.
         """
         dev = resolve_device(device)
         ref = self.settings.dataset_ref
@@ -79,7 +82,13 @@ class BuiltinTarget:
         )
         if not isinstance(data, ImageDataset):  # text is scored by its NLL
             return dev, data, None
-        evaluator = Evaluator(data, n=self.settings.n_eval, device=dev, seed=self.settings.seed).prepare()
+        evaluator = Evaluator(
+            data,
+            n=self.settings.n_eval,
+            device=dev,
+            seed=self.settings.seed,
+            progress=None if progress is None else progress.prepare,
+        ).prepare()
         if StudyKey.FLOOR not in study.user_attrs:
             study.set_user_attr(StudyKey.FLOOR, evaluator.floor)
             study.set_user_attr(StudyKey.EXTRACTOR, evaluator.info)
@@ -90,7 +99,7 @@ class BuiltinTarget:
     def objective(
         self, study: optuna.Study, *, runs_dir: Path, data_dir: Any, device: str, progress: Any
     ) -> Callable[[optuna.Trial], Value]:
-        dev, data, evaluator = self.prepare(study, data_dir, device)
+        dev, data, evaluator = self.prepare(study, data_dir, device, progress)
         return GenerativeObjective(
             self.family,
             self.settings,

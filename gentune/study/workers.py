@@ -245,6 +245,19 @@ def _stop(procs) -> None:
             proc.wait()
 
 
+def _budget_steps(study: optuna.Study) -> int | None:
+    """G steps per trial of a built-in family's study (None: a user's objective, an epochs
+    budget, or a family from a user's file, which the supervisor does not import)."""
+    from gentune.families import MODELS, get_family
+    from gentune.settings import StudySettings, is_user_study
+
+    stored = attrs.settings(study)
+    if not stored or is_user_study(stored) or stored.get("model") not in MODELS:
+        return None
+    settings = StudySettings.from_dict(stored)
+    return settings.budget_for(get_family(settings.model, settings.dataset_ref.kind)).get("steps")
+
+
 class _Reporter:
     """The study's progress, read from the storage: the workers print nothing themselves."""
 
@@ -260,6 +273,7 @@ class _Reporter:
         self.better = (lambda a, b: a < b) if minimize else (lambda a, b: a > b)
         scored = [(_first(t), t.number) for t in done if t.state in FINISHED and t.values]
         self.best = (min if minimize else max)(scored, default=None)
+        self.steps = _budget_steps(study)
 
     def __enter__(self) -> _Reporter:
         if self.bar is not None:
@@ -277,11 +291,8 @@ class _Reporter:
     def update(self) -> None:
         if self.bar is None:
             return
-        new = [
-            t
-            for t in self.study.get_trials(deepcopy=False)
-            if t.state.is_finished() and t.number not in self.seen
-        ]
+        trials = self.study.get_trials(deepcopy=False)
+        new = [t for t in trials if t.state.is_finished() and t.number not in self.seen]
         for t in sorted(new, key=lambda t: t.datetime_complete or t.datetime_start or datetime.min):
             self.seen.add(t.number)
             if t.state == TrialState.FAIL:
@@ -292,14 +303,24 @@ class _Reporter:
             if t.values and (self.best is None or self.better(_first(t), self.best[0])):
                 self.best = (_first(t), t.number)
             best, number = self.best or (None, None)
+            why = f"{attrs.prune_reason(t) or 'pruned'}, " if t.state == TrialState.PRUNED else ""
             self.bar.trial_finished(
                 t.number,
                 t.state.name.lower(),
                 _first(t) if t.values else None,
                 best,
                 number,
-                f" (worker {attrs.worker(t) or '?'})",
+                f" ({why}worker {attrs.worker(t) or '?'})",
             )
+        # The running trials' steps as far as their evaluations show them: the workers write
+        # nothing else while they train, and a write per step would load a shared database.
+        running = {
+            t.number: (last, t.intermediate_values[last])
+            for t in trials
+            if t.state == TrialState.RUNNING and t.intermediate_values
+            for last in [max(t.intermediate_values)]
+        }
+        self.bar.running(running, self.steps)
 
 
 def _first(trial: FrozenTrial) -> float:

@@ -107,6 +107,8 @@ class TrainingMonitor:
             return
         self._next = (step // interval + 1) * interval
         value, metrics = self.evaluate(step, model)
+        if self.progress is not None:
+            self.progress.evaluated(step, value)
         reason = self.detectors.on_evaluation(step, total, metrics, value)
         if reason:
             self.stop(reason, step)

@@ -1,0 +1,139 @@
+"""What a run says while it works: the start banner, the extractor's training and the floor, the
+value measured during training, other workers' trials, and each trial once from the Python API."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+from rich.console import Console
+from typer.testing import CliRunner
+
+from gentune import RunOptions, SearchOptions, run_objective
+from gentune.cli import app
+from gentune.metrics import Evaluator
+from gentune.metrics import features as features_module
+from gentune.metrics.evaluator import FLOOR_STAGE
+from gentune.metrics.features import TRAIN_STAGE
+from gentune.progress import TrialProgress
+from gentune.settings import cpu_threads
+from gentune.study.workers import _Reporter
+from gentune.trial.attrs import TrialKey
+
+OBJECTIVE = str(Path(__file__).parent / "objectives" / "noisy_quadratic.py") + ":objective"
+
+
+def plain(total: int | None = 3) -> tuple[TrialProgress, io.StringIO]:
+    out = io.StringIO()
+    return TrialProgress(total, metric="fid", console=Console(file=out, soft_wrap=True)), out
+
+
+def test_the_banner_names_the_study_its_storage_outputs_and_the_resume_command(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    args = ["tune", "--objective-fn", OBJECTIVE, "--trials", "2", "--study", "talk", "--runs-dir", str(runs)]
+    monkeypatch.setattr("sys.argv", ["gentune", *args, "--no-report"])  # what the command line held
+    result = CliRunner().invoke(app, [*args, "--no-report"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "study talk" in lines
+    assert f"  storage: sqlite:///{runs}/talk/study.db" in lines
+    assert f"  outputs: {runs}/talk/" in lines
+    resume = next(line for line in lines if line.startswith("  resume:  "))
+    assert resume.startswith(f"  resume:  gentune tune --objective-fn {OBJECTIVE} --trials 2 --study talk")
+
+
+def test_the_api_prints_each_trial_once_and_restores_optuna_and_torch(tmp_path, capfd):
+    seen = []
+
+    def objective(trial: optuna.Trial) -> float:
+        seen.append((optuna.logging.get_verbosity(), torch.get_num_threads()))
+        return trial.suggest_float("x", -1, 1) ** 2
+
+    verbosity, threads = optuna.logging.get_verbosity(), torch.get_num_threads()
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    try:
+        run_objective(
+            objective,
+            study="once",
+            search=SearchOptions(trials=3),
+            run=RunOptions(runs_dir=tmp_path, report=False),
+        )
+        assert optuna.logging.get_verbosity() == optuna.logging.INFO  # as the caller had it
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    assert torch.get_num_threads() == threads
+    err = capfd.readouterr().err
+    for number in range(3):
+        assert sum(line.startswith(f"trial {number} complete") for line in err.splitlines()) == 1, err
+    assert "finished with value" not in err  # Optuna's own line for the same trial
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    assert all(v == optuna.logging.WARNING for v, _ in seen)
+    # The run's CPU threads follow cpu_threads (the load may move by one core meanwhile).
+    assert all(abs(t - cpu_threads(os.cpu_count() or 1, load)) <= 1 for _, t in seen)
+
+
+def test_cpu_threads_is_one_on_two_cores_and_never_above_half_the_cores():
+    assert cpu_threads(2, 0.0) == cpu_threads(2, 9.0) == 1
+    assert cpu_threads(16, 0.0) == 8 and cpu_threads(16, 15.5) == 1
+
+
+def test_the_extractor_training_and_the_floor_report_their_progress(digits, tmp_path, monkeypatch):
+    # A few steps instead of ~1000: the calls are what is checked, not the extractor.
+    monkeypatch.setattr(features_module, "_TRAIN_STEPS", 10)
+    monkeypatch.setattr(features_module, "_MIN_EPOCHS", 1)
+    calls: list[tuple[str, int, int]] = []
+    Evaluator(digits, n=200, cache_dir=tmp_path, progress=lambda *c: calls.append(c)).prepare()
+    training = [c for c in calls if c[0] == TRAIN_STAGE]
+    total = training[-1][2]
+    assert [c[1] for c in training] == list(range(1, total + 1)) and total >= 10
+    assert [c for c in calls if c[0] == FLOOR_STAGE] == [(FLOOR_STAGE, 0, 2), (FLOOR_STAGE, 2, 2)]
+    calls.clear()  # cached now: nothing trains, and library use without progress stays silent
+    Evaluator(digits, n=200, cache_dir=tmp_path, progress=lambda *c: calls.append(c)).prepare()
+    assert [c[0] for c in calls] == [FLOOR_STAGE, FLOOR_STAGE]
+
+
+def test_plain_progress_shows_the_stages_and_the_value_measured_during_training():
+    bar, out = plain()
+    for done in range(0, 101):
+        bar.prepare("training the feature extractor", done, 100)
+    bar.trial_started(0, {"lr": 0.1})
+    bar.evaluated(250, 12.5)
+    bar.step(300, 1000)
+    text = out.getvalue()
+    assert text.startswith("training the feature extractor ...\n  25/100\n  50/100\n  75/100\n")
+    assert "training the feature extractor: done in " in text
+    assert "  step 300/1000, fid 12.5 at step 250" in text
+    bar.trial_started(1, {"lr": 0.2})  # a new trial shows no value of the last one
+    bar.step(300, 1000)
+    assert out.getvalue().endswith("  step 300/1000\n")
+
+
+def test_workers_progress_shows_running_trials_and_why_trials_were_pruned(capsys):
+    study = optuna.create_study()
+    pruned, running = study.ask(), study.ask()
+    reporter = _Reporter(True, study, 4, "fid")  # what finished before it is not news
+    pruned.report(40.0, 500)
+    pruned.set_user_attr(TrialKey.PRUNE_REASON, "mode_collapse")
+    pruned.set_user_attr(TrialKey.WORKER, "host:1")
+    study.tell(pruned, state=TrialState.PRUNED)
+    running.report(7.5, 1000)
+    with reporter:
+        reporter.update()
+        reporter.update()  # nothing new: nothing printed twice
+    err = capsys.readouterr().err
+    assert "trial 0 pruned: fid=40 (mode_collapse, worker host:1)" in err
+    assert err.count("  trial 1 at step 1000: fid=7.5") == 1
+
+
+@pytest.mark.parametrize("total", [None, 3])
+def test_prepare_without_a_study_total_prints_its_end_line(total):
+    bar, out = plain(total)
+    bar.prepare("scoring the floor", 0, 2)
+    bar.prepare("scoring the floor", 2, 2)
+    assert out.getvalue().splitlines()[0] == "scoring the floor ..."
+    assert out.getvalue().splitlines()[-1].startswith("scoring the floor: done in ")
