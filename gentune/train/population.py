@@ -411,4 +411,6 @@ def _hyper(config) -> dict[str, float]:
 
 def _norms(grads: dict[str, torch.Tensor]) -> torch.Tensor:
     """Each member's total gradient norm over all its parameters: (K,)."""
-    return torch.stack([g.flatten(1).norm(dim=1) for g in grads.values()], 1).norm(dim=1)
+    # vector_norm over the trailing dims reads a transposed gradient in place (flatten copied it).
+    norms = [torch.linalg.vector_norm(g, dim=tuple(range(1, g.ndim))) for g in grads.values()]
+    return torch.linalg.vector_norm(torch.stack(norms, 1), dim=1)
