@@ -36,13 +36,13 @@ SPACE = "mode: narrow\nparams:\n  width: [32, 64]\n  depth: [1]\n"
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> tuple[optuna.Study, Path]:
-    """A 4-trial digits study (100 steps, N = 200) with its band over 3 seeds and its report."""
+    """A 4-trial digits study (60 steps, N = 200) with its band over 3 seeds and its report."""
     tmp = tmp_path_factory.mktemp("trust")
     (tmp / "space.yaml").write_text(SPACE)
     result = tune(
         dataset="digits",
         n_eval=200,
-        budget=Budget(steps=100),
+        budget=Budget(steps=60),
         search=SearchOptions(strategy="random", trials=4, space=tmp / "space.yaml"),
         early_stop=EarlyStop(pruner="none", detectors="off", evals=0),
         run=RunOptions(runs_dir=tmp, study="trust", progress=False, noise_seeds=SEEDS),
