@@ -68,6 +68,7 @@ def run(setup: str, seed: int, args, root: Path) -> dict:
             "value": t.value if t.state == TrialState.COMPLETE else None,
             "steps": t.user_attrs.get("steps", 0),
             "rung": t.user_attrs.get("rung", 0),
+            "state": t.state.name.lower(),
         }
         for t in trials
         if t.datetime_complete is not None
@@ -96,13 +97,20 @@ def main() -> None:
     p.add_argument("--data-dir", default=None, help="MNIST folder (default: ../shared/data/mnist)")
     p.add_argument("--budget", type=float, default=None, help="seconds per run (1800; --quick: 150)")
     p.add_argument("--steps", type=int, default=None, help="G steps per trial (default: gentune's)")
-    p.add_argument("--population", type=int, default=4, help="K of the population setup")
+    p.add_argument(
+        "--population",
+        type=int,
+        default=None,
+        help="K of the population setup (default: 1 on a CPU, where K members of different "
+        "structures only share the cores; 8 with CUDA)",
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--sequential", action="store_true", help="alternate the setups instead")
     p.add_argument("--out", default="population_search.json")
     args = p.parse_args()
     args.dataset = args.dataset or ("digits" if args.quick else "mnist")
     args.budget = args.budget or (150.0 if args.quick else 1800.0)
+    args.population = args.population or (8 if torch.cuda.is_available() else 1)
     if args.quick and args.seeds == [0, 1, 2]:
         args.seeds = [0]
     if args.dataset == "mnist" and args.data_dir is None and MNIST.is_dir():
@@ -119,8 +127,11 @@ def main() -> None:
                     done = list(pool.map(run, SETUPS, [seed] * 2, [args] * 2, [root] * 2))
             for r in done:
                 runs[(r["setup"], seed)] = r
-                n, b = len(r["trials"]), best(r, args.budget)
-                print(f"seed {seed} {r['setup']:>10}: {n} trials, best {b:.3f}", flush=True)
+                states: dict[str, int] = {}
+                for t in r["trials"]:
+                    states[t["state"]] = states.get(t["state"], 0) + 1
+                b = best(r, args.budget)
+                print(f"seed {seed} {r['setup']:>10}: trials {states}, best {b:.3f}", flush=True)
     ratios, rows = [], []
     print(f"\n{args.dataset}, budget {args.budget:g} s per run, K = {args.population}, seeds {args.seeds}")
     head = ("seed", "target", "plain", "population", "ratio", "best plain", "best pop")

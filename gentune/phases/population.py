@@ -74,6 +74,7 @@ from gentune.trial.objective import EVAL_SEED, GenerativeObjective
 AUTO_MAX = 256  # the largest K that --population auto tries
 AUTO_SECONDS = 1.0  # measured per K
 AUTO_GAIN = 1.1  # a larger K must give 10% more model-steps/s to be taken
+COHORT = 2  # a population takes in up to COHORT x K fresh members of its structure
 
 
 @dataclass
@@ -141,6 +142,7 @@ class PopulationRun:
         self.minimize = self.settings.direction == "minimize"
         self.out_dir = objective.out_dir
         self.members: list[Member] = []
+        self.admitted: dict[int, int] = {}  # members each population (by id) has taken in
         self.pops: list[Population] = []
         self.grid_queue = attrs.has_grid_queue(study)
         self.rng = random.Random(self.settings.seed)
@@ -194,15 +196,30 @@ class PopulationRun:
     def _fill(self) -> None:
         """Fill free slots: a promotion first, else a newly asked (or re-queued) trial."""
         while len(self.members) < self.k and not self._past(0.0) and self._move() == "run":
+            best = None
             if self.settings.promotion:
                 best = candidate(self.study, self.out_dir, minimize=self.minimize)
-                if best is not None:
-                    promote(self.study, best)
-            elif self.pbt and not self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-                # PBT copies members into each other, so they share one structure; the sampler
-                # draws the hyperparameters a member holds per member.
-                self.study.enqueue_trial(self._pbt_structure())
+            if best is not None:
+                promote(self.study, best)
+            elif not self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                structure = self._pbt_structure() if self.pbt else self._joining_structure()
+                if structure:  # the sampler draws the rest: the hyperparameters members hold each
+                    self.study.enqueue_trial(structure)
             self._start(self._ask())
+
+    def _joining_structure(self) -> dict[str, Any]:
+        """The structure a fresh trial takes to stack with others: that of the largest
+        population still open (it has admitted fewer than COHORT x K members); {} when none is,
+        and the sampler then draws a new structure for a new population. Members of different
+        structures would only take turns on the device, so the slots fill with stacked members,
+        and the search still moves on to new structures every COHORT x K trials."""
+        open_ = [p for p in self.pops if self.admitted.get(id(p), 0) < COHORT * self.k]
+        if self.k == 1 or not open_:
+            return {}
+        host = max(open_, key=lambda p: len(p.alive))
+        first = next(m for m in self.members if m.pop is host)
+        tuned = self.objective.space.tuned()
+        return {n: v for n, v in first.trial.params.items() if n in tuned and n not in SETTABLE}
 
     def _pbt_structure(self) -> dict[str, Any]:
         """The parameters every PBT member shares: the family's defaults, or the space's fixed
@@ -232,6 +249,7 @@ class PopulationRun:
                 )
                 self.pops.append(pop)
             slot = pop.add(config, seed=seed, state=state)
+            self.admitted[id(pop)] = self.admitted.get(id(pop), 0) + 1
         except GentuneError as e:
             trial.set_user_attr(TrialKey.ERROR, str(e))
             self.study.tell(trial, state=TrialState.FAIL)
@@ -410,6 +428,7 @@ class PopulationRun:
         self.members.remove(m)
         if not any(other.pop is m.pop for other in self.members):
             self.pops.remove(m.pop)  # an empty population frees its memory
+            self.admitted.pop(id(m.pop), None)
         frozen = self._told(m.trial, state, value)
         if requeue_as is not None and frozen is not None:
             requeue(self.study, frozen, crashed=requeue_as)

@@ -192,3 +192,18 @@ def test_population_auto_measures_k():
     config = family.config_cls(width=32, depth=1, batch_size=32, latent_dim=16)
     k = measure_k(family, load_dataset("digits"), config, "cpu", seconds=0.05, max_k=4)
     assert k >= 1 and k & (k - 1) == 0  # a power of two, grown while it paid
+
+
+def test_fresh_trials_take_a_populations_structure_so_they_stack(tmp_path):
+    study = tune(
+        dataset="digits",
+        n_eval=200,
+        budget=Budget(steps=10),
+        search=SearchOptions(trials=4, population=4, promotion=False),
+        early_stop=EarlyStop(evals=0, pruner="none", detectors="off"),
+        run=RunOptions(runs_dir=tmp_path, study="stack", progress=False, report=False, noise_seeds=0),
+    ).study
+    family = get_family("gan-mlp")
+    keys = {family.population_key(family.config_cls.from_dict(attrs.config(t))) for t in study.get_trials()}
+    assert len(keys) == 1  # the sampler drew the first structure; the others joined it
+    assert len({t.params["lr"] for t in study.get_trials()}) == 4  # and drew their own lr
