@@ -90,11 +90,15 @@ class Stacked:
         params: dict[str, torch.Tensor],
         state: dict[str, dict[str, torch.Tensor]] | None = None,
         t: torch.Tensor | None = None,
+        fused: bool | None = None,
     ):
         if name not in SLOTS:
             raise GentuneError(f"unknown optimizer {name!r}", fix="use adam, adamw, sgd or rmsprop")
         self.name, self.hyper = name, hyper
         first = next(iter(params.values()))
+        # None: torch's fused kernel per member on the CPU (Adam, AdamW), the stacked formula
+        # on a GPU, where K launches per tensor would cost more than the formula's few passes.
+        self.fused = name in ("adam", "adamw") and (first.device.type == "cpu" if fused is None else fused)
         # Step counts in float64: beta ** t must round as torch's Python-float bias correction.
         self.t = torch.zeros(first.shape[0], dtype=torch.float64, device=first.device) if t is None else t
         self.state = state or {s: {n: torch.zeros_like(p) for n, p in params.items()} for s in SLOTS[name]}
@@ -103,8 +107,7 @@ class Stacked:
     def step(self, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor]) -> None:
         """One update of every member's `params` (in place) from its `grads`."""
         self.t += 1
-        first = next(iter(params.values()))
-        if self.name in ("adam", "adamw") and first.device.type == "cpu":
+        if self.fused:
             self._fused(params, grads)
             return
         update = getattr(self, f"_{self.name}")

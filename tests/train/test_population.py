@@ -168,3 +168,56 @@ def test_evaluate_many_equals_evaluate_per_member(digits, crowded):
     assert evaluator.evaluate_many(images, keys={"fid"}) == [
         evaluator.evaluate(x, keys={"fid"}) for x in images
     ]
+
+
+@pytest.mark.parametrize("name", ["gan-mlp", "dcgan"])
+def test_member_models_follow_the_family_contract(digits, name):
+    """check_family's sample and checkpoint checks on a population member's model."""
+    from gentune.testing import _Check, _check_checkpoint, _check_samples
+
+    family = get_family(name)
+    config = family.config_cls.from_dict({"batch_size": 16, "latent_dim": 16, "width": 8})
+    pop = Population(family, digits, capacity=2)
+    slot = pop.add(config, seed=0)
+    pop.add(dataclasses.replace(config, lr=1e-3), seed=1)
+    pop.step(4)
+    model, check = pop.model(slot), _Check(family)
+    samples = family.sample(model, 8, seed=1)
+    _check_samples(check, family, samples, digits, 8, "image")
+    _check_checkpoint(check, family, config, model, samples)
+    assert not model.training and torch.equal(samples, family.sample(pop.model(slot), 8, seed=1))
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd", "rmsprop"])
+@pytest.mark.parametrize("fused", [False, True])
+def test_stacked_optimizer_follows_torch(name, fused):
+    """Each member of optim.Stacked (the formula a GPU runs, or the fused kernel per member)
+    updates as torch's own optimizer does with that member's hyperparameters."""
+    from gentune.models.gan_mlp import GANConfig
+    from gentune.train.optim import MEMBER_HYPERPARAMETERS, Stacked, optimizer
+
+    if fused and name not in ("adam", "adamw"):
+        pytest.skip("only Adam and AdamW have a fused path")
+    configs = [
+        GANConfig(optimizer=name, lr=1e-2, beta1=0.5, momentum=0.0, weight_decay=0.0),
+        GANConfig(optimizer=name, lr=3e-3, beta1=0.9, beta2=0.99, momentum=0.9, weight_decay=0.1),
+    ]
+    gen = torch.Generator().manual_seed(0)
+    start = {"w": torch.randn(2, 5, 3, generator=gen), "b": torch.randn(2, 3, generator=gen)}
+    grads = [{n: torch.randn_like(p) for n, p in start.items()} for _ in range(4)]
+    hyper = {
+        h: torch.tensor([getattr(c, h) for c in configs], dtype=torch.float64) for h in MEMBER_HYPERPARAMETERS
+    }
+    params = {n: p.clone() for n, p in start.items()}
+    stacked = Stacked(name, hyper, params, fused=fused)
+    for g in grads:
+        stacked.step(params, g)
+    for k, config in enumerate(configs):
+        own = {n: p[k].clone().requires_grad_(True) for n, p in start.items()}
+        opt = optimizer(name, own.values(), config.lr, config)
+        for g in grads:
+            for n, p in own.items():
+                p.grad = g[n][k].clone()
+            opt.step()
+        for n, p in own.items():
+            assert torch.allclose(params[n][k], p.detach(), atol=1e-6, rtol=1e-5), (name, k, n)
