@@ -5,9 +5,11 @@ population (`--population K|auto`, `--strategy pbt`): it runs the study's trials
 until the study holds its target, K at a time, on `gentune.train.population.Population`.
 
 - **Asking.** Trials are asked from the study (its sampler: TPE with constant liar, so K
-  trials asked at once differ), and each joins the population of its `family.population_key`
-  (a new one when none accepts it); every population steps in chunks up to its members' next
-  evaluation, and all members due are sampled and scored in one batched pass
+  trials asked at once differ). A fresh trial takes the structure of the largest open
+  population (`_joining_structure`) and the sampler draws its per-member hyperparameters, so it
+  stacks there; each trial joins the population of its `family.population_key` (a new one when
+  none accepts it). Every population steps one log window at a time, and all members due an
+  evaluation are sampled and scored in one batched pass
   (`Evaluator.evaluate_many`). Each member reports to its own trial, and its own
   `TrainingMonitor` runs the pruner and the failure detectors on it, exactly as for a trial
   trained alone; the final scoring, attributes and checkpoint are `GenerativeObjective.score`'s.
