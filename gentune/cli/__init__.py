@@ -700,10 +700,11 @@ def worker(
     """Join an existing study and run its trials; it needs no file but the storage URL."""
     from gentune.loading import trusting_changed_code
     from gentune.phases.population import is_population_study, work_population
-    from gentune.study.runner import work
+    from gentune.study.runner import check_work_values, work
     from gentune.study.store import open_or_create
 
     name = _the_study(study, study_option)
+    check_work_values(trials=trials, timeout=timeout, runs_dir=runs_dir, threads=threads)
     from gentune.trial.artifacts import using_artifacts
 
     with trusting_changed_code(trust_changed_code), using_artifacts(artifacts):

@@ -522,6 +522,17 @@ def progress_display(enabled: bool, trials: int | None, study: optuna.Study, met
     return TrialProgress(trials, count_finished(study), metric=metric)
 
 
+def check_work_values(
+    *, trials: int | None, timeout: float | None, runs_dir: str | Path, threads: int | None
+) -> None:
+    """Refuse a worker's bad --trials, --timeout, --runs-dir or --threads before it opens the
+    study, so a typo is named as such rather than as a storage or study problem."""
+    check_count("--trials", trials, example=20)
+    check_seconds("--timeout", timeout, example=3600)
+    check_writable(runs_dir)
+    check_count("--threads", threads, example=1)
+
+
 def work(
     study: str,
     storage: str,
@@ -553,10 +564,7 @@ def work(
     """
     if worker_index is None:
         worker_index = auto_worker_index()
-    check_count("--trials", trials, example=20)
-    check_seconds("--timeout", timeout, example=3600)
-    check_writable(runs_dir)
-    check_count("--threads", threads, example=1)
+    check_work_values(trials=trials, timeout=timeout, runs_dir=runs_dir, threads=threads)
     if threads is not None:
         torch.set_num_threads(threads)
     target = target_of(open_or_create(study, storage), objective, data)
