@@ -23,7 +23,7 @@ import torch
 
 from gentune.loading import load_objective
 from gentune.phases import run_phases
-from gentune.phases.search import BuiltinSearch, TuneResult, UserSearch
+from gentune.phases.search import BuiltinSearch, TuneResult, UserSearch, run_threads
 from gentune.settings import (
     Budget,
     DatasetRef,
@@ -93,7 +93,7 @@ def tune(
     request = _request(model, dataset, data_dir, objective, n_eval, budget, search, early_stop)
     builtin = BuiltinSearch(request, run, callbacks)
     check_phases(builtin.objective, phases)
-    with one_voice():
+    with one_voice(run):
         return run_phases(builtin, phases)
 
 
@@ -117,14 +117,23 @@ def create(
 
 
 @contextmanager
-def one_voice() -> Iterator[None]:
+def one_voice(run: RunOptions) -> Iterator[None]:
     """Around a run: Optuna's own INFO line per trial is silenced, since gentune's progress
-    display prints each trial once, and torch's thread count (a run on the CPU sets its own,
-    gentune.phases.search) is put back; both as they were before, afterwards."""
+    display prints each trial once; and the run's CPU threads (gentune.phases.search.run_threads)
+    bound torch and the BLAS and OpenMP pools of NumPy and SciPy (threadpoolctl), which under
+    load spun two threads on two busy cores. All as they were before, afterwards."""
+    from threadpoolctl import threadpool_limits
+
     verbosity, threads = optuna.logging.get_verbosity(), torch.get_num_threads()
     optuna.logging.set_verbosity(max(verbosity, optuna.logging.WARNING))
+    limit = run_threads(run)
     try:
-        yield
+        if limit is None:
+            yield
+        else:
+            torch.set_num_threads(limit)
+            with threadpool_limits(limits=limit):
+                yield
     finally:
         optuna.logging.set_verbosity(verbosity)
         torch.set_num_threads(threads)
@@ -186,7 +195,7 @@ def run_objective(
         callbacks=callbacks,
     )
     check_phases(user.direction, phases)
-    with one_voice():
+    with one_voice(run):
         return run_phases(user, phases)
 
 

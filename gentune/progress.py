@@ -1,7 +1,10 @@
 """The progress display: trial k of N, best so far, ETA, and the running trial's steps.
 
 On a terminal it is a live rich display; elsewhere (CI logs, pipes) it prints one plain line
-per finished trial and a line at each quarter of a trial's steps, so logs stay readable.
+per finished trial and a line at each quarter of a trial's steps (with the value last measured
+during training), so logs stay readable. Work before the first trial (the feature extractor's
+training, the floor) is shown the same way, and `print_banner` says where a run's study lives
+and how to resume it.
 Every line is printed as plain text: parameter values and error messages may hold brackets,
 which rich would otherwise read as markup. The count of done trials is of complete and pruned
 ones, the trials that count towards the study's target; failed trials are reported, not counted.

@@ -430,7 +430,7 @@ def _execute(
             timeout=timeout,
             runs_dir=run.runs_dir,
             progress=run.progress,
-            threads=_threads(run),
+            threads=run_threads(run),
             callbacks=callbacks,
         )
 
@@ -442,8 +442,8 @@ def _resume_hint(run: RunOptions) -> str:
     return "call the same function with the same arguments again: the study continues"
 
 
-def _threads(run: RunOptions) -> int | None:
-    """Torch threads of a run in this process: the given ones, else on the CPU settings.cpu_threads
+def run_threads(run: RunOptions) -> int | None:
+    """CPU threads of a run in this process: the given ones, else on the CPU settings.cpu_threads
     of this machine's cores and load (None on a GPU: torch's own choice)."""
     if run.threads is not None or run.device not in ("auto", "cpu"):
         return run.threads
