@@ -137,3 +137,18 @@ def test_prepare_without_a_study_total_prints_its_end_line(total):
     bar.prepare("scoring the floor", 2, 2)
     assert out.getvalue().splitlines()[0] == "scoring the floor ..."
     assert out.getvalue().splitlines()[-1].startswith("scoring the floor: done in ")
+
+
+def test_the_live_display_shows_the_same_things():
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=200, soft_wrap=True)
+    with TrialProgress(2, metric="fid", console=console) as bar:
+        for done in range(3):
+            bar.prepare("scoring the floor", done, 2)
+        bar.trial_started(0, {})
+        bar.evaluated(500, 3.25)
+        bar.step(600, 1000)
+        assert "fid 3.25 at step 500" in str(bar._bars.progress.tasks[1].fields["info"])
+        bar.running({4: (500, 2.5)}, 1000)
+        bar.running({}, None)
+    assert "scoring the floor: done in " in out.getvalue()
