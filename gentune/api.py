@@ -113,7 +113,8 @@ def create(
     trial: `gentune worker` processes, here or on other machines, run it. Arguments as in tune.
     """
     request = _request(model, dataset, data_dir, objective, n_eval, budget, search, early_stop)
-    return BuiltinSearch(request, run).run(execute=False).study
+    with one_voice(run):
+        return BuiltinSearch(request, run).run(execute=False).study
 
 
 @contextmanager

@@ -152,3 +152,15 @@ def test_the_live_display_shows_the_same_things():
         bar.running({4: (500, 2.5)}, 1000)
         bar.running({}, None)
     assert "scoring the floor: done in " in out.getvalue()
+
+
+def test_gentune_create_shows_the_extractor_training_it_does(tmp_path, monkeypatch):
+    monkeypatch.setattr(features_module, "_TRAIN_STEPS", 10)
+    monkeypatch.setattr(features_module, "_MIN_EPOCHS", 1)
+    monkeypatch.setenv("GENTUNE_HOME", str(tmp_path / "home"))  # nothing cached
+    args = ["create", "--dataset", "digits", "--steps", "60", "--n-eval", "200", "--runs-dir", str(tmp_path)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert f"{TRAIN_STAGE} ..." in result.output
+    assert f"{TRAIN_STAGE}: done in " in result.output
+    assert f"{FLOOR_STAGE}: done in " in result.output

@@ -26,7 +26,7 @@ from gentune.loading import code_changed, source_sha256
 from gentune.paths import write_atomic
 from gentune.phases.noise import measure_noise
 from gentune.phases.population import work_population
-from gentune.progress import print_banner
+from gentune.progress import TrialProgress, print_banner
 from gentune.search.space import SearchSpace, check_field, load_space_file
 from gentune.search.strategies import make_sampler
 from gentune.settings import (
@@ -237,7 +237,8 @@ class BuiltinSearch:
         if run.workers > 1 or not execute:
             # The parent trains the feature extractor (cached) and stores the floor once, so
             # the workers do not all do it at the same time.
-            BuiltinTarget(settings, data=data).prepare(opened, data_dir, run.device)
+            shown = TrialProgress(None) if run.progress else None  # the extractor's training
+            BuiltinTarget(settings, data=data).prepare(opened, data_dir, run.device, shown)
         if execute:
             _execute(
                 name,
