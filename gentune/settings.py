@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -726,6 +727,40 @@ def budget_name(budget: Budget, n_eval: int | None, default_steps: int) -> str:
     if n_eval is not None:
         parts.append(f"n{n_eval}")
     return "-".join(parts)
+
+
+def tune_study_name(
+    request: TuneRequest, family: Family, objective: str, stored: Callable[[str], dict | None]
+) -> str:
+    """The default name of a tune of a built-in family (no --study), for `gentune tune` and
+    `gentune.tune()`/`create()` alike: MODEL-DATASET-STRATEGY-OBJECTIVE, with `budget_name`'s
+    suffix when the budget is not the default one. `stored(name)`: the settings stored by the
+    study `name` (None: none); a study of the plain name made before names held the budget is
+    resumed under that name when it holds this very budget.
+    """
+    plain = default_study_name(family.name, request.dataset.label, request.search.strategy, objective)
+    default_steps = StudySettings(dataset=request.dataset.label).budget_for(family)["steps"]
+    suffix = budget_name(request.budget, request.n_eval, default_steps)
+    if not suffix:
+        return plain
+    old = stored(plain)
+    b = request.budget
+    asked = StudySettings(
+        dataset=request.dataset.label,
+        steps=b.steps,
+        epochs=b.epochs,
+        trial_seconds=b.trial_seconds,
+        n_eval=request.n_eval,
+    )
+    if old is not None and _budget(StudySettings.from_dict(old), family) == _budget(asked, family):
+        return plain
+    return safe_study_name(f"{plain}-{suffix}")
+
+
+def _budget(settings: StudySettings, family: Family) -> tuple:
+    """(steps, epochs, trial_seconds, n_eval) of a trial, its default steps written out."""
+    steps = settings.budget_for(family).get("steps")
+    return (steps, settings.epochs, settings.trial_seconds, settings.n_eval)
 
 
 def safe_study_name(text: str) -> str:

@@ -497,8 +497,9 @@ def _tune(
         run_objective,
     )
     from gentune.api import tune as tune_family
-    from gentune.cli.identity import builtin_name, check_more, nothing_to_run
+    from gentune.cli.identity import check_more, nothing_to_run
     from gentune.loading import load_objective
+    from gentune.phases.search import BuiltinSearch
     from gentune.settings import TuneRequest
     from gentune.study.runner import check_writable
     from gentune.study.workers import parse_gpus
@@ -626,7 +627,7 @@ def _tune(
             ),
             run=run,
         )
-        name = builtin_name(TuneRequest(**{k: v for k, v in request.items() if k != "run"}), run)
+        name = BuiltinSearch(TuneRequest(**{k: v for k, v in request.items() if k != "run"}), run).name
         run, search, before = _settle(name, run, search, more, force_new)
         request.update(run=run, search=search)
         with warnings.catch_warnings():

@@ -1,11 +1,10 @@
 """Which study a `gentune tune` runs, and what it already holds: the name (with the budget in a
 default name), --more, --force-new, and the line that says a study has nothing left to run.
 
-A default name is MODEL-DATASET-STRATEGY-OBJECTIVE for the default budget, as it always was, so
-the studies in users' runs/ folders keep theirs; a budget set apart from the default one is
-added (`gentune.settings.budget_name`: gan-mlp-digits-tpe-fid-steps500), so changing --steps
-starts a study of its own. A study made before names held the budget is resumed under its old
-name when it holds that very budget.
+The default name (`gentune.settings.tune_study_name`, which `gentune.tune()` uses too) is
+MODEL-DATASET-STRATEGY-OBJECTIVE for the default budget, as it always was, so the studies in
+users' runs/ folders keep theirs; a budget set apart from the default one is added
+(gan-mlp-digits-tpe-fid-steps500), so changing --steps starts a study of its own.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gentune.errors import GentuneError
-from gentune.settings import RunOptions, TuneRequest, budget_name, check_count, safe_study_name
+from gentune.settings import RunOptions, check_count
 from gentune.study.listing import STUDY_FILE, open_existing, study_names
 from gentune.study.store import count_finished, default_storage
 
@@ -33,55 +32,6 @@ class Identity:
     name: str
     storage: str
     finished: int | None
-
-
-def builtin_name(request: TuneRequest, run: RunOptions) -> str:
-    """The study a tune of a built-in family runs: --study, else the default name, with the
-    budget when it is not the default one (see the module docstring)."""
-    from gentune.phases.search import BuiltinSearch  # resolves the family and the objective
-
-    search = BuiltinSearch(request, run)
-    if run.study is not None:
-        return search.name
-    default_steps = _default_steps(request, search.family)
-    suffix = budget_name(request.budget, request.n_eval, default_steps)
-    if not suffix:
-        return search.name
-    old = _old_study_budget(search.name, run)
-    if old is not None and old == _asked_budget(request, search.family):
-        return search.name
-    return safe_study_name(f"{search.name}-{suffix}")
-
-
-def _default_steps(request: TuneRequest, family) -> int:
-    from gentune.settings import StudySettings
-
-    own = family.default_steps.get(request.dataset.name)
-    return own or StudySettings(dataset=request.dataset.label).budget_for()["steps"]
-
-
-def _asked_budget(request: TuneRequest, family) -> tuple:
-    """(steps, epochs, trial_seconds, n_eval) of a run of `request`, its default steps written out."""
-    b = request.budget
-    steps = b.steps
-    if steps is None and b.epochs is None:
-        steps = _default_steps(request, family)
-    return (steps, b.epochs, b.trial_seconds, request.n_eval)
-
-
-def _old_study_budget(name: str, run: RunOptions) -> tuple | None:
-    """The budget stored by an existing study of the plain default name, or None."""
-    from gentune.study.store import existing_settings
-
-    stored = existing_settings(run.storage or default_storage(name, Path(run.runs_dir)), name)
-    if not stored:
-        return None
-    steps = stored.get("steps")
-    if steps is None and stored.get("epochs") is None:
-        from gentune.settings import StudySettings
-
-        steps = StudySettings.from_dict(stored).budget_for()["steps"]
-    return (steps, stored.get("epochs"), stored.get("trial_seconds"), stored.get("n_eval"))
 
 
 def identify(name: str, run: RunOptions) -> Identity:

@@ -41,9 +41,9 @@ from gentune.settings import (
     check_objective,
     check_study_name,
     cpu_threads,
-    default_study_name,
     resolve_settings,
     target_trials,
+    tune_study_name,
 )
 from gentune.study.runner import TrialCallback, work
 from gentune.study.storage import hide_password
@@ -158,11 +158,12 @@ class BuiltinSearch:
         self.objective = check_objective(
             self.family, self.request.dataset.kind, request.objective, self.request.dataset.name
         )
-        s = self.request.search
-        self.name = check_study_name(
-            run.study
-            or default_study_name(self.family.name, self.request.dataset.label, s.strategy, self.objective)
-        )
+
+        def stored(name: str) -> dict | None:
+            return existing_settings(run.storage or default_storage(name, Path(run.runs_dir)), name)
+
+        name = run.study or tune_study_name(request, self.family, self.objective, stored)
+        self.name = check_study_name(name)
 
     def known_space(self) -> SearchSpace:
         return resolve_space(self.family, self.request.search.space, self.request.dataset.kind)

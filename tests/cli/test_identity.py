@@ -21,9 +21,9 @@ import optuna
 import pytest
 from PIL import Image
 
-from gentune.api import Budget, EarlyStop, RunOptions, SearchOptions, tune
+from gentune.api import Budget, EarlyStop, RunOptions, SearchOptions, create, tune
 from gentune.cli import main
-from gentune.cli.identity import builtin_name
+from gentune.phases.search import BuiltinSearch
 from gentune.settings import DatasetRef, TuneRequest
 from gentune.version import __version__
 
@@ -107,6 +107,11 @@ def test_a_rerun_of_a_complete_study_says_so_and_more_adds_trials(quad):
 # -- 2: the budget in the default name; a named study's changed budget; --force-new ---------
 
 
+def builtin_name(request: TuneRequest, run: RunOptions) -> str:
+    """The study `gentune tune` and `gentune.tune()` both run for `request` (the CLI names it so)."""
+    return BuiltinSearch(request, run).name
+
+
 def test_a_changed_budget_gets_a_name_of_its_own(tmp_path):
     request = TuneRequest(dataset=DatasetRef("digits"), budget=Budget(steps=500))
     run = RunOptions(runs_dir=tmp_path / "runs")
@@ -123,6 +128,16 @@ def test_a_changed_budget_gets_a_name_of_its_own(tmp_path):
 def test_changed_budget_under_a_name_is_refused_with_the_choice_and_force_new_moves_it_aside(tmp_path):
     ok(tmp_path, "create", *GAN, "--trials", "1")  # made under today's name, as before
     assert load(tmp_path, "gan-mlp-digits-tpe-fid-steps60-n200").user_attrs["gentune"]["steps"] == 60
+    # The Python API names a study of the same budget as the CLI did, and so opens that one.
+    api = create(
+        dataset="digits",
+        n_eval=200,
+        budget=Budget(steps=60),
+        search=SearchOptions(trials=1),
+        run=RunOptions(runs_dir=tmp_path / "runs", progress=False, report=False),
+    )
+    assert api.study_name == "gan-mlp-digits-tpe-fid-steps60-n200"
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [api.study_name]
     # A study that an older gentune made under the plain default name with this budget is
     # resumed under that name, not started again under the new one.
     ok(tmp_path, "create", *GAN, "--steps", "70", "--trials", "1", "--study", "gan-mlp-digits-tpe-fid")
