@@ -14,10 +14,10 @@ from rich.console import Console
 
 from gentune.phases.confirm import CONFIRM_SEEDS, confirm
 from gentune.phases.narrow import run_narrow
-from gentune.phases.search import Search, TuneResult, write_json
+from gentune.phases.search import Search, TuneResult
 from gentune.phases.stages import SCREEN_TRIALS, importance_order, parse_stages, run_stages, split_groups
 from gentune.settings import Phases
-from gentune.study.summary import best_summary
+from gentune.study.summary import best_summary, write_json
 
 
 def run_phases(search: Search, phases: Phases, say: Callable[[str], None] | None = None) -> TuneResult:

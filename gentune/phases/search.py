@@ -7,8 +7,6 @@ family (`BuiltinSearch`) or a user's own objective (`UserSearch`).
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -23,7 +21,6 @@ from gentune.errors import GentuneError
 from gentune.families import Family, default_space, get_family, portable_model
 from gentune.generator import Generator, load
 from gentune.loading import code_changed, source_sha256
-from gentune.paths import write_atomic
 from gentune.phases.noise import measure_noise
 from gentune.phases.population import work_population
 from gentune.progress import TrialProgress, print_banner
@@ -54,7 +51,7 @@ from gentune.study.store import (
     existing_settings,
     open_or_create,
 )
-from gentune.study.summary import best_summary
+from gentune.study.summary import best_summary, write_json
 from gentune.study.targets import BuiltinTarget
 from gentune.study.workers import run_workers
 from gentune.trial import attrs
@@ -496,29 +493,6 @@ def finish(study: optuna.Study, out_dir: Path, report: bool, storage: str) -> Tu
     if report:
         write_study_report(storage, study.study_name, out_dir / "report.html")
     return TuneResult(study, out_dir, best)
-
-
-def write_json(path: Path, data: Any) -> Path:
-    """Write `data` as strict JSON: an infinite or NaN number (a diverged loss, a metric that
-    could not be computed) becomes null, since JSON has no Infinity and strict readers refuse it.
-
-    >>> import tempfile
-    >>> p = write_json(Path(tempfile.mkdtemp()) / "b.json", {"fid": float("inf"), "n": [1.5, float("nan")]})
-    >>> p.read_text().split()
-    ['{', '"fid":', 'null,', '"n":', '[', '1.5,', 'null', ']', '}']
-    """
-    text = json.dumps(_finite(data), indent=2, allow_nan=False)
-    return write_atomic(path, text, path.name, fix="free space there, or pass -o with a path elsewhere")
-
-
-def _finite(data: Any) -> Any:
-    if isinstance(data, float) and not math.isfinite(data):
-        return None
-    if isinstance(data, dict):
-        return {k: _finite(v) for k, v in data.items()}
-    if isinstance(data, (list, tuple)):
-        return [_finite(v) for v in data]
-    return data
 
 
 def write_study_report(storage: str, study_name: str, path: Path) -> Path | None:
