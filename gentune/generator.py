@@ -24,10 +24,9 @@ from gentune.errors import GentuneError
 from gentune.families import Family, get_family
 from gentune.families.gan import LEGACY_GAN_FORMAT
 from gentune.settings import check_existing_study_name
-from gentune.study.sampling import _choose_trial, retrain, trial_family
-from gentune.study.store import builtin_settings, open_or_create
-from gentune.study.targets import pinned_sha256
-from gentune.train.checkpoint import _read
+from gentune.study.sampling import trial_generator
+from gentune.study.store import open_or_create
+from gentune.train.checkpoint import read_payload
 
 
 @dataclass(frozen=True)
@@ -115,49 +114,22 @@ def _sqlite_of(name: str, runs_dir: Path) -> str:
 
 
 def _from_study(study: optuna.Study, number: int | None, runs_dir: Path, device: str) -> Generator:
-    if number is None and len(study.directions) > 1:
-        front = sorted(t.number for t in study.best_trials)
-        raise GentuneError(
-            f"study {study.study_name!r} has several objectives, so no single best trial",
-            value=study.study_name,
-            fix=f"pass trial=N (gentune sample --trial N), N one of its Pareto front: {front}",
-        )
-    chosen = _choose_trial(study, number)
-    settings = builtin_settings(study)
-    family = trial_family(settings, chosen, pinned_sha256(study))
-    ckpt = runs_dir / study.study_name / "trials" / str(chosen.number) / "generator.pt"
-    if ckpt.exists():
-        config, module, info = family.load(ckpt, device=device)
-        extra, source = dict(info["extra"]), str(ckpt)
-    else:
-        if settings.dataset.startswith(("files:", "text:")):
-            raise GentuneError(
-                "this trial has no checkpoint here and its data are your own files",
-                value=str(ckpt),
-                fix="load it where the study was tuned, or pass runs_dir=... of that folder",
-            )
-        again = retrain(settings, family, chosen, device=device)
-        extra = {"seed": again.seed, "budget": again.budget}
-        family.save(ckpt, again.config, again.result.model, extra=extra)
-        config, module = again.config, again.result.model.eval()
-        source = f"retrained trial {chosen.number}; checkpoint kept at {ckpt}" + again.note(
-            chosen, settings.trial_seconds
-        )
+    got = trial_generator(study, number, runs_dir=runs_dir, device=device)
     return Generator(
-        module=module,
-        config=config,
-        family=family.name,
-        trial=chosen.number,
+        module=got.module,
+        config=got.config,
+        family=got.family.name,
+        trial=got.trial.number,
         study=study.study_name,
-        source=source,
+        source=got.source,
         device=device,
-        extra=extra,
-        _family=family,
+        extra=got.extra,
+        _family=got.family,
     )
 
 
 def _from_file(path: Path, device: str) -> Generator:
-    payload = _read(path)
+    payload = read_payload(path)
     # gentune 0.1.0 wrote MLP GANs in their own format, without a family name.
     name = "gan-mlp" if payload.get("format") == LEGACY_GAN_FORMAT else payload.get("family")
     if not isinstance(name, str) or ":" in name:

@@ -126,5 +126,5 @@ def test_what_load_refuses(tmp_path):
     url = f"sqlite:///{tmp_path / 'mo' / 'study.db'}"
     study = optuna.create_study(study_name="mo", storage=url, directions=["minimize", "minimize"])
     study.add_trial(optuna.trial.create_trial(values=[1.0, 2.0]))
-    with pytest.raises(GentuneError, match=r"pass trial=N \(gentune sample --trial N\).*\[0\]"):
+    with pytest.raises(GentuneError, match=r"pass --trial N \(trial=N in gentune.load\).*\[0\]"):
         gentune.load("mo", runs_dir=tmp_path)

@@ -90,6 +90,45 @@ def retrain(settings: StudySettings, family, trial: FrozenTrial, *, device: str)
     return Retrained(config=cfg, seed=seed, budget=budget, result=result)
 
 
+@dataclass(frozen=True)
+class TrialGenerator:
+    """A trial's trained generator, as `trial_generator` finds it."""
+
+    trial: FrozenTrial
+    family: Family
+    config: Any  # the family's config
+    module: Any  # the torch module, in eval mode
+    extra: dict[str, Any]  # the checkpoint's extra: the seed and budget it trained with
+    source: str  # the checkpoint read, or the trial retrained (and why it may differ)
+
+
+def trial_generator(
+    study: optuna.Study, number: int | None, *, runs_dir: Path, device: str
+) -> TrialGenerator:
+    """The generator of trial `number` of `study` (None: the best), for `gentune sample` and
+    `gentune.load`: its checkpoint RUNS_DIR/STUDY/trials/N/generator.pt, else the trial trained
+    again (`retrain`) and that checkpoint kept. `device`: a resolved device ("cpu", "cuda:0")."""
+    chosen = choose_trial(study, number)
+    settings = builtin_settings(study)
+    family = trial_family(settings, chosen, pinned_sha256(study))
+    ckpt = runs_dir / study.study_name / "trials" / str(chosen.number) / "generator.pt"
+    if ckpt.exists():
+        config, module, info = family.load(ckpt, device=device)
+        return TrialGenerator(chosen, family, config, module, dict(info["extra"]), f"checkpoint {ckpt}")
+    if settings.dataset.startswith(("files:", "text:")):
+        raise GentuneError(
+            "this trial has no checkpoint here and its data are your own files",
+            value=str(ckpt),
+            fix="run it where the study was tuned, or pass --runs-dir (runs_dir=) of that study's folder",
+        )
+    again = retrain(settings, family, chosen, device=device)
+    extra = {"seed": again.seed, "budget": again.budget}
+    family.save(ckpt, again.config, again.result.model, extra=extra)
+    source = f"retrained trial {chosen.number}; checkpoint kept at {ckpt}"
+    source += again.note(chosen, settings.trial_seconds)
+    return TrialGenerator(chosen, family, again.config, again.result.model.eval(), extra, source)
+
+
 def sample_trial(
     study_name: str,
     *,
@@ -110,32 +149,12 @@ def sample_trial(
     if n < 1:
         raise GentuneError("--n must be at least 1", value=n, fix="pass --n 10000")
     study = open_or_create(study_name, storage)
-    settings = builtin_settings(study)
-    text = settings.dataset_ref.kind == "text"
+    text = builtin_settings(study).dataset_ref.kind == "text"
     output = output.with_suffix(".txt") if text else sample_path(output, n)
-    chosen = _choose_trial(study, trial)
-    family = trial_family(settings, chosen, pinned_sha256(study))
     dev = str(resolve_device(device))
-    ckpt = runs_dir / study_name / "trials" / str(chosen.number) / "generator.pt"
-    if ckpt.exists():
-        _, generator, _ = family.load(ckpt, device=dev)
-        source = f"checkpoint {ckpt}"
-    else:
-        if settings.dataset.startswith(("files:", "text:")):
-            raise GentuneError(
-                "this trial has no checkpoint here and its data are your own files",
-                value=str(ckpt),
-                fix="run gentune sample where the study was tuned",
-            )
-        again = retrain(settings, family, chosen, device=dev)
-        family.save(
-            ckpt, again.config, again.result.model, extra={"seed": again.seed, "budget": again.budget}
-        )
-        generator = again.result.model
-        source = f"retrained trial {chosen.number}; checkpoint kept at {ckpt}" + again.note(
-            chosen, settings.trial_seconds
-        )
-    chunks = (family.sample(generator, m, seed=s, device=dev) for m, s in _chunks(n, seed))
+    got = trial_generator(study, trial, runs_dir=runs_dir, device=dev)
+    family, source = got.family, got.source
+    chunks = (family.sample(got.module, m, seed=s, device=dev) for m, s in _chunks(n, seed))
     output.parent.mkdir(parents=True, exist_ok=True)
     if text:
         with _replacing(output) as tmp, open(tmp, "w") as f:
@@ -248,14 +267,16 @@ def trial_family(settings: StudySettings, trial: FrozenTrial, sha256: str | None
     return family
 
 
-def _choose_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
+def choose_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
+    """Trial `number` of `study`, completed and with a stored config; None: the best trial
+    (refused for a multi-objective study, whose best trials are a front)."""
     trials = study.get_trials(deepcopy=False)
     if number is None and len(study.directions) > 1:
         front = sorted(t.number for t in study.best_trials)
         raise GentuneError(
-            f"study {study.study_name!r} has several objectives, so no single best trial to sample",
+            f"study {study.study_name!r} has several objectives, so no single best trial",
             value=study.study_name,
-            fix=f"pass --trial N, one of its Pareto front: {front}",
+            fix=f"pass --trial N (trial=N in gentune.load), N one of its Pareto front: {front}",
         )
     if number is None:
         try:

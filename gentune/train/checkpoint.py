@@ -68,7 +68,7 @@ def _write_atomic(path: Path, payload: dict) -> Path:
     return path
 
 
-def _read(path: Path) -> dict:
+def read_payload(path: Path) -> dict:
     """A checkpoint's payload, loaded with weights_only=True; clear errors for a missing or bad file."""
     if not path.is_file():
         raise GentuneError(
@@ -120,7 +120,7 @@ def read_model(path: str | os.PathLike, family: str, upgrade: Callable[[dict], d
     `upgrade` turns the payload of an older format into this one (and leaves others alone).
     """
     path = Path(path)
-    payload = _read(path)
+    payload = read_payload(path)
     if upgrade is not None:
         payload = upgrade(payload)
     if payload.get("format") != MODEL_FORMAT:
