@@ -18,15 +18,15 @@ from gentune.data import ImageDataset, load_dataset
 from gentune.device import resolve_device
 from gentune.errors import StudyError
 from gentune.families import Family, get_family
-from gentune.images import b64, grid_png
 from gentune.loading import load_objective, trust_changed_code
 from gentune.metrics import Evaluator
 from gentune.search.space import SearchSpace
 from gentune.search.strategies import make_sampler
 from gentune.settings import DATA_SEED, StudySettings, UserSettings
 from gentune.study.store import stored_settings
-from gentune.trial.attrs import StudyKey, code_sha256
+from gentune.trial.attrs import code_sha256
 from gentune.trial.objective import GenerativeObjective, Value
+from gentune.trial.record import store_reference
 from gentune.trial.user_objective import phase_objective
 
 
@@ -89,11 +89,7 @@ class BuiltinTarget:
             seed=self.settings.seed,
             progress=None if progress is None else progress.prepare,
         ).prepare()
-        if StudyKey.FLOOR not in study.user_attrs:
-            study.set_user_attr(StudyKey.FLOOR, evaluator.floor)
-            study.set_user_attr(StudyKey.EXTRACTOR, evaluator.info)
-            real = data.split(evaluator.info.get("reference", "val")).x
-            study.set_user_attr(StudyKey.REAL_PNG, b64(grid_png(real[:64])))
+        store_reference(study, evaluator)
         return dev, data, evaluator
 
     def objective(
