@@ -148,6 +148,17 @@ class TrainingMonitor:
             self.trial.report(value, step)
         return value, metrics
 
+    def final_metrics(self, step: int, images: torch.Tensor, evaluator: Any) -> dict:
+        """The final model's metrics, from `evaluator` (the study's final N) on `images`. When
+        the trial evaluated during training, its learning curve ends at the final step too; at
+        the same N (this monitor's evaluator is `evaluator`) that one evaluation serves both."""
+        if self.frames:
+            same = self.evaluator is evaluator
+            _, at_n = self.evaluate(step, images=images, full=same)
+            if same:
+                return at_n
+        return evaluator.evaluate(images)
+
     def stop(self, reason: str, step: int | None = None) -> None:
         """Mark the trial stopped for `reason` at `step` (default: the last step seen) and end
         it as PRUNED."""

@@ -232,10 +232,8 @@ class GenerativeObjective:
         if result.diverged or not torch.isfinite(images).all():
             trial.set_user_attr(TrialKey.PRUNE_REASON, "diverged")
             raise optuna.TrialPruned("diverged: the training loss became non-finite")
-        if metrics is None and monitor.frames:  # the learning curve ends at the final step, at the same N
-            _, at_n = monitor.evaluate(result.steps, images=images, full=monitor.evaluator is self.evaluator)
-            metrics = at_n if monitor.evaluator is self.evaluator else None
-        metrics = metrics or self.evaluator.evaluate(images)
+        if metrics is None:
+            metrics = monitor.final_metrics(result.steps, images, self.evaluator)
         # Likelihood families add their held-out NLL / ELBO (the --objective nll value).
         metrics = {**metrics, **family.evaluate(result.model, self.data, device=str(self.device))}
         store_metrics(trial, metrics)

@@ -131,12 +131,7 @@ class Recorder:
         step = step if step is not None else self.steps or self._last_step + 1
         images = self._draw(sample, evaluator.info["n"], step)
         store_grid(self.trial, images, self._grids)
-        metrics = None
-        if monitor.frames:  # the learning curve ends at the final step, as a built-in trial's
-            same = monitor.evaluator is evaluator
-            _, at_n = monitor.evaluate(step, images=images, full=same)
-            metrics = at_n if same else None
-        metrics = metrics or evaluator.evaluate(images)
+        metrics = monitor.final_metrics(step, images, evaluator)
         store_metrics(self.trial, metrics)
         self.trial.set_user_attr(TrialKey.STEPS, int(step))
         return float(metrics[self.metric])
