@@ -2,8 +2,9 @@
 
 `gentune best` and `gentune list` answer in well under a second because nothing here imports
 torch: only Optuna, gentune's storage and the stored keys. (gentune.study.store, which creates
-and resumes studies, needs gentune.settings and with it the model families.) Opening a study
-here writes nothing, so a study on a read-only mount reads.
+and resumes studies, needs gentune.settings and with it the model families; it checks that a
+study exists with `check_exists` from here.) Opening a study here writes nothing, so a study
+on a read-only mount reads.
 """
 
 from __future__ import annotations
@@ -53,6 +54,14 @@ def study_names(storage: str) -> list[str]:
 def open_existing(name: str, storage: str) -> optuna.Study:
     """The existing study `name` in `storage`, loaded for reading; a StudyError naming the
     studies there when it does not exist."""
+    check_exists(name, storage)
+    # load_study writes nothing (create_study tries an INSERT even for a study that exists).
+    return optuna.load_study(study_name=name, storage=make_storage(storage, on_stale=None))
+
+
+def check_exists(name: str, storage: str) -> None:
+    """A StudyError, naming the studies there, unless `storage` holds the study `name`; a
+    storage file that does not exist is not created."""
     file = storage_file(storage)
     if file is not None and not file.exists():
         raise StudyError(
@@ -69,8 +78,6 @@ def open_existing(name: str, storage: str) -> optuna.Study:
             fix="check the study name and --storage (gentune list shows the studies), or create "
             "it with gentune tune",
         )
-    # load_study writes nothing (create_study tries an INSERT even for a study that exists).
-    return optuna.load_study(study_name=name, storage=make_storage(storage, on_stale=None))
 
 
 @dataclass(frozen=True)

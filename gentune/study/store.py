@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import os
 import socket
-import urllib.parse
 import zlib
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 from gentune.errors import GentuneError, StudyError
 from gentune.paths import writable_folder
 from gentune.settings import StudySettings, UserSettings, check_same_settings, is_user_study
-from gentune.study.storage import hide_password, journal_path
+from gentune.study.listing import check_exists, storage_file, study_names
 from gentune.study.storage import make_storage as open_storage
 from gentune.trial.attrs import REQUEUE_KEYS, OptunaKey, StudyKey, TrialKey
 
@@ -37,20 +36,6 @@ MAX_RETRIES = 3
 def default_storage(study_name: str, runs_dir: Path) -> str:
     """sqlite:///RUNS/STUDY/study.db; the folder is made when the study is created."""
     return f"sqlite:///{runs_dir / study_name / 'study.db'}"
-
-
-def _file_of(url: str) -> Path | None:
-    """The file a SQLite or journal storage keeps its data in, or None for a database server.
-
-    >>> _file_of("sqlite:///file:runs/x/study.db?mode=ro&uri=true")  # SQLite's URI form (read-only)
-    PosixPath('runs/x/study.db')
-    """
-    if url.startswith("sqlite:///"):
-        path = url.removeprefix("sqlite:///")
-        if path.startswith("file:"):
-            return Path(urllib.parse.unquote(urllib.parse.urlsplit(path).path))
-        return Path(path)
-    return journal_path(url)
 
 
 def host_name() -> str:
@@ -190,15 +175,6 @@ def grid_point(space: dict[str, list], grid_id: int) -> dict:
     return {name: point[name] for name in space}
 
 
-def study_names(storage: str) -> list[str]:
-    """The studies in `storage`; none for a SQLite or journal file that does not exist (opening
-    the storage would create it)."""
-    file = _file_of(storage)
-    if file is not None and not file.exists():
-        return []
-    return optuna.get_all_study_names(make_storage(storage))
-
-
 def study_exists(storage: str, name: str) -> bool:
     return name in study_names(storage)
 
@@ -227,27 +203,13 @@ def open_or_create(
     a report, `gentune best`).
     """
     if settings is None:
-        file = _file_of(storage)
-        if file is not None and not file.exists():
-            raise StudyError(
-                f"the study storage {file} does not exist",
-                value=hide_password(storage),
-                fix="pass the storage the study was run with, e.g. sqlite:///runs/<study>/study.db",
-            )
-        names = study_names(storage)
-        if name not in names:
-            raise StudyError(
-                f"no study named {name!r} in {hide_password(storage)}; studies there: "
-                f"{', '.join(names) or 'none'}",
-                value=name,
-                fix="check --study and --storage, or create the study with gentune tune",
-            )
+        check_exists(name, storage)
         # Loading writes nothing (create_study tries an INSERT even for a study that exists),
         # so best, report and sample read a study on a read-only mount.
         return optuna.load_study(
             study_name=name, storage=make_storage(storage), sampler=sampler, pruner=pruner
         )
-    file = _file_of(storage)
+    file = storage_file(storage)
     if file is not None:
         writable_folder(
             file.parent, "the study's folder", fix="pass --runs-dir or --storage with a folder you can write"
