@@ -867,7 +867,7 @@ def _say_created(study: Any, run: Any) -> None:
         f"created study {study.study_name} ({url}); it runs no trial until workers join it:", markup=False
     )
     out.print(
-        f"  gentune worker --study {shlex.quote(study.study_name)} --storage {shlex.quote(url)}", markup=False
+        f"  gentune worker {shlex.quote(study.study_name)} --storage {shlex.quote(url)}", markup=False
     )
     if url != given:
         out.print(

@@ -241,7 +241,7 @@ def test_unlabelled_user_images_say_which_features_are_used(home, tmp_path):
 def test_create_makes_a_study_for_workers_and_runs_no_trial(home, tmp_path):
     r = gentune("create", *TINY, "--trials", "2", "--study", "made", home=home, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "gentune worker --study made --storage sqlite:///runs/made/study.db" in r.stdout
+    assert "gentune worker made --storage sqlite:///runs/made/study.db" in r.stdout
     study = optuna.load_study(study_name="made", storage=f"sqlite:///{tmp_path}/runs/made/study.db")
     assert study.trials == [] and study.user_attrs["target_trials"] == 2
     assert study.user_attrs["gentune"]["steps"] == 150 and "floor" in study.user_attrs  # workers reuse it
