@@ -866,9 +866,7 @@ def _say_created(study: Any, run: Any) -> None:
     out.print(
         f"created study {study.study_name} ({url}); it runs no trial until workers join it:", markup=False
     )
-    out.print(
-        f"  gentune worker {shlex.quote(study.study_name)} --storage {shlex.quote(url)}", markup=False
-    )
+    out.print(f"  gentune worker {shlex.quote(study.study_name)} --storage {shlex.quote(url)}", markup=False)
     if url != given:
         out.print(
             "  (the password is shown as ***: put it in, or leave it out of the URL and give it "
