@@ -24,6 +24,7 @@ from gentune.errors import GentuneError
 from gentune.families import Family, get_family
 from gentune.families.gan import LEGACY_GAN_FORMAT
 from gentune.settings import check_existing_study_name
+from gentune.study.listing import runs_storage
 from gentune.study.sampling import trial_generator
 from gentune.study.store import open_or_create
 from gentune.train.checkpoint import read_payload
@@ -98,19 +99,9 @@ def load(
     if storage is None and path.suffix == ".pt":
         return _from_file(path, dev)
     name = check_existing_study_name(str(study))
-    url = storage or _sqlite_of(name, Path(runs_dir))
+    fix = "check the name (gentune list), pass runs_dir=..., or storage=URL for a database elsewhere"
+    url = storage or runs_storage(name, Path(runs_dir), fix=fix)
     return _from_study(open_or_create(name, url), trial, Path(runs_dir), dev)
-
-
-def _sqlite_of(name: str, runs_dir: Path) -> str:
-    path = runs_dir / name / "study.db"
-    if not path.exists():
-        raise GentuneError(
-            f"no study {name!r} under {runs_dir}/",
-            value=str(path),
-            fix="check the name (ls runs/), pass runs_dir=..., or storage=URL for a database elsewhere",
-        )
-    return f"sqlite:///{path}"
 
 
 def _from_study(study: optuna.Study, number: int | None, runs_dir: Path, device: str) -> Generator:

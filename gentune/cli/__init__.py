@@ -905,14 +905,11 @@ def _portable_spec(spec: str) -> str:
 
 
 def _existing_storage(study: str, runs_dir: Path) -> str:
-    path = runs_dir / study / "study.db"
-    if not path.exists():
-        raise GentuneError(
-            f"no study {study!r} under {runs_dir}/",
-            value=str(path),
-            fix="check the name (ls runs/), or pass --storage URL for a database elsewhere",
-        )
-    return f"sqlite:///{path}"
+    from gentune.study.listing import runs_storage
+
+    return runs_storage(
+        study, runs_dir, fix="check the name (gentune list), or pass --storage URL for a database elsewhere"
+    )
 
 
 def main() -> None:

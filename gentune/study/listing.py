@@ -18,7 +18,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from gentune.errors import StudyError
+from gentune.errors import GentuneError, StudyError
 from gentune.study.storage import hide_password, journal_path, make_storage
 from gentune.trial import attrs
 from gentune.trial.attrs import StudyKey
@@ -40,6 +40,15 @@ def storage_file(url: str) -> Path | None:
             return Path(urllib.parse.unquote(urllib.parse.urlsplit(path).path))
         return Path(path)
     return journal_path(url)
+
+
+def runs_storage(name: str, runs_dir: Path, *, fix: str) -> str:
+    """The default storage of study `name`, sqlite:///RUNS_DIR/NAME/study.db, when that file
+    exists; else a GentuneError with `fix` (the options or arguments of the caller)."""
+    path = Path(runs_dir) / name / STUDY_FILE
+    if not path.exists():
+        raise GentuneError(f"no study {name!r} under {runs_dir}/", value=str(path), fix=fix)
+    return f"sqlite:///{path}"
 
 
 def study_names(storage: str) -> list[str]:
