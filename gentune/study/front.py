@@ -8,6 +8,7 @@ Reads stored attributes only: no torch, so `gentune best` stays quick.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import optuna
@@ -48,11 +49,6 @@ def front_summary(study: optuna.Study) -> dict[str, Any] | None:
         return None
     names = objective_names(study)
     settings = study.user_attrs.get(StudyKey.SETTINGS, {})
-    pruned = study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
-    reasons: dict[str, int] = {}
-    for t in pruned:
-        reason = t.user_attrs.get(TrialKey.PRUNE_REASON, "pruned")
-        reasons[reason] = reasons.get(reason, 0) + 1
     return {
         "study": study.study_name,
         "objective": settings.get("objective") or ",".join(names),
@@ -63,12 +59,28 @@ def front_summary(study: optuna.Study) -> dict[str, Any] | None:
         "floor": study.user_attrs.get(StudyKey.FLOOR),
         "extractor": study.user_attrs.get(StudyKey.EXTRACTOR),
         "settings": settings,
-        "trials": {
-            "complete": len(completed),
-            "pruned": len(pruned),
-            "pruned_by_reason": reasons,
-            "failed": len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))),
-        },
+        "trials": trial_counts(study),
+    }
+
+
+def trial_counts(study: optuna.Study) -> dict[str, Any]:
+    """The study's complete, pruned (and why: the pruner or a detector) and failed trials, as
+    `gentune best` and best.json give them.
+
+    >>> s = optuna.create_study(study_name="counts")
+    >>> s.add_trial(optuna.trial.create_trial(value=1.0))
+    >>> why = {"prune_reason": "collapse"}
+    >>> s.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED, user_attrs=why))
+    >>> trial_counts(s)
+    {'complete': 1, 'pruned': 1, 'pruned_by_reason': {'collapse': 1}, 'failed': 0}
+    """
+    pruned = study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+    reasons = Counter(t.user_attrs.get(TrialKey.PRUNE_REASON, "pruned") for t in pruned)
+    return {
+        "complete": len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
+        "pruned": len(pruned),
+        "pruned_by_reason": dict(reasons),
+        "failed": len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))),
     }
 
 

@@ -11,7 +11,7 @@ import optuna
 from optuna.trial import TrialState
 
 from gentune.paths import write_atomic
-from gentune.study.front import front_summary
+from gentune.study.front import front_summary, trial_counts
 from gentune.trial.attrs import StudyKey, TrialKey
 from gentune.trial.attrs import noise_band as stored_band
 
@@ -30,11 +30,6 @@ def best_summary(study: optuna.Study) -> dict[str, Any] | None:
     best = study.best_trial
     attrs = best.user_attrs
     settings = study.user_attrs.get(StudyKey.SETTINGS, {})
-    pruned = study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
-    reasons: dict[str, int] = {}
-    for t in pruned:
-        r = t.user_attrs.get(TrialKey.PRUNE_REASON, "pruned")
-        reasons[r] = reasons.get(r, 0) + 1
     return {
         "study": study.study_name,
         "trial": best.number,
@@ -53,12 +48,7 @@ def best_summary(study: optuna.Study) -> dict[str, Any] | None:
         "seed": attrs.get(TrialKey.SEED),
         "text_samples": attrs.get(TrialKey.TEXT_SAMPLES),
         "settings": settings,
-        "trials": {
-            "complete": len(completed),
-            "pruned": len(pruned),
-            "pruned_by_reason": reasons,
-            "failed": len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))),
-        },
+        "trials": trial_counts(study),
         "confirmed": _confirmed(study),
         "noise_band": noise_summary(study, best),
     }
@@ -98,9 +88,7 @@ def within_band(band: dict[str, Any], values: dict[int, float], *, maximize: boo
     """
     edge = band["mean"] - band["sd"] if maximize else band["mean"] + band["sd"]
     return sorted(
-        n
-        for n, v in values.items()
-        if n != band.get("trial") and (v >= edge if maximize else v <= edge)
+        n for n, v in values.items() if n != band.get("trial") and (v >= edge if maximize else v <= edge)
     )
 
 
