@@ -497,13 +497,12 @@ def _tune(
         run_objective,
     )
     from gentune.api import tune as tune_family
-    from gentune.cli.identity import check_more, nothing_to_run
+    from gentune.cli.identity import check_more
     from gentune.loading import load_objective
     from gentune.phases.search import BuiltinSearch
     from gentune.settings import TuneRequest
     from gentune.study.runner import check_writable
     from gentune.study.workers import parse_gpus
-    from gentune.trial import attrs
     from gentune.trial.detectors import detector_config
 
     phases = Phases(
@@ -597,19 +596,7 @@ def _tune(
             callbacks=callbacks,
         )
     else:
-        if objective is not None and "loss" in (o.strip() for o in objective.split(",")):
-            err.print(
-                Text.assemble(
-                    ("warning:", "yellow"),
-                    " --objective loss ranks trials by the final generator loss, "
-                    "which does not measure sample quality (lowest-loss GANs are often "
-                    "mode-collapsed). The sample metrics are still recorded for every trial.",
-                )
-            )
-        if objective is not None and "," in objective:
-            from gentune.settings import MULTI_OBJECTIVE_NOTE
-
-            err.print(Text.assemble(("note:", "yellow"), f" {MULTI_OBJECTIVE_NOTE}"))
+        _objective_notes(objective)
         data = data_file or data_dir
         request: dict[str, Any] = dict(
             **_given(model=model, objective=objective, n_eval=n_eval),
@@ -637,10 +624,36 @@ def _tune(
             if create_only:
                 return _say_created(create(**request), run)
             result = tune_family(**request, phases=phases, callbacks=callbacks)
-    from gentune.cli.show import print_best
+    _print_outcome(result, before if phases == Phases() else None, run.command or "gentune tune")
 
-    if phases == Phases():
-        done = nothing_to_run(before, attrs.target_trials(result.study), run.command or "gentune tune")
+
+def _objective_notes(objective: str | None) -> None:
+    """Warn about --objective loss and note what a multi-objective study gives, before it runs."""
+    if objective is not None and "loss" in (o.strip() for o in objective.split(",")):
+        err.print(
+            Text.assemble(
+                ("warning:", "yellow"),
+                " --objective loss ranks trials by the final generator loss, "
+                "which does not measure sample quality (lowest-loss GANs are often "
+                "mode-collapsed). The sample metrics are still recorded for every trial.",
+            )
+        )
+    if objective is not None and "," in objective:
+        from gentune.settings import MULTI_OBJECTIVE_NOTE
+
+        err.print(Text.assemble(("note:", "yellow"), f" {MULTI_OBJECTIVE_NOTE}"))
+
+
+def _print_outcome(result: Any, before: Any, command: str) -> None:
+    """The best trial and the outputs of a tune; first, when the study held its target before
+    the run (`before`, its identity; None with phases, which run studies of their own), that
+    nothing ran and how to go on."""
+    from gentune.cli.identity import nothing_to_run
+    from gentune.cli.show import print_best
+    from gentune.trial import attrs
+
+    if before is not None:
+        done = nothing_to_run(before, attrs.target_trials(result.study), command)
         if done:
             out.print(done, soft_wrap=True)
     print_best(out, result.best)
