@@ -211,10 +211,11 @@ class PopulationRun:
 
     def _joining_structure(self) -> dict[str, Any]:
         """The structure a fresh trial takes to stack with others: that of the largest
-        population still open (it has admitted fewer than COHORT x K members); {} when none is,
-        and the sampler then draws a new structure for a new population. Members of different
-        structures would only take turns on the device, so the slots fill with stacked members,
-        and the search still moves on to new structures every COHORT x K trials."""
+        population still open (it has admitted fewer than COHORT x K members, and none of them
+        was pruned or stopped by a detector); {} when none is, and the sampler then draws a new
+        structure for a new population. Members of different structures would only take turns
+        on the device, so the slots fill with stacked members, while a structure that fails is
+        dropped at once and the search moves on to new structures every COHORT x K trials."""
         open_ = [p for p in self.pops if self.admitted.get(id(p), 0) < COHORT * self.k]
         if self.k == 1 or not open_:
             return {}
@@ -428,6 +429,9 @@ class PopulationRun:
         (True: as a crash, counted towards the retry cap)."""
         m.pop.remove(m.slot)
         self.members.remove(m)
+        if state == TrialState.PRUNED and attrs.prune_reason(m.trial) != "pbt_replaced":
+            # A member stopped early speaks against its structure: no more fresh trials join it.
+            self.admitted[id(m.pop)] = COHORT * self.k
         if not any(other.pop is m.pop for other in self.members):
             self.pops.remove(m.pop)  # an empty population frees its memory
             self.admitted.pop(id(m.pop), None)
