@@ -200,13 +200,6 @@ class BuiltinSearch:
         storage = run.storage or default_storage(name, Path(run.runs_dir))
         stored = existing_settings(storage, name)
         settings = resolve_settings(req, stored, self.family, resolved_space, device=_device_type(run.device))
-        if self.callbacks and settings.population is not None:
-            raise GentuneError(
-                "callbacks= are called by the one-trial-at-a-time runner, and a population trains "
-                "its trials together",
-                value={"population": settings.population},
-                fix="leave out --population, or callbacks= (and --mlflow)",
-            )
         if "loss" in settings.objectives:
             warnings.warn(LOSS_WARNING, UserWarning, stacklevel=3)
         if len(settings.objectives) > 1 and stored is None:
@@ -416,6 +409,7 @@ def _execute(
             runs_dir=run.runs_dir,
             progress=run.progress,
             threads=run.threads,
+            callbacks=callbacks,
         )
     else:
         work(

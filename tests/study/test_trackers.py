@@ -74,15 +74,19 @@ def test_the_cli_refuses_mlflow_where_no_trial_runs_here(tmp_path):
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
 
 
-def test_callbacks_are_refused_with_a_population_before_the_study_is_made(tmp_path):
-    from gentune import Budget, tune
+def test_callbacks_see_every_trial_a_population_finishes(tmp_path):
+    from gentune import Budget, EarlyStop, tune
 
-    with pytest.raises(GentuneError, match="a population trains its trials together"):
-        tune(
-            dataset="digits",
-            budget=Budget(steps=10),
-            search=SearchOptions(population=2),
-            run=RunOptions(runs_dir=tmp_path, progress=False, report=False),
-            callbacks=[Recorder()],
-        )
-    assert not any(tmp_path.iterdir())
+    seen = Recorder()
+    result = tune(
+        dataset="digits",
+        n_eval=200,
+        budget=Budget(steps=20),
+        search=SearchOptions(trials=3, population=2, promotion=False),
+        early_stop=EarlyStop(evals=0),
+        run=RunOptions(runs_dir=tmp_path, progress=False, report=False, noise_seeds=0),
+        callbacks=[seen],
+    )
+    finished = [t for t in result.study.get_trials(deepcopy=False) if t.state.is_finished()]
+    assert sorted(n for _, n, _ in seen.seen) == sorted(t.number for t in finished)
+    assert len(finished) >= 3
