@@ -76,5 +76,7 @@ def test_the_cli_says_so_in_one_line_with_exit_code_2(tmp_path):
         timeout=300,
     )
     assert r.returncode == 2, r.stderr
-    assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1
-    assert "is a file, not a folder" in r.stderr and "Fix: export GENTUNE_HOME=" in r.stderr
+    # The start banner (study, storage, outputs, resume) comes first; the error is its last line.
+    *banner, error = r.stderr.splitlines()
+    assert "Traceback" not in r.stderr and banner[0].startswith("study ")
+    assert "is a file, not a folder" in error and "Fix: export GENTUNE_HOME=" in error

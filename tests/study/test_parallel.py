@@ -194,7 +194,9 @@ def test_sigkilled_worker_trial_is_retried_and_nothing_is_lost(shared_storage, t
     assert killed.state == TrialState.FAIL
     retries = [t for t in study.trials if t.user_attrs.get("retry_of") == victim.number]
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
-    assert retries[0].params == killed.params
+    # The kill can land between two suggest calls: the retry keeps what was suggested and draws
+    # the rest.
+    assert killed.params.items() <= retries[0].params.items()
     assert_complete_once(study, 9)
     evaluated = Counter(line.split()[0] for line in log.read_text().splitlines())
     assert all(n == 1 for n in evaluated.values())  # each trial number evaluated once

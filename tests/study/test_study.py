@@ -88,7 +88,9 @@ def test_settings_mismatch_on_resume_names_the_field(tmp_path):
 
 
 def _cli(tmp_path, *args, env_extra=None):
-    env = {**os.environ, "SLOW_SECONDS": "1.0", **(env_extra or {})}
+    # 2 s a trial: on a loaded machine the poll for a running trial can lag a second or more,
+    # and the signal must still land inside the run.
+    env = {**os.environ, "SLOW_SECONDS": "2.0", **(env_extra or {})}
     return subprocess.Popen(
         [
             sys.executable,
