@@ -88,9 +88,7 @@ def test_settings_mismatch_on_resume_names_the_field(tmp_path):
 
 
 def _cli(tmp_path, *args, env_extra=None):
-    # 2 s a trial: on a loaded machine the poll for a running trial can lag a second or more,
-    # and the signal must still land inside the run.
-    env = {**os.environ, "SLOW_SECONDS": "2.0", **(env_extra or {})}
+    env = {**os.environ, "SLOW_SECONDS": "1.0", **(env_extra or {})}
     return subprocess.Popen(
         [
             sys.executable,
@@ -110,6 +108,9 @@ def _cli(tmp_path, *args, env_extra=None):
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        # Ctrl-C as a terminal delivers it: a suite started in the background (nohup, `&`)
+        # hands its children SIGINT ignored, and Python then keeps ignoring it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
