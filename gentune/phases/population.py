@@ -43,12 +43,12 @@ from optuna.trial import FrozenTrial, TrialState
 from gentune.errors import GentuneError
 from gentune.phases.pbt import pairs, perturb
 from gentune.phases.promotion import candidate, promote, rung_steps, state_path
-from gentune.settings import StudySettings, check_count, check_seconds
+from gentune.settings import StudySettings
 from gentune.study.runner import (
     POLL_SECONDS,
     Interrupted,
     _report_progress,
-    check_writable,
+    check_work_values,
     describe_error,
     next_move,
     progress_display,
@@ -576,10 +576,7 @@ def work_population(
     process trains its own population of K members."""
     if worker_index is None:
         worker_index = auto_worker_index()
-    check_count("--trials", trials, example=20)
-    check_seconds("--timeout", timeout, example=3600)
-    check_writable(runs_dir)
-    check_count("--threads", threads, example=1)
+    check_work_values(trials=trials, timeout=timeout, runs_dir=runs_dir, threads=threads)
     if threads is not None:
         torch.set_num_threads(threads)
     target = target_of(open_or_create(study, storage), None, data)

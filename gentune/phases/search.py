@@ -11,6 +11,7 @@ import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -397,25 +398,12 @@ def _execute(
             progress=run.progress,
             metric=metric,
         )
-    elif population:
-        work_population(
-            name,
-            storage,
-            data_dir=data_dir,
-            data=data,
-            device=run.device,
-            trials=trials,
-            timeout=timeout,
-            runs_dir=run.runs_dir,
-            progress=run.progress,
-            threads=run.threads,
-            callbacks=callbacks,
-        )
     else:
-        work(
+        # A population study's trials train together in this process; the rest one at a time.
+        runner = work_population if population else partial(work, objective=objective)
+        runner(
             name,
             storage,
-            objective=objective,
             data_dir=data_dir,
             data=data,
             device=run.device,
