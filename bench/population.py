@@ -1,7 +1,7 @@
 """Population training throughput: K stacked members against one model at a time.
 
     python bench/population.py [--family gan-mlp|dcgan] [--k 1 2 4 8 16 32] [--steps N]
-        [--data-dir /work/shared/data/mnist] [--device cpu|cuda|auto] [--report-k 8]
+        [--data-dir ../shared/data/mnist] [--device cpu|cuda|auto] [--report-k 8]
         [--repeats R] [--threads T] [--bf16]
 
 Three trainers on the same device, family, default config, data and batch size:
@@ -43,7 +43,7 @@ MNIST = ROOT / ".." / "shared" / "data" / "mnist"
 
 
 def dataset(data_dir: str | None):
-    """MNIST from `data_dir` (default /work/shared/data/mnist), else the embedded digits."""
+    """MNIST from `data_dir` (default ../shared/data/mnist), else the embedded digits."""
     folder = Path(data_dir) if data_dir else MNIST
     if (folder / "train-images-idx3-ubyte.gz").is_file():
         return load_dataset("mnist", data_dir=folder, seed=0)
