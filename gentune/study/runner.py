@@ -3,8 +3,9 @@
 Many workers may run a `Runner` on one study at once. A worker starts a trial only while the
 study's finished, running and queued trials fall short of its target, else it waits and takes
 over the re-queued trials of workers that died; a grid study hands out only its queued points.
-Ctrl-C (or SIGTERM) marks the running trial, queues its parameters again and raises
-`Interrupted`, so rerunning the same command continues where this one stopped.
+Ctrl-C (or SIGTERM) stops the running trial at once, marks it, queues its parameters again
+and raises `Interrupted`, so rerunning the same command continues where this one stopped; one
+that lands between trials stops the run before the next (`SafeInterrupts`).
 
 What an objective hands back is checked before Optuna sees it (`value_problem`): a trial whose
 value is not one finite number (a multi-objective study: one per objective) fails with what it
@@ -216,6 +217,57 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
+class SafeInterrupts:
+    """Ctrl-C and SIGTERM that stop a run only where stopping is safe.
+
+    Inside the objective (`interruptible()`) a signal raises KeyboardInterrupt at once, so a
+    long trial stops. Elsewhere (Optuna asking for a trial, starting its heartbeat thread,
+    telling the storage) it is noted and raised at the runner's next `check()`: a signal that
+    landed inside Optuna's bookkeeping could leave a trial half made, or a heartbeat thread
+    started and never stopped, which keeps the process alive after it says it stopped. A
+    second signal before that check raises at once.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.pending = False
+        self.raising = False  # inside the objective
+
+    def handler(self, signum: int, frame: Any) -> None:
+        if self.raising or self.pending:
+            raise KeyboardInterrupt
+        self.pending = True
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        try:
+            old = {s: signal.signal(s, self.handler) for s in self.SIGNALS}
+        except ValueError:  # not the main thread: signals are the main thread's
+            yield
+            return
+        try:
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    def check(self) -> None:
+        """Raise KeyboardInterrupt if a signal came since the last check."""
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def interruptible(self) -> Iterator[None]:
+        self.raising = True
+        try:
+            self.check()
+            yield
+        finally:
+            self.raising = False
+
+
 def check_writable(folder: str | Path, option: str = "--runs-dir") -> None:
     """Refuse a folder gentune cannot write its outputs to, before anything trains.
 
@@ -328,6 +380,7 @@ class Runner:
         self.stopped: int | None = None  # the trial the timeout stopped
         self.requeued = False  # whether its parameters were queued again
         self.callbacks = list(callbacks)
+        self.signals = SafeInterrupts()
 
     def _say(self, text: str) -> None:
         if self.progress is not None:
@@ -342,7 +395,7 @@ class Runner:
         quiet = _NoFailedTrialLog()
         optuna_log = logging.getLogger("optuna.study._optimize")
         optuna_log.addFilter(quiet)
-        with sigterm_as_interrupt():
+        with self.signals.installed():
             try:
                 self._loop()
             except KeyboardInterrupt:
@@ -375,6 +428,7 @@ class Runner:
         """Start trials while the study needs them; wait while other workers' trials may fail."""
         self.deadline = None if self.timeout is None else time.monotonic() + self.timeout
         while self.fatal is None and self.failures < self.max_failures:
+            self.signals.check()
             if self.deadline is not None and time.monotonic() >= self.deadline:
                 return
             recover_orphans(self.study)  # a worker of this host that died: its trial, at once
@@ -386,6 +440,7 @@ class Runner:
                 recover_stale(self.study)
             else:
                 self._one_trial()
+        self.signals.check()
 
     def _one_trial(self) -> None:
         try:
@@ -409,7 +464,7 @@ class Runner:
         if self.deadline is not None and self.timeout is not None:
             stop_at = self.deadline + timeout_grace(self.timeout)
         try:
-            with hard_deadline(stop_at):
+            with hard_deadline(stop_at), self.signals.interruptible():
                 value = self.objective(trial)
         except optuna.TrialPruned:  # stopped early on purpose (pruner, detector): no error
             raise

@@ -185,3 +185,30 @@ def test_trial_seconds_caps_training_and_is_stored(tmp_path):
             budget=Budget(trial_seconds=0),
             run=RunOptions(runs_dir=tmp_path, progress=False),
         )
+
+
+def test_a_signal_between_trials_stops_the_run_before_the_next_one(tmp_path):
+    """Ctrl-C that lands in Optuna's or gentune's bookkeeping (here: an after-trial callback)
+    is held until the trial is told, then stops the run: the trial stays complete and no
+    heartbeat thread is left to keep the process alive."""
+    import threading
+
+    def interrupt(study, trial):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.1)  # the handler runs here; the callback must still finish
+        trial_states.append(trial.state)
+
+    trial_states: list[TrialState] = []
+    url = f"sqlite:///{tmp_path}/study.db"
+    with pytest.raises(Exception) as caught:
+        run_objective(
+            quad,
+            study="i",
+            search=SearchOptions(trials=3),
+            run=RunOptions(storage=url, runs_dir=tmp_path, progress=False),
+            callbacks=[interrupt],
+        )
+    assert type(caught.value).__name__ == "Interrupted" and caught.value.trial_number is None
+    assert trial_states == [TrialState.COMPLETE]
+    assert states(url, "i") == {"COMPLETE": 1}
+    assert threading.enumerate() == [threading.main_thread()]
