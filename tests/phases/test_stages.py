@@ -2,27 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
 from gentune.api import Budget, EarlyStop, Phases, RunOptions, SearchOptions, tune
+from gentune.cli import main
 from gentune.errors import GentuneError, SpaceError
 from gentune.phases.stages import parse_stages, split_groups, stage_space
 from gentune.search.defaults import gan_mlp_space
 from gentune.search.narrow import describe, narrow_space
 from gentune.search.space import CategoricalSpec, FloatSpec, IntSpec, SearchSpace
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-TINY = ["--steps", "200", "--n-eval", "200", "--no-report", "--strategy", "random"]
+TINY = ["--steps", "60", "--n-eval", "200", "--no-report", "--strategy", "random"]
 # The default space reaches 256-wide, 3-deep networks with 3 D steps: 40 s for 200 steps on a
-# busy core. These tests check the phases, not the models, so the networks stay small.
+# busy core. These tests check the phases, not the models, so the networks stay small and the
+# budget short: which trials each phase runs and what it stores do not depend on their scores.
 SMALL = "mode: narrow\nparams:\n  width: [32, 64]\n  depth: [1]\n"
 
 
@@ -33,20 +40,25 @@ def small(tmp_path):
     return path
 
 
+def _gentune(*args: str) -> SimpleNamespace:
+    """`gentune ARGS` through its entry point, in this process: returncode, stdout, stderr. What
+    these tests read is the studies and the messages; a fresh interpreter per command only added
+    its imports (seconds each)."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sys, "argv", ["gentune", *args])
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                main()
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 1
+    return SimpleNamespace(returncode=code, stdout=stdout.getvalue(), stderr=stderr.getvalue())
+
+
 def _cli(tmp_path, *args):
-    cmd = [
-        sys.executable,
-        "-m",
-        "gentune",
-        "tune",
-        "--runs-dir",
-        str(tmp_path),
-        *TINY,
-        "--space",
-        str(tmp_path / "small.yaml"),
-        *args,
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    space = str(tmp_path / "small.yaml")
+    done = _gentune("tune", "--runs-dir", str(tmp_path), *TINY, "--space", space, *args)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
@@ -157,7 +169,7 @@ def test_stages_auto_orders_parameters_by_a_screening_run(tmp_path, small):
     r = tune(
         dataset="digits",
         n_eval=200,
-        budget=Budget(steps=200),
+        budget=Budget(steps=60),
         search=SearchOptions(strategy="random", trials=1, space=small),
         early_stop=EarlyStop(pruner="none", detectors="off"),
         run=RunOptions(runs_dir=tmp_path, progress=False, report=False, study="au"),
@@ -279,9 +291,6 @@ def test_a_user_objective_gets_stages_narrowing_and_confirmation(tmp_path):
     narrowed phase draws inside the narrowed ranges, and re-runs are seeded."""
     fn = Path(__file__).parents[1] / "objectives" / "noisy_quadratic.py"
     cmd = [
-        sys.executable,
-        "-m",
-        "gentune",
         "tune",
         "--objective-fn",
         f"{fn}:objective",
@@ -307,7 +316,7 @@ def test_a_user_objective_gets_stages_narrowing_and_confirmation(tmp_path):
         "--confirm-seeds",
         "1",
     ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    done = _gentune(*cmd)
     assert done.returncode == 0, done.stderr[-3000:]
     screen, s1, s2 = _load(tmp_path, "u-screen"), _load(tmp_path, "u-stage1"), _load(tmp_path, "u-stage2")
     narrowed, confirm = _load(tmp_path, "u-stage2-narrow"), _load(tmp_path, "u-stage2-narrow-confirm")
