@@ -159,7 +159,11 @@ def test_pruner_settings_are_stored_and_kept_on_resume(tmp_path):
     assert r.study.user_attrs["gentune"]["pruner"] == "percentile"
     with pytest.raises(StudyError, match="pruner='percentile'.*pruner='median'"):
         tune(**kw, early_stop=EarlyStop(pruner="median"), run=run)
-    new = tune(**kw, run=RunOptions(runs_dir=tmp_path, progress=False, report=False, study="q"))
+    new = tune(
+        **kw,
+        search=SearchOptions(trials=1),  # the default 20 trials check nothing more here
+        run=RunOptions(runs_dir=tmp_path, progress=False, report=False, study="q"),
+    )
     # a new study gets the strategy's default
     assert new.study.user_attrs["gentune"]["pruner"] == "median"
     assert StudySettings.from_dict({"model": "gan-mlp"}).pruner == "none"  # old studies: no pruning
@@ -178,6 +182,9 @@ def test_four_argument_callbacks_receive_the_generator(digits):
     assert all({"d_acc", "d_loss", "g_loss", "grad_norm"} <= keys for _, _, keys in seen)
 
 
+SMALLEST = {"transformer": SearchSpace({"n_layer": 1, "n_head": 2, "d_model": 32, "batch_size": 16})}
+
+
 @pytest.mark.parametrize("model", ["vae", "transformer"])
 def test_the_nll_objective_reports_validation_loss_during_training(tmp_path, model):
     """Likelihood studies are watched too: the trainer's validation loss, at each evaluation."""
@@ -185,8 +192,10 @@ def test_the_nll_objective_reports_validation_loss_during_training(tmp_path, mod
         model=model,
         dataset="digits",
         objective="nll",
-        search=SearchOptions(strategy="random", trials=1),
-        budget=Budget(steps=200),
+        n_eval=200,  # the final scoring samples (a Transformer one token at a time); not read here
+        # The smallest Transformer of its space: the check is where the evaluations go, not the model.
+        search=SearchOptions(strategy="random", trials=1, space=SMALLEST.get(model)),
+        budget=Budget(steps=100),  # evaluations every 25 steps, the likelihood trainers' log: 4
         early_stop=EarlyStop(evals=3, pruner="none", detectors="off"),
         run=RunOptions(runs_dir=tmp_path, progress=False, report=False),
     )
