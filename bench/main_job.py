@@ -8,12 +8,14 @@ GENTUNE_HOME in a temporary folder:
 1. fresh:  default threads, nothing cached: the feature extractor is trained first;
 2. cached: default threads, the extractor (and the reference features) cached by run 1;
 3. omp1:   as run 2, under OMP_NUM_THREADS=1 (and MKL/OpenBLAS at 1), the advice for shared
-           machines; gentune's own thread choice must never be slower than this.
+           machines; gentune's own thread choice must never be slower than this;
+4. one:    as run 2 with --workers 1: every trial in the one process, as before gentune ran a
+           CPU study in one worker process per core (settings.auto_workers).
 
 For each it prints the wall seconds (process start to exit), gentune's CPU seconds, the best FID
 and the cores other processes used meanwhile (from /proc/stat, less this benchmark's own), so a
 number taken on a loaded machine says so. The ratios are cached / omp1 in wall and in CPU time
-(below 1: the default is faster). The last line is one JSON object with all of it. `--quick`
+(below 1: the default is faster), and cached / one. The last line is one JSON object with all of it. `--quick`
 passes --trials 4 (a smoke check of the script, not the README's figure); options after `--` go
 to every run of gentune tune.
 """
@@ -54,7 +56,7 @@ def _best_fid(folder: Path) -> float | None:
     return metrics.get("fid")
 
 
-def run_once(label: str, home: Path, extra: list[str], one_thread: bool) -> dict:
+def run_once(label: str, home: Path, extra: list[str], one_thread: bool = False) -> dict:
     """One `gentune tune --dataset digits` in a fresh folder; its seconds, best FID and load."""
     env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}
     env["GENTUNE_HOME"] = str(home)
@@ -97,9 +99,10 @@ def main() -> None:
     extra = (["--trials", "4"] if args.quick else []) + list(args.extra)
     with tempfile.TemporaryDirectory(prefix="gentune-home-") as home:
         runs = [
-            run_once("fresh", Path(home), extra, one_thread=False),
-            run_once("cached", Path(home), extra, one_thread=False),
+            run_once("fresh", Path(home), extra),
+            run_once("cached", Path(home), extra),
             run_once("omp1", Path(home), extra, one_thread=True),
+            run_once("one", Path(home), [*extra, "--workers", "1"]),
         ]
     by = {r["run"]: r for r in runs}
     ratio = by["cached"]["seconds"] / by["omp1"]["seconds"]
@@ -108,6 +111,8 @@ def main() -> None:
         f"default threads / OMP_NUM_THREADS=1 (both cached): {ratio:.2f} in wall time, "
         f"{cpu_ratio:.2f} in CPU time (steadier when other processes load the machine)"
     )
+    one = by["cached"]["seconds"] / by["one"]["seconds"]
+    print(f"default / --workers 1 (both cached): {one:.2f} in wall time")
     print(
         json.dumps(
             {
@@ -116,6 +121,7 @@ def main() -> None:
                 "runs": runs,
                 "ratio_default_to_omp1": round(ratio, 3),
                 "cpu_ratio_default_to_omp1": round(cpu_ratio, 3),
+                "ratio_default_to_one_process": round(one, 3),
             }
         )
     )

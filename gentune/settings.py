@@ -17,6 +17,7 @@ drawn here, stored in the study, read by the trial.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -221,7 +222,9 @@ class RunOptions:
     storage: str | None = None  # Optuna storage URL (default: sqlite:///RUNS/STUDY/study.db)
     runs_dir: str | Path = "runs"
     device: str = "auto"
-    workers: int = 1  # processes sharing the study on this machine
+    # Processes sharing the study on this machine; None: auto_workers on the CPU where the
+    # trials can run in other processes (gentune's own families), else 1.
+    workers: int | None = None
     gpus: list[int] | None = None
     threads: int | None = None  # torch threads per process
     report: bool = True  # write runs/STUDY/report.html at the end
@@ -693,6 +696,41 @@ def cpu_threads(cores: int, load: float) -> int:
     (1, 8, 2)
     """
     return max(1, min(cores // 2, cores - math.ceil(load)))
+
+
+# A CPU run without --workers trains one trial per core in as many worker processes, up to
+# this many: beyond it TPE proposes too many trials before it hears how the others went.
+MAX_AUTO_WORKERS = 4
+# ... and only while each worker gets this many trials: starting one (importing torch, loading
+# the data and the feature extractor) costs a few seconds.
+TRIALS_PER_AUTO_WORKER = 5
+
+
+def auto_workers(cores: int, trials: int | None) -> int:
+    """Worker processes of a CPU run when none are given (--workers): one per core, each with
+    one thread, while each gets TRIALS_PER_AUTO_WORKER trials, at most MAX_AUTO_WORKERS (a run
+    without a trial count, bounded by --timeout only: one per core). A tutorial-size model gains
+    little from a second thread (settings.cpu_threads gives a 2-core machine one), while a
+    second process trains a second trial: on this 2-core machine the main job took 0.64x the
+    wall time of one process (bench/main_job.py; two processes each step 25-30% slower than one
+    alone, as the two cores share more than their caches).
+
+    >>> auto_workers(2, 20), auto_workers(2, 9), auto_workers(16, 20), auto_workers(16, None)
+    (2, 1, 4, 4)
+    >>> auto_workers(1, 50)
+    1
+    """
+    by_trials = MAX_AUTO_WORKERS if trials is None else trials // TRIALS_PER_AUTO_WORKER
+    return max(1, min(cores, MAX_AUTO_WORKERS, by_trials))
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. under taskset or a container
+    limit), else all of them."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def default_study_name(model: str, dataset: str, strategy: str, objective: str) -> str:

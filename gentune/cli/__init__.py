@@ -353,7 +353,8 @@ def tune(
     ),
     workers: Optional[int] = typer.Option(
         None,
-        help="Worker processes sharing the study on this machine (default: 1).",
+        help="Worker processes sharing the study on this machine (default on the CPU: one per "
+        "core, up to 4, with 5 trials or more each; else 1).",
         rich_help_panel=PARALLEL_PANEL,
     ),
     gpus: Optional[str] = typer.Option(
@@ -563,7 +564,7 @@ def _tune(
             value={k: str(v) for k, v in (("--mlflow", mlflow), ("--artifacts", artifacts)) if v},
             fix="pass them to each gentune worker, which runs the trials",
         )
-    callbacks = _trackers(mlflow, run.workers)
+    callbacks = _trackers(mlflow, run.workers or 1)
     if objective_fn:
         if steps is not None or epochs is not None or trial_seconds is not None:
             raise GentuneError(

@@ -35,6 +35,7 @@ from gentune.settings import (
     SearchOptions,
     TuneRequest,
     UserSettings,
+    auto_workers,
     check_directions,
     check_objective,
     check_study_name,
@@ -42,6 +43,7 @@ from gentune.settings import (
     resolve_settings,
     target_trials,
     tune_study_name,
+    usable_cores,
 )
 from gentune.study.runner import TrialCallback, work
 from gentune.study.storage import hide_password
@@ -206,6 +208,8 @@ class BuiltinSearch:
         if len(settings.objectives) > 1 and stored is None:
             warnings.warn(MULTI_OBJECTIVE_NOTE, UserWarning, stacklevel=3)
         trials_target = target_trials(search.strategy, search.trials, resolved_space)
+        # A population trains its trials together in this process, and callbacks are called here.
+        run = with_workers(run, trials_target, can_spawn=settings.population is None and not self.callbacks)
         # Loaded before the study is made: data that cannot be used leaves no study behind.
         data_dir = req.dataset.path
         data = load_dataset(req.dataset.name, data_dir=data_dir, seed=DATA_SEED)
@@ -226,7 +230,7 @@ class BuiltinSearch:
             enqueue_grid(opened, resolved_space.grid(), trials_target)
         if prepare is not None:
             prepare(opened)
-        if run.workers > 1 or not execute:
+        if (run.workers or 1) > 1 or not execute:
             # The parent trains the feature extractor (cached) and stores the floor once, so
             # the workers do not all do it at the same time.
             shown = TrialProgress(None) if run.progress else None  # the extractor's training
@@ -313,6 +317,8 @@ class UserSearch:
             objective_fn=self.spec,
         )
         trials_target = target_trials(strategy, s.trials if trials is None else trials, base_space)
+        # A user's objective may not bear running in several processes at once unasked.
+        run = with_workers(run, trials_target, can_spawn=False)
         storage = run.storage or default_storage(name, Path(run.runs_dir))
         opened = open_or_create(
             name,
@@ -330,7 +336,7 @@ class UserSearch:
             opened.set_user_attr(StudyKey.PHASE_SPACE, space.to_dict())
         if prepare is not None:
             prepare(opened)
-        if (run.workers > 1 or not execute) and not self.spec:
+        if ((run.workers or 1) > 1 or not execute) and not self.spec:
             raise GentuneError(
                 "worker processes need the objective as FILE.py:FUNC, to load it in each process",
                 value=run.workers,
@@ -383,7 +389,7 @@ def _execute(
     after each finished trial (gentune.study.runner.Runner)."""
     if run.progress:
         print_banner(name, hide_password(storage), f"{Path(run.runs_dir) / name}/", _resume_hint(run))
-    if run.workers > 1:
+    if run.workers is not None and run.workers > 1:
         run_workers(
             name,
             storage,
@@ -447,7 +453,7 @@ def check_callbacks(callbacks: Sequence[TrialCallback], run: RunOptions) -> list
                 value=repr(callback),
                 fix="pass functions or objects such as optuna_integration.MLflowCallback(...)",
             )
-    if found and run.workers > 1:
+    if found and (run.workers or 1) > 1:
         raise GentuneError(
             "callbacks= are called in this process, and workers > 1 run the trials in other processes",
             value=run.workers,
@@ -455,6 +461,17 @@ def check_callbacks(callbacks: Sequence[TrialCallback], run: RunOptions) -> list
             "(gentune dashboard STUDY)",
         )
     return found
+
+
+def with_workers(run: RunOptions, trials: int | None, *, can_spawn: bool) -> RunOptions:
+    """`run` with its worker count settled: the given one, else on the CPU one process per core
+    (settings.auto_workers) where its trials can run in other processes, else 1."""
+    if run.workers is not None:
+        return run
+    workers = 1
+    if can_spawn and _device_type(run.device) == "cpu":
+        workers = auto_workers(usable_cores(), trials)
+    return replace(run, workers=workers)
 
 
 def _device_type(device: str) -> str:
