@@ -11,7 +11,7 @@ drawn here, stored in the study, read by the trial.
 >>> family = get_family("gan-mlp")
 >>> s = resolve_settings(req, None, family, family.default_space())
 >>> (s.objective, s.strategy, s.pruner, s.evals, s.budget_for(family))
-('fid', 'tpe', 'median', 5, {'steps': 3000})
+('fid', 'tpe', 'median', 5, {'steps': 1000})
 """
 
 from __future__ import annotations
@@ -342,14 +342,15 @@ class StudySettings:
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def budget_for(self, family: Family | None = None) -> dict[str, Any]:
-        """The training budget of one trial of `family`: the study's steps or epochs, else the
-        family's default for the dataset, else DEFAULT_STEPS."""
+        """The training budget of one trial of `family`: the study's steps or epochs, else (a
+        study that stored none) the family's unstored or default steps for the dataset, else
+        DEFAULT_STEPS."""
         if self.epochs is not None:
             return {"epochs": self.epochs}
         if self.steps is not None:
             return {"steps": self.steps}
         name = self.dataset_ref.name
-        own = family.default_steps.get(name) if family is not None else None
+        own = None if family is None else family.unstored_steps.get(name) or family.default_steps.get(name)
         return {"steps": own or DEFAULT_STEPS.get(name, FALLBACK_STEPS)}
 
     def pruner_for(self, family: Family | None = None) -> optuna.pruners.BasePruner:
@@ -592,7 +593,9 @@ def resolve_settings(
     budget = request.budget
     steps = budget.steps
     if steps is None and budget.epochs is None:
-        steps = family.default_steps.get(request.dataset.name)  # None: budget_for's default
+        # A resumed study keeps the steps it stored (None: budget_for's default for it), so a
+        # changed default leaves it as it was; a new one stores the family's default.
+        steps = stored.get("steps") if stored is not None else family.default_steps.get(request.dataset.name)
     settings = StudySettings(
         model=request.model,
         dataset=request.dataset.label,
@@ -777,7 +780,8 @@ def tune_study_name(
     resumed under that name when it holds this very budget.
     """
     plain = default_study_name(family.name, request.dataset.label, request.search.strategy, objective)
-    default_steps = StudySettings(dataset=request.dataset.label).budget_for(family)["steps"]
+    name = request.dataset.name
+    default_steps = family.default_steps.get(name) or DEFAULT_STEPS.get(name, FALLBACK_STEPS)
     suffix = budget_name(request.budget, request.n_eval, default_steps)
     if not suffix:
         return plain

@@ -38,7 +38,7 @@ def test_a_new_study_gets_every_default_from_one_place():
     assert (s.model, s.dataset, s.strategy, s.objective) == ("gan-mlp", "digits", "tpe", "fid")
     assert (s.pruner, s.evals, s.patience, s.eval_every) == ("median", DEFAULT_EVALS, None, None)
     assert s.detectors is not None and s.space == SPACE.to_dict() and s.seed == 0
-    assert s.steps is None and s.budget_for(GAN) == {"steps": DEFAULT_STEPS["digits"]}
+    assert s.steps == GAN.default_steps["digits"] and s.budget_for(GAN) == {"steps": s.steps}
     grid = resolve(search=SearchOptions(strategy="grid"))
     assert grid.pruner == "none"  # a grid measures every point it lists
 
@@ -57,6 +57,20 @@ def test_a_family_default_budget_is_stored_and_a_given_one_wins():
     assert (s.steps, s.epochs, s.trial_seconds) == (None, 2.5, 30)
     assert s.budget_for(GAN) == {"epochs": 2.5}
     assert StudySettings(dataset="files:x").budget_for() == {"steps": 3000}  # the fallback
+
+
+def test_a_resumed_study_keeps_its_steps_when_the_default_changed():
+    """gan-mlp's digits default went from 3000 (stored as None) to 1000 (stored): a study made
+    before keeps training 3000 steps when the same command reruns it, and accepts --steps 3000."""
+    legacy = StudySettings(dataset="digits", space=SPACE.to_dict())
+    assert legacy.budget_for(GAN) == {"steps": DEFAULT_STEPS["digits"]} == {"steps": 3000}
+    resumed = resolve(stored=legacy.to_dict())
+    assert resumed.steps is None and resumed.budget_for(GAN) == {"steps": 3000}
+    check_same_settings("old", legacy, resolve(stored=legacy.to_dict(), budget=Budget(steps=3000)))
+    with pytest.raises(StudyError, match="steps=3000.*steps=1000"):
+        check_same_settings("old", legacy, resolve(budget=Budget(steps=1000)))
+    stored_new = resolve().to_dict()
+    assert resolve(stored=stored_new).steps == 1000
 
 
 def test_unset_early_stop_fields_take_what_the_study_stored():

@@ -47,6 +47,9 @@ class Family(abc.ABC):
     main_loss: ClassVar[str] = "loss"  # the key of result.losses that --objective loss minimises
     likelihood: ClassVar[bool] = False  # evaluate() returns "nll", so --objective nll applies
     default_steps: ClassVar[dict[str, int]] = {}  # training steps per dataset when the user gives none
+    # The steps of a trial whose study stored none, where a family's default changed since: a
+    # new study stores its steps (settings.resolve_settings), an older one may not.
+    unstored_steps: ClassVar[dict[str, int]] = {}
     # N of the evaluations during training when the user gives none (None: the monitor's
     # default); a family whose sampling is slow sets a smaller one.
     eval_samples: int | None = None

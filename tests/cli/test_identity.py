@@ -118,8 +118,10 @@ def test_a_changed_budget_gets_a_name_of_its_own(tmp_path):
     assert builtin_name(request, run) == "gan-mlp-digits-tpe-fid-steps500"
     default = TuneRequest(dataset=DatasetRef("digits"))
     assert builtin_name(default, run) == "gan-mlp-digits-tpe-fid"  # users' runs/ folders keep theirs
-    same = TuneRequest(dataset=DatasetRef("digits"), budget=Budget(steps=3000))  # the default budget
+    same = TuneRequest(dataset=DatasetRef("digits"), budget=Budget(steps=1000))  # the default budget
     assert builtin_name(same, run) == "gan-mlp-digits-tpe-fid"
+    before = TuneRequest(dataset=DatasetRef("digits"), budget=Budget(steps=3000))  # the earlier default
+    assert builtin_name(before, run) == "gan-mlp-digits-tpe-fid-steps3000"
     other = TuneRequest(dataset=DatasetRef("digits"), n_eval=200, budget=Budget(epochs=2, trial_seconds=30))
     assert builtin_name(other, run) == "gan-mlp-digits-tpe-fid-epochs2-30s-n200"
     assert builtin_name(request, RunOptions(study="mine")) == "mine"
