@@ -84,7 +84,8 @@ def tune(
             after every finished trial (complete, pruned or failed), as `study.optimize`
             calls them: optuna-integration's MLflowCallback or WeightsAndBiasesCallback, or
             gentune.trackers.MLflowTracker (params, metrics and the sample grid). Not with
-            run.workers > 1, whose trials run in other processes.
+            run.workers > 1, whose trials run in other processes; with callbacks, the default
+            run.workers (None: one worker process per CPU core) runs the trials here.
 
     Returns:
         The TuneResult of the last study searched: the study, its output folder and its best

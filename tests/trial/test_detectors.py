@@ -264,10 +264,12 @@ def test_cli_stores_detector_thresholds_in_the_study(tmp_path):
 
 
 def test_a_known_good_configuration_is_never_stopped_over_three_seeds(tmp_path):
-    """Default budget (3000 steps), default detectors, three seeds in one study (the first run
-    and two --confirm re-runs, so stagnation has a complete trial to fall behind)."""
+    """3000 steps (the budget the detectors were calibrated at, and the digits default before
+    it became 1000), default detectors, three seeds in one study (the first run and two
+    --confirm re-runs, so stagnation has a complete trial to fall behind)."""
     r = tune(
         dataset="digits",
+        budget=Budget(steps=3000),
         search=SearchOptions(strategy="random", trials=1, space=SearchSpace(dict(KNOWN_GOOD))),
         run=RunOptions(runs_dir=tmp_path, progress=False, report=False),
         phases=Phases(confirm=1, confirm_seeds=2),
