@@ -714,9 +714,9 @@ def auto_workers(cores: int, trials: int | None) -> int:
     one thread, while each gets TRIALS_PER_AUTO_WORKER trials, at most MAX_AUTO_WORKERS (a run
     without a trial count, bounded by --timeout only: one per core). A tutorial-size model gains
     little from a second thread (settings.cpu_threads gives a 2-core machine one), while a
-    second process trains a second trial: on this 2-core machine the main job took 0.64x the
-    wall time of one process (bench/main_job.py; two processes each step 25-30% slower than one
-    alone, as the two cores share more than their caches).
+    second process trains a second trial: on this 2-core machine the main job took 0.64-0.71x
+    the wall time of one process (bench/main_job.py; two processes each step 25-30% slower than
+    one alone, as the two cores share more than their caches).
 
     >>> auto_workers(2, 20), auto_workers(2, 9), auto_workers(16, 20), auto_workers(16, None)
     (2, 1, 4, 4)
