@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import cli_here
 import numpy as np
 import optuna
 import pytest
@@ -50,24 +49,8 @@ def gentune(*args, home: Path, cwd: Path, timeout: float = 300, env: dict | None
 
 
 def gentune_here(*args, home: Path, cwd: Path) -> subprocess.CompletedProcess:
-    """`gentune ARGS` through its entry point in this process, with the home and folder that
-    `gentune` gives a fresh one; for tests that read the study and the messages, not the process
-    (a fresh interpreter costs seconds of imports). Exit codes and `python -m gentune` itself are
-    checked through `gentune`."""
-    from gentune.cli import main
-
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(cwd)
-        mp.setenv("GENTUNE_HOME", str(home))
-        mp.setattr(sys, "argv", ["gentune", *args])
-        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            try:
-                main()
-                code = 0
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else 1
-    return subprocess.CompletedProcess(args, code, stdout.getvalue(), stderr.getvalue())
+    """`gentune ARGS` in this process with the home and folder that `gentune` gives a fresh one."""
+    return cli_here.gentune_here(*args, cwd=cwd, env={"GENTUNE_HOME": str(home)})
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,6 @@ user objective is a quadratic (no model); the GAN studies train one trial of 50 
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import subprocess
@@ -19,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+from cli_here import gentune_here
 from PIL import Image
 
 from gentune.api import Budget, EarlyStop, RunOptions, SearchOptions, create, tune
-from gentune.cli import main
 from gentune.phases.search import BuiltinSearch
 from gentune.settings import DatasetRef, TuneRequest
 from gentune.version import __version__
@@ -35,18 +33,8 @@ GAN = ["--dataset", "digits", "--steps", "60", "--n-eval", "200"]
 
 def gentune(cwd: Path, *args: str) -> tuple[int, str, str]:
     """Run `gentune ARGS` in this process, in folder `cwd`: (exit code, stdout, stderr)."""
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(cwd)
-        mp.setattr(sys, "argv", ["gentune", *args])
-        mp.setenv("COLUMNS", "200")
-        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            try:
-                main()
-                code = 0
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else 1
-    return code, stdout.getvalue(), stderr.getvalue()
+    done = gentune_here(*args, cwd=cwd, env={"COLUMNS": "200"})
+    return done.returncode, done.stdout, done.stderr
 
 
 def ok(cwd: Path, *args: str) -> str:

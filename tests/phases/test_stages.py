@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import optuna
 import pytest
+from cli_here import gentune_here
 from optuna.trial import TrialState
 
 from gentune.api import Budget, EarlyStop, Phases, RunOptions, SearchOptions, tune
-from gentune.cli import main
 from gentune.errors import GentuneError, SpaceError
 from gentune.phases.stages import parse_stages, split_groups, stage_space
 from gentune.search.defaults import gan_mlp_space
@@ -40,25 +37,9 @@ def small(tmp_path):
     return path
 
 
-def _gentune(*args: str) -> SimpleNamespace:
-    """`gentune ARGS` through its entry point, in this process: returncode, stdout, stderr. What
-    these tests read is the studies and the messages; a fresh interpreter per command only added
-    its imports (seconds each)."""
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(sys, "argv", ["gentune", *args])
-        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            try:
-                main()
-                code = 0
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else 1
-    return SimpleNamespace(returncode=code, stdout=stdout.getvalue(), stderr=stderr.getvalue())
-
-
 def _cli(tmp_path, *args):
     space = str(tmp_path / "small.yaml")
-    done = _gentune("tune", "--runs-dir", str(tmp_path), *TINY, "--space", space, *args)
+    done = gentune_here("tune", "--runs-dir", str(tmp_path), *TINY, "--space", space, *args)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
@@ -316,7 +297,7 @@ def test_a_user_objective_gets_stages_narrowing_and_confirmation(tmp_path):
         "--confirm-seeds",
         "1",
     ]
-    done = _gentune(*cmd)
+    done = gentune_here(*cmd)
     assert done.returncode == 0, done.stderr[-3000:]
     screen, s1, s2 = _load(tmp_path, "u-screen"), _load(tmp_path, "u-stage1"), _load(tmp_path, "u-stage2")
     narrowed, confirm = _load(tmp_path, "u-stage2-narrow"), _load(tmp_path, "u-stage2-narrow-confirm")
