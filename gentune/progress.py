@@ -215,8 +215,11 @@ class TrialProgress:
         best: float | None,
         best_trial: int | None,
         note: str = "",
+        counts: bool = True,
     ) -> None:
-        if state in COUNTED:
+        """One finished trial's line; `counts` False: it is not one of the run's --trials (a
+        promotion continuing another trial), so the count and the eta stay as they were."""
+        if state in COUNTED and counts:
             self.done += 1
             self._finished_here += 1
         self.best, self.best_trial = best, best_trial

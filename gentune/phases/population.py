@@ -42,7 +42,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from gentune.errors import GentuneError
 from gentune.phases.pbt import pairs, perturb
-from gentune.phases.promotion import candidate, promote, rung_steps, state_path
+from gentune.phases.promotion import candidate, is_promotion, promote, rung_steps, state_path
 from gentune.settings import StudySettings
 from gentune.study.runner import (
     POLL_SECONDS,
@@ -76,7 +76,8 @@ from gentune.trial.objective import EVAL_SEED, GenerativeObjective
 AUTO_MAX = 256  # the largest K that --population auto tries
 AUTO_SECONDS = 1.0  # measured per K
 AUTO_GAIN = 1.1  # a larger K must give 10% more model-steps/s to be taken
-COHORT = 2  # a population takes in up to COHORT x K fresh members of its structure
+COHORT = 2  # a population takes in up to COHORT x K fresh members of its structure,
+STRUCTURES = 4  # and at most 1/STRUCTURES of the study's configurations (at least 2)
 
 
 @dataclass
@@ -145,6 +146,7 @@ class PopulationRun:
         self.out_dir = objective.out_dir
         self.members: list[Member] = []
         self.admitted: dict[int, int] = {}  # members each population (by id) has taken in
+        self.cohort = cohort(k, n_trials)
         self.pops: list[Population] = []
         self.grid_queue = attrs.has_grid_queue(study)
         self.rng = random.Random(self.settings.seed)
@@ -193,16 +195,21 @@ class PopulationRun:
         return self.deadline is not None and time.monotonic() >= self.deadline + grace
 
     def _move(self) -> str:
-        return next_move(self.study, self.n_trials, self.grid_queue)
+        """As the Runner's, where --trials counts configurations: promotions come on top."""
+        counted = (lambda t: not is_promotion(t)) if self.settings.promotion else None
+        return next_move(self.study, self.n_trials, self.grid_queue, counted=counted)
 
     def _fill(self) -> None:
         """Fill free slots: a promotion first, else a newly asked (or re-queued) trial."""
-        while len(self.members) < self.k and not self._past(0.0) and self._move() == "run":
+        while len(self.members) < self.k and not self._past(0.0):
+            move = self._move()
             best = None
             if self.settings.promotion:
-                best = candidate(self.study, self.out_dir, minimize=self.minimize)
+                best = candidate(self.study, self.out_dir, minimize=self.minimize, draining=move != "run")
             if best is not None:
                 promote(self.study, best)
+            elif move != "run":
+                return
             elif not self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
                 structure = self._pbt_structure() if self.pbt else self._joining_structure()
                 if structure:  # the sampler draws the rest: the hyperparameters members hold each
@@ -211,12 +218,12 @@ class PopulationRun:
 
     def _joining_structure(self) -> dict[str, Any]:
         """The structure a fresh trial takes to stack with others: that of the largest
-        population still open (it has admitted fewer than COHORT x K members, and none of them
+        population still open (it has admitted fewer than `cohort` members, and none of them
         was pruned or stopped by a detector); {} when none is, and the sampler then draws a new
         structure for a new population. Members of different structures would only take turns
         on the device, so the slots fill with stacked members, while a structure that fails is
-        dropped at once and the search moves on to new structures every COHORT x K trials."""
-        open_ = [p for p in self.pops if self.admitted.get(id(p), 0) < COHORT * self.k]
+        dropped at once and the search moves on to new structures every `cohort` trials."""
+        open_ = [p for p in self.pops if self.admitted.get(id(p), 0) < self.cohort]
         if self.k == 1 or not open_:
             return {}
         host = max(open_, key=lambda p: len(p.alive))
@@ -262,7 +269,7 @@ class PopulationRun:
             self._told(trial, TrialState.FAIL)
             return
         budget = self._budget(family, config)
-        target = rung_steps(budget, attrs.rung(trial))
+        target = rung_steps(budget, attrs.rung(trial), self.settings.rungs_below)
         monitor = self.objective.monitor(trial, family)
         monitor.progress = None  # the population's progress is shown as a whole
         start = pop.steps(slot)
@@ -431,7 +438,7 @@ class PopulationRun:
         self.members.remove(m)
         if state == TrialState.PRUNED and attrs.prune_reason(m.trial) != "pbt_replaced":
             # A member stopped early speaks against its structure: no more fresh trials join it.
-            self.admitted[id(m.pop)] = COHORT * self.k
+            self.admitted[id(m.pop)] = self.cohort
         if not any(other.pop is m.pop for other in self.members):
             self.pops.remove(m.pop)  # an empty population frees its memory
             self.admitted.pop(id(m.pop), None)
@@ -445,7 +452,8 @@ class PopulationRun:
         except optuna.exceptions.UpdateFinishedTrialError:
             return None  # another worker found it lost (heartbeat) and re-queued it
         if self.progress is not None:
-            _report_progress(self.progress, self.study, frozen)
+            counts = not (self.settings.promotion and is_promotion(frozen))
+            _report_progress(self.progress, self.study, frozen, counts=counts)
         for callback in self.callbacks:  # as Study.optimize calls them (trackers: MLflow, W&B)
             callback(self.study, frozen)
         return frozen
@@ -504,6 +512,20 @@ class PopulationRun:
     def _show(self) -> None:
         if self.progress is not None:
             self.progress.population(len(self.members), sum(m.steps for m in self.members))
+
+
+def cohort(k: int, n_trials: int | None) -> int:
+    """How many fresh trials one structure takes in: COHORT x K, but no more than a
+    1/STRUCTURES share of the study's configurations (at least 2), so that a 20-trial study
+    tries five structures or more rather than two or three (on MNIST a bad first structure cost
+    the old rule a third of the study: README, "Population training").
+
+    >>> cohort(8, 20), cohort(8, 200), cohort(4, None), cohort(8, 4)
+    (5, 16, 8, 2)
+    """
+    if n_trials is None:
+        return COHORT * k
+    return min(COHORT * k, max(2, n_trials // STRUCTURES))
 
 
 def _losses(signals: dict, main: str) -> dict[str, float]:

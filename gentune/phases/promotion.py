@@ -7,10 +7,18 @@ asked: a complete trial in the top 1/ETA of the values seen at its rung (ASHA's 
 al. 2020), not promoted yet, and, above rung 0, better than the trial it continued (so a model
 is trained for as long as it keeps improving). The promotion is a new trial with the same
 parameters and `promoted_from` = that trial, `rung` = its rung + 1, `start_state` = its state
-file: it trains on to `steps * ETA**rung` (ASHA's rungs grow so) and is scored, checkpointed
-and compared like any other trial, so `gentune best` and the report need nothing new. Queued
-like any trial, it is re-run from the same state file when its process dies
+file: it trains on to its rung's steps (`rung_steps`: ASHA's rungs grow ETA-fold) and is
+scored, checkpointed and compared like any other trial, so `gentune best` and the report need
+nothing new. Queued like any trial, it is re-run from the same state file when its process dies
 (gentune.study.store.requeue keeps the keys).
+
+A new study's ladder starts RUNGS_BELOW rungs under the study's steps (gentune.settings):
+with 8000 steps, fresh trials train 889, the top third goes on to 2667, its top third to the
+study's 8000, and the best of those to 24000. So a configuration gets the one-at-a-time budget
+only once it has beaten most others, and --trials counts configurations: promotions come on
+top, while a candidate is left (`candidate(..., draining=True)` once no configuration is left to
+ask: the best of every rung goes on, while it improves). A study made before this started at
+the study's steps (rungs_below 0) and keeps that.
 """
 
 from __future__ import annotations
@@ -24,17 +32,20 @@ from gentune.trial import attrs
 from gentune.trial.attrs import TrialKey
 
 ETA = 3  # the top third of a rung is promoted, and trains 3x as long in all
-MAX_RUNG = 3  # rung 3 trains 27x the study's steps: the most one configuration gets
+MAX_RUNG = 3  # the highest rung: ETA**(MAX_RUNG - rungs_below) times the study's steps
 STATE_FILE = "state.pt"  # a complete trial's member state, in runs/<study>/trials/<n>/
 
 
-def rung_steps(steps: int, rung: int) -> int:
-    """The G steps a trial of `rung` trains to, in all (from scratch).
+def rung_steps(steps: int, rung: int, below: int = 0) -> int:
+    """The G steps a trial of `rung` trains to, in all (from scratch), in a ladder whose rung
+    `below` trains the study's `steps`.
 
     >>> [rung_steps(3000, r) for r in range(3)]
     [3000, 9000, 27000]
+    >>> [rung_steps(8000, r, below=2) for r in range(4)]
+    [889, 2667, 8000, 24000]
     """
-    return steps * ETA**rung
+    return max(1, round(steps * float(ETA) ** (rung - below)))
 
 
 def state_path(number: int) -> str:
@@ -42,11 +53,16 @@ def state_path(number: int) -> str:
     return f"trials/{number}/{STATE_FILE}"
 
 
-def candidate(study: optuna.Study, out_dir: Path, *, minimize: bool = True) -> FrozenTrial | None:
+def candidate(
+    study: optuna.Study, out_dir: Path, *, minimize: bool = True, draining: bool = False
+) -> FrozenTrial | None:
     """The complete trial to promote next, or None: the highest rung first, then the best value.
 
-    Its state file must exist under `out_dir` (a trial finished by another machine's worker
-    keeps its state there, so only that machine promotes it).
+    A rung promotes its top 1/ETA (rounded down, as ASHA does while configurations keep
+    arriving); `draining` (no fresh configuration is left to ask) rounds up, so the best of
+    each rung goes on while it improves. Its state file must exist under `out_dir` (a trial
+    finished by another machine's worker keeps its state there, so only that machine
+    promotes it).
     """
     trials = study.get_trials(deepcopy=False)
     taken = {attrs.promoted_from(t) for t in trials} - {None}
@@ -58,7 +74,8 @@ def candidate(study: optuna.Study, out_dir: Path, *, minimize: bool = True) -> F
     )
     for rung in range(MAX_RUNG - 1, -1, -1):
         at_rung = [t for t in best_first if attrs.rung(t) == rung]
-        for t in at_rung[: len(at_rung) // ETA]:
+        top = -(-len(at_rung) // ETA) if draining else len(at_rung) // ETA
+        for t in at_rung[:top]:
             if t.number in taken or not (out_dir / state_path(t.number)).exists():
                 continue
             parent = attrs.promoted_from(t)
@@ -68,6 +85,11 @@ def candidate(study: optuna.Study, out_dir: Path, *, minimize: bool = True) -> F
                 continue  # it stopped improving: no more steps for it
             return t
     return None
+
+
+def is_promotion(trial: FrozenTrial) -> bool:
+    """Whether `trial` continues another one rung up (it is not a configuration of its own)."""
+    return attrs.promoted_from(trial) is not None
 
 
 def promote(study: optuna.Study, trial: FrozenTrial) -> None:

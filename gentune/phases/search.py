@@ -40,6 +40,7 @@ from gentune.settings import (
     check_objective,
     check_study_name,
     cpu_threads,
+    population_threads,
     resolve_settings,
     target_trials,
     tune_study_name,
@@ -417,7 +418,7 @@ def _execute(
             timeout=timeout,
             runs_dir=run.runs_dir,
             progress=run.progress,
-            threads=run_threads(run),
+            threads=run_threads(run, population=bool(population)),
             callbacks=callbacks,
         )
 
@@ -429,9 +430,10 @@ def _resume_hint(run: RunOptions) -> str:
     return "call the same function with the same arguments again: the study continues"
 
 
-def run_threads(run: RunOptions) -> int | None:
+def run_threads(run: RunOptions, population: bool = False) -> int | None:
     """CPU threads of a run in this process: the given ones, else on the CPU settings.cpu_threads
-    of this machine's cores and load (None on a GPU: torch's own choice)."""
+    (a `population`: settings.population_threads) of this machine's cores and load (None on a
+    GPU: torch's own choice)."""
     if run.threads is not None or run.device not in ("auto", "cpu"):
         return run.threads
     import torch
@@ -439,6 +441,8 @@ def run_threads(run: RunOptions) -> int | None:
     if run.device == "auto" and torch.cuda.is_available():
         return None
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if population:
+        return population_threads(usable_cores(), load)
     return cpu_threads(os.cpu_count() or 1, load)
 
 

@@ -1,8 +1,10 @@
 """The search drives a population (gentune.phases.population): promotion, PBT, continuous
-batching, resume, and what the study stores. Tiny studies on digits: K = 4, rungs of 40 steps,
-N = 200."""
+batching, resume, and what the study stores. Tiny studies on digits: K = 4, 30 steps (PBT,
+resume) or a ladder of 10-270 (promotion), N = 200."""
 
 from __future__ import annotations
+
+from collections import Counter
 
 import optuna
 import pytest
@@ -15,6 +17,7 @@ from gentune.families import get_family
 from gentune.phases import population as population_module
 from gentune.phases.pbt import pairs
 from gentune.phases.population import PopulationRun, measure_k
+from gentune.phases.promotion import rung_steps
 from gentune.report.extract import extract_study
 from gentune.report.lineage import lineage_html, lineage_rows
 from gentune.search.space import FloatSpec, SearchSpace
@@ -37,21 +40,24 @@ SPACE = SearchSpace(
 )
 
 
-def _tune(runs, study: str, trials: int, **search) -> optuna.Study:
+def _tune(runs, study: str, trials: int, steps=STEPS, eval_every=STEPS // 2, **search) -> optuna.Study:
     return tune(
         dataset="digits",
         n_eval=200,
-        budget=Budget(steps=STEPS),
+        budget=Budget(steps=steps),
         search=SearchOptions(trials=trials, population=4, space=SPACE, **search),
-        early_stop=EarlyStop(eval_every=STEPS // 2, eval_samples=200, pruner="none"),
+        early_stop=EarlyStop(eval_every=eval_every, eval_samples=200, pruner="none"),
         run=RunOptions(runs_dir=runs, study=study, progress=False, report=False),
     ).study
+
+
+PROMO_STEPS = 90  # the study's steps: rungs of 10, 30, 90 and 270 steps
 
 
 @pytest.fixture(scope="module")
 def promoted(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
-    return _tune(runs, "promo", trials=9), runs
+    return _tune(runs, "promo", trials=9, steps=PROMO_STEPS, eval_every=4), runs
 
 
 def test_a_promoted_trial_continues_its_rung_from_the_state(promoted):
@@ -63,11 +69,44 @@ def test_a_promoted_trial_continues_its_rung_from_the_state(promoted):
         parent = trials[attrs.promoted_from(t)]
         assert attrs.rung(t) == attrs.rung(parent) + 1
         assert t.params == parent.params
-        assert attrs.start_step(t) == attrs.steps(parent) == STEPS * 3 ** attrs.rung(parent)
-        assert attrs.steps(t) == STEPS * 3 ** attrs.rung(t)  # trained on, not from scratch
+        assert attrs.start_step(t) == attrs.steps(parent) == rung_steps(PROMO_STEPS, attrs.rung(parent), 2)
+        # Trained on, not from scratch (to its rung's end, unless a detector stopped it).
+        assert attrs.start_step(t) < attrs.steps(t) <= rung_steps(PROMO_STEPS, attrs.rung(t), 2)
+        assert attrs.steps(t) == rung_steps(PROMO_STEPS, attrs.rung(t), 2) or t.state == TrialState.PRUNED
         assert (runs / "promo" / attrs.start_state(t)).is_file()
         assert min(t.intermediate_values) > attrs.steps(parent)
     assert "promoted" in lineage_html(extract_study(study).trials)
+
+
+def test_fresh_trials_train_a_ninth_of_the_steps_and_trials_count_configurations(promoted):
+    study, _ = promoted
+    finished = study.get_trials(states=FINISHED)
+    fresh = [t for t in finished if attrs.promoted_from(t) is None]
+    assert len(fresh) == 9  # --trials 9: nine configurations, the promotions on top
+    assert all(attrs.steps(t) == 10 for t in fresh if t.state == TrialState.COMPLETE)
+    by_rung = Counter(attrs.rung(t) for t in finished)
+    assert by_rung[1] == 3  # the top third of the nine
+    for t in finished:  # above rung 1, only a trial that beat the one it continued went on
+        parent = attrs.promoted_from(t)
+        if parent is not None and attrs.rung(t) >= 2:
+            grand = study.trials[attrs.promoted_from(study.trials[parent])]
+            assert study.trials[parent].value < grand.value
+    # Draining (no configuration left to ask), the best of each rung went on: rung 2 was reached.
+    assert by_rung[2] >= 1 or not any(
+        t.value < study.trials[attrs.promoted_from(t)].value for t in finished if attrs.rung(t) == 1
+    )
+
+
+def test_a_study_made_before_the_lower_rungs_keeps_its_ladder():
+    gan = get_family("gan-mlp")
+    request = TuneRequest(dataset=DatasetRef("digits"), search=SearchOptions())
+    old = {"population": 4, "promotion": True}  # stored by gentune before rungs_below
+    s = resolve_settings(request, old, gan, gan.default_space())
+    assert (s.population, s.promotion, s.rungs_below) == (4, True, 0)
+    assert rung_steps(3000, 0, s.rungs_below) == 3000
+    request = TuneRequest(dataset=DatasetRef("digits"), search=SearchOptions(population=4))
+    new = resolve_settings(request, None, gan, gan.default_space())
+    assert new.rungs_below == 2 and rung_steps(3000, 0, new.rungs_below) == 333
 
 
 def test_slots_are_refilled_while_others_train(promoted):
@@ -179,7 +218,7 @@ def test_a_promoted_trial_queued_again_after_a_crash_continues_from_its_state(pr
     study, runs = promoted
     up = next(t for t in study.get_trials() if attrs.promoted_from(t) is not None)
     requeue(study, up)  # as recover_orphans does for a trial whose process died
-    again = _tune(runs, "promo", trials=len(study.get_trials(states=FINISHED)) + 1)
+    again = _tune(runs, "promo", trials=10, steps=PROMO_STEPS, eval_every=4)
     rerun = next(t for t in again.get_trials() if t.user_attrs.get("retry_of") == up.number)
     assert rerun.state == TrialState.COMPLETE
     assert attrs.start_state(rerun) == attrs.start_state(up)
@@ -204,6 +243,9 @@ def test_fresh_trials_take_a_populations_structure_so_they_stack(tmp_path):
         run=RunOptions(runs_dir=tmp_path, study="stack", progress=False, report=False, noise_seeds=0),
     ).study
     family = get_family("gan-mlp")
-    keys = {family.population_key(family.config_cls.from_dict(attrs.config(t))) for t in study.get_trials()}
-    assert len(keys) == 1  # the sampler drew the first structure; the others joined it
-    assert len({t.params["lr"] for t in study.get_trials()}) == 4  # and drew their own lr
+    trials = sorted(study.get_trials(), key=lambda t: t.number)
+    keys = [family.population_key(family.config_cls.from_dict(attrs.config(t))) for t in trials]
+    # The sampler drew a structure, and the next trial joined it; a structure takes in at most
+    # a quarter of the study's trials (at least 2), so the third drew a new one.
+    assert keys[0] == keys[1] and keys[2] == keys[3] and keys[0] != keys[2]
+    assert len({t.params["lr"] for t in trials}) == 4  # each drew its own lr
