@@ -28,3 +28,26 @@ def resolve_device(name: str = "auto") -> torch.device:
             fix="pass --device cpu or --device auto",
         )
     return dev
+
+
+def busy_cores(seconds: float = 0.25) -> float | None:
+    """How many cores other processes keep busy now: the non-idle share of all cores over
+    `seconds`, from Linux's /proc/stat; None where there is none. The 1-minute load average
+    still counts a job that ended a minute ago."""
+    import os
+    import time
+
+    def totals() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            ticks = [int(v) for v in f.readline().split()[1:9]]
+        return ticks[3] + ticks[4], sum(ticks)  # idle + iowait, all
+
+    try:
+        idle0, all0 = totals()
+        time.sleep(seconds)
+        idle1, all1 = totals()
+    except (OSError, ValueError, IndexError):
+        return None
+    if all1 <= all0:
+        return None
+    return (1.0 - (idle1 - idle0) / (all1 - all0)) * (os.cpu_count() or 1)

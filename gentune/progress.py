@@ -181,8 +181,9 @@ class TrialProgress:
             )
         else:
             k = self.done + 1
-            of = f"/{self.total}" if self.total else ""
-            self.console.print(f"trial {number} ({k}{of}) started: {params}", markup=False, highlight=False)
+            # Past the total only trials that are not counted start (promotions): no count.
+            count = "" if self.total and k > self.total else f" ({k}{f'/{self.total}' if self.total else ''})"
+            self.console.print(f"trial {number}{count} started: {params}", markup=False, highlight=False)
 
     def step(self, step: int, total: int) -> None:
         if self._bars is not None:

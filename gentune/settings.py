@@ -711,17 +711,18 @@ def cpu_threads(cores: int, load: float) -> int:
     return max(1, min(cores // 2, cores - math.ceil(load)))
 
 
-def population_threads(cores: int, load: float) -> int:
+def population_threads(cores: int, busy: float) -> int:
     """Torch threads of a process training a population on the CPU when none are given: every
-    core that other processes leave idle. K members' stacked matrix products are K times larger
-    than one model's and do use a second thread: gan-mlp on MNIST at K = 8, 231 model-steps/s on
-    one thread and 390 on two (`python bench/population.py --data-dir ../shared/data/mnist
+    core that other processes leave idle (`busy`: the cores they use now, measured by
+    gentune.device.busy_cores). K members' stacked matrix products are K times larger than one
+    model's and do use a second thread: gan-mlp on MNIST at K = 8, 231 model-steps/s on one
+    thread and 390 on two (`python bench/population.py --data-dir ../shared/data/mnist
     --k 1 4 8 --threads 1`, then `--threads 2`), where one model gains 1.2x (183 and 221).
 
     >>> population_threads(2, 0.3), population_threads(2, 1.2), population_threads(16, 3.6)
     (2, 1, 12)
     """
-    return max(1, cores - round(load))
+    return max(1, cores - round(busy))
 
 
 # A CPU run without --workers trains one trial per core in as many worker processes, up to

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -16,12 +19,13 @@ from typer.testing import CliRunner
 
 from gentune import RunOptions, SearchOptions, run_objective
 from gentune.cli import app
+from gentune.device import busy_cores
 from gentune.metrics import Evaluator
 from gentune.metrics import features as features_module
 from gentune.metrics.evaluator import FLOOR_STAGE
 from gentune.metrics.features import TRAIN_STAGE
 from gentune.progress import TrialProgress
-from gentune.settings import cpu_threads
+from gentune.settings import cpu_threads, population_threads
 from gentune.study.workers import _Reporter
 from gentune.trial.attrs import TrialKey
 
@@ -80,6 +84,21 @@ def test_the_api_prints_each_trial_once_and_restores_optuna_and_torch(tmp_path, 
 def test_cpu_threads_is_one_on_two_cores_and_never_above_half_the_cores():
     assert cpu_threads(2, 0.0) == cpu_threads(2, 9.0) == 1
     assert cpu_threads(16, 0.0) == 8 and cpu_threads(16, 15.5) == 1
+
+
+@pytest.mark.skipif(not Path("/proc/stat").is_file(), reason="busy_cores reads Linux's /proc/stat")
+def test_busy_cores_sees_a_process_that_spins_and_a_population_leaves_it_its_core():
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        busy = busy_cores(0.5)
+    finally:
+        spin.kill()
+        spin.wait()
+    cores = os.cpu_count() or 1
+    assert busy is not None and 0.6 <= busy <= cores
+    assert population_threads(cores, busy) <= max(1, cores - 1)
+    assert population_threads(2, 0.1) == 2  # an idle 2-core machine: both, unlike cpu_threads
 
 
 def test_the_extractor_training_and_the_floor_report_their_progress(digits, tmp_path, monkeypatch):

@@ -442,7 +442,10 @@ def run_threads(run: RunOptions, population: bool = False) -> int | None:
         return None
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     if population:
-        return population_threads(usable_cores(), load)
+        from gentune.device import busy_cores
+
+        busy = busy_cores()
+        return population_threads(usable_cores(), load if busy is None else busy)
     return cpu_threads(os.cpu_count() or 1, load)
 
 

@@ -87,6 +87,10 @@ class TrainingMonitor:
         # Optuna refuses trial.report in a multi-objective study: values are then only watched.
         self.report = report
         self.frames: list[dict] = []
+        # The steps the detectors' "after a fraction of the budget" rules count against; None:
+        # the trial's own total. A promotion rung shorter than the study's steps sets the
+        # study's, so a young trial is judged as young (mode collapse is normal at step 200).
+        self.horizon: int | None = None
         self._next: int | None = None
         self._last_signals: dict = {}
         self._step = 0
@@ -95,7 +99,8 @@ class TrainingMonitor:
         if self.progress is not None:
             self.progress.step(step, total)
         self._last_signals, self._step = signals, step
-        reason = self.detectors.on_signals(step, total, signals)
+        horizon = max(total, self.horizon or 0)
+        reason = self.detectors.on_signals(step, horizon, signals)
         if reason:
             self.stop(reason, step)
         interval = self.schedule.interval(total)
@@ -109,7 +114,7 @@ class TrainingMonitor:
         value, metrics = self.evaluate(step, model)
         if self.progress is not None:
             self.progress.evaluated(step, value)
-        reason = self.detectors.on_evaluation(step, total, metrics, value)
+        reason = self.detectors.on_evaluation(step, horizon, metrics, value)
         if reason:
             self.stop(reason, step)
         if self.prune and self.trial.should_prune():

@@ -86,6 +86,10 @@ def test_fresh_trials_train_a_ninth_of_the_steps_and_trials_count_configurations
     assert all(attrs.steps(t) == 10 for t in fresh if t.state == TrialState.COMPLETE)
     by_rung = Counter(attrs.rung(t) for t in finished)
     assert by_rung[1] == 3  # the top third of the nine
+    # Under the study's steps a rung ends scored on what its decision reads; at them, fully.
+    for t in study.get_trials(states=(TrialState.COMPLETE,)):
+        assert "fid" in attrs.metrics(t)
+        assert ("precision" in attrs.metrics(t)) == (attrs.steps(t) >= PROMO_STEPS)
     for t in finished:  # above rung 1, only a trial that beat the one it continued went on
         parent = attrs.promoted_from(t)
         if parent is not None and attrs.rung(t) >= 2:

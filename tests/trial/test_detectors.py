@@ -321,3 +321,31 @@ def test_a_collapsed_vae_posterior_is_stopped_and_a_healthy_one_is_not(digits):
     assert collapsed["prune_reason"] == "posterior_collapse" and seen[-1] < 2000
     healthy, seen = watched(VAEConfig())
     assert "prune_reason" not in healthy and seen[-1] == 2000
+
+
+def test_a_rung_shorter_than_the_study_is_judged_against_the_studys_steps():
+    """A promotion rung of 200 steps in a study of 2000 (monitor.horizon): the detectors' "not
+    before a fraction of the budget" counts against the 2000, so a young trial is not stopped."""
+
+    def stopped_at(horizon):
+        trial = optuna.create_study().ask()
+        monitor = TrainingMonitor(
+            trial,
+            schedule=Schedule(evals=0),
+            prune=False,
+            detectors=DetectorSet(DetectorConfig().only(["posterior_collapse"])),
+            sample=None,
+            evaluator=None,
+            metric="loss",
+            seed=EVAL_SEED,
+        )
+        monitor.horizon = horizon
+        try:
+            for step in range(10, 201, 10):
+                monitor(step, 200, {"loss": 1.0, "kl": 0.0})
+        except optuna.TrialPruned:
+            return trial.user_attrs["steps"]
+        return None
+
+    assert stopped_at(None) == 140  # from step 50 (0.25 x 200), ten windows in a row
+    assert stopped_at(2000) is None  # not before step 500 of the study's 2000
