@@ -264,12 +264,17 @@ def labels_unused(dataset: ImageDataset) -> str | None:
 def embed(
     model: Extractor, images: torch.Tensor, device: torch.device | str = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Features (N, 64) and logits (N, K) or None, float32 on the CPU, computed in batches."""
-    model.eval()
+    """Features (N, 64) and logits (N, K) or None, float32 on the CPU, computed in batches.
+
+    In the channels-last layout: the CPU's pooling and convolution kernels for it ran the trunk
+    1.6x as fast as in NCHW (whose MaxPool2d took 40% of the pass) on 2048 MNIST images, with
+    features equal to 1e-7."""
+    model.eval().to(memory_format=torch.channels_last)
     feats, logits = [], []
     with torch.inference_mode():
         for chunk in images.split(_INFER_BATCH):
-            f, z = model.embed(chunk.to(device, torch.float32))
+            x = chunk.to(device, torch.float32)
+            f, z = model.embed(x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x)
             feats.append(f.float().cpu())
             if z is not None:
                 logits.append(z.float().cpu())

@@ -139,7 +139,9 @@ def test_a_tiny_reference_split_is_refused_with_a_fix_that_exists(digits):
 
 def test_digits_extractor_and_floor_are_unchanged(tmp_path):
     """The values every digits study since extractor version 1 stored, measured before the
-    small-data and label changes with OMP_NUM_THREADS=1; a change here breaks their comparisons."""
+    small-data and label changes with OMP_NUM_THREADS=1; a change here breaks their comparisons.
+    Within 1e-6: the extractor's pass runs channels-last since the population work (1.8x as
+    fast on MNIST), which moves the floor's FID by 7e-8 and KID by 6e-7, relative."""
     data = load_dataset("digits", seed=0)
     ev = Evaluator(data, cache_dir=tmp_path).prepare()  # trained afresh, not loaded
     assert not ev._extractor_info["loaded_from_cache"]
@@ -147,12 +149,12 @@ def test_digits_extractor_and_floor_are_unchanged(tmp_path):
     assert fingerprint(*[t.cpu() for t in ev._model.state_dict().values()]) == "eeaa34e5ef95897c"
     assert ev.floor == {
         "classes_covered": 10,
-        "fid": pytest.approx(0.41509334799444986, rel=1e-12),
-        "kid": pytest.approx(0.0027751831348174784, rel=1e-12),
-        "kid_std": pytest.approx(0.00803338092644096, rel=1e-12),
-        "label_entropy": pytest.approx(2.3007323346332083, rel=1e-12),
+        "fid": pytest.approx(0.41509334799444986, rel=1e-6),
+        "kid": pytest.approx(0.0027751831348174784, rel=1e-6),
+        "kid_std": pytest.approx(0.00803338092644096, rel=1e-6),
+        "label_entropy": pytest.approx(2.3007323346332083, rel=1e-6),
         "n": 1000,
         "precision": 0.943,
-        "recall": pytest.approx(0.8523676880222841, rel=1e-12),
+        "recall": pytest.approx(0.8523676880222841, rel=1e-6),
     }
     assert "small_data_note" not in ev.info and "labels_unused" not in ev._extractor_info
