@@ -269,7 +269,7 @@ def embed(
     In the channels-last layout: the CPU's pooling and convolution kernels for it ran the trunk
     1.6x as fast as in NCHW (whose MaxPool2d took 40% of the pass) on 2048 MNIST images, with
     features equal to 1e-7."""
-    model.eval().to(memory_format=torch.channels_last)
+    model.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     feats, logits = [], []
     with torch.inference_mode():
         for chunk in images.split(_INFER_BATCH):

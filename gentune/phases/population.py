@@ -42,7 +42,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from gentune.errors import GentuneError
 from gentune.phases.pbt import pairs, perturb
-from gentune.phases.promotion import candidate, is_promotion, promote, rung_steps, state_path
+from gentune.phases.promotion import candidate, promote, rung_steps, state_path
 from gentune.settings import StudySettings
 from gentune.study.runner import (
     POLL_SECONDS,
@@ -195,9 +195,7 @@ class PopulationRun:
         return self.deadline is not None and time.monotonic() >= self.deadline + grace
 
     def _move(self) -> str:
-        """As the Runner's, where --trials counts configurations: promotions come on top."""
-        counted = (lambda t: not is_promotion(t)) if self.settings.promotion else None
-        return next_move(self.study, self.n_trials, self.grid_queue, counted=counted)
+        return next_move(self.study, self.n_trials, self.grid_queue)
 
     def _fill(self) -> None:
         """Fill free slots: a promotion first, else a newly asked (or re-queued) trial."""
@@ -470,8 +468,7 @@ class PopulationRun:
         except optuna.exceptions.UpdateFinishedTrialError:
             return None  # another worker found it lost (heartbeat) and re-queued it
         if self.progress is not None:
-            counts = not (self.settings.promotion and is_promotion(frozen))
-            _report_progress(self.progress, self.study, frozen, counts=counts)
+            _report_progress(self.progress, self.study, frozen)
         for callback in self.callbacks:  # as Study.optimize calls them (trackers: MLflow, W&B)
             callback(self.study, frozen)
         return frozen

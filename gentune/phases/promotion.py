@@ -87,11 +87,6 @@ def candidate(
     return None
 
 
-def is_promotion(trial: FrozenTrial) -> bool:
-    """Whether `trial` continues another one rung up (it is not a configuration of its own)."""
-    return attrs.promoted_from(trial) is not None
-
-
 def promote(study: optuna.Study, trial: FrozenTrial) -> None:
     """Queue the promotion of `trial`: same parameters, one rung up, from its saved state."""
     study.enqueue_trial(

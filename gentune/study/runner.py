@@ -43,6 +43,7 @@ from gentune.settings import check_count, check_seconds
 from gentune.study.store import (
     auto_worker_index,
     count_finished,
+    counts,
     open_or_create,
     recover_orphans,
     requeue,
@@ -294,21 +295,16 @@ def check_writable(folder: str | Path, option: str = "--runs-dir") -> None:
         )
 
 
-def next_move(
-    study: optuna.Study,
-    n_trials: int | None,
-    grid_queue: bool,
-    counted: Callable[[FrozenTrial], bool] | None = None,
-) -> str:
+def next_move(study: optuna.Study, n_trials: int | None, grid_queue: bool) -> str:
     """'run' a trial, 'wait' for other workers' running trials, or 'done'.
 
     A grid study hands out only its queued points; other studies start a trial while the
-    finished, running and queued trials fall short of the target. `counted` picks the
-    started trials that count towards it (None: all; queued ones always run).
+    finished, running and queued trials fall short of the target. Promotions do not count
+    towards it (store.counts), and queued ones always run.
     """
     count = {s: 0 for s in TrialState}
     for t in study.get_trials(deepcopy=False):
-        if counted is None or t.state == TrialState.WAITING or counted(t):
+        if t.state == TrialState.WAITING or counts(t):
             count[t.state] += 1
     finished = count[TrialState.COMPLETE] + count[TrialState.PRUNED]
     if n_trials is not None and finished >= n_trials:
@@ -536,7 +532,7 @@ class Runner:
             callback(study, trial)
 
 
-def _report_progress(progress: Any, study: optuna.Study, trial: FrozenTrial, counts: bool = True) -> None:
+def _report_progress(progress: Any, study: optuna.Study, trial: FrozenTrial) -> None:
     if len(study.directions) > 1:
         return _report_front_progress(progress, study, trial)
     best, best_number = None, None
@@ -550,11 +546,12 @@ def _report_progress(progress: Any, study: optuna.Study, trial: FrozenTrial, cou
         note = f" ({trial.user_attrs.get(TrialKey.PRUNE_REASON, 'pruned')})"
     elif trial.state == TrialState.FAIL:
         note = f" ({trial.user_attrs.get(TrialKey.ERROR, 'failed')})"
-    if not counts:
+    counted = counts(trial)
+    if not counted:
         attrs = trial.user_attrs
         note += f" (rung {attrs.get(TrialKey.RUNG)}, continued trial {attrs.get(TrialKey.PROMOTED_FROM)})"
     progress.trial_finished(
-        trial.number, trial.state.name.lower(), trial.value, best, best_number, note, counts=counts
+        trial.number, trial.state.name.lower(), trial.value, best, best_number, note, counts=counted
     )
 
 

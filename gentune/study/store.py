@@ -297,5 +297,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def counts(trial: FrozenTrial) -> bool:
+    """Whether `trial` is one of the study's --trials: a configuration of its own, not a
+    promotion continuing another one rung up (gentune.phases.promotion)."""
+    return trial.user_attrs.get(TrialKey.PROMOTED_FROM) is None
+
+
 def count_finished(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=FINISHED))
+    """The finished trials that count towards --trials (`counts`)."""
+    return sum(counts(t) for t in study.get_trials(deepcopy=False, states=FINISHED))

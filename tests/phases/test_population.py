@@ -23,7 +23,7 @@ from gentune.report.lineage import lineage_html, lineage_rows
 from gentune.search.space import FloatSpec, SearchSpace
 from gentune.settings import DatasetRef, TuneRequest, resolve_settings
 from gentune.study.runner import Interrupted
-from gentune.study.store import FINISHED, requeue
+from gentune.study.store import FINISHED, count_finished, requeue
 from gentune.trial import attrs
 
 STEPS = 30
@@ -83,6 +83,7 @@ def test_fresh_trials_train_a_ninth_of_the_steps_and_trials_count_configurations
     finished = study.get_trials(states=FINISHED)
     fresh = [t for t in finished if attrs.promoted_from(t) is None]
     assert len(fresh) == 9  # --trials 9: nine configurations, the promotions on top
+    assert count_finished(study) == 9 < len(finished)  # what a rerun and --more count
     assert all(attrs.steps(t) == 10 for t in fresh if t.state == TrialState.COMPLETE)
     by_rung = Counter(attrs.rung(t) for t in finished)
     assert by_rung[1] == 3  # the top third of the nine
