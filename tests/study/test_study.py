@@ -137,7 +137,10 @@ def _wait_for_running_trial(storage: str, min_complete: int, timeout: float = 60
 @pytest.mark.parametrize("how", ["sigint", "sigkill"])
 def test_interrupted_study_resumes_with_the_same_parameters(tmp_path, how):
     storage = f"sqlite:///{tmp_path}/slow/study.db"
-    proc = _cli(tmp_path, "--trials", "4")
+    # Trials of 2 s: the signal, sent 0.2 s after the poll saw the trial running, lands inside
+    # it even on a loaded machine (with 1 s trials a fresh clone's CI run once saw it complete).
+    slow = {"SLOW_SECONDS": "2.0"}
+    proc = _cli(tmp_path, "--trials", "4", env_extra=slow)
     running = _wait_for_running_trial(storage, min_complete=1)
     time.sleep(0.2)
     proc.send_signal(signal.SIGINT if how == "sigint" else signal.SIGKILL)
@@ -148,7 +151,7 @@ def test_interrupted_study_resumes_with_the_same_parameters(tmp_path, how):
     else:
         assert proc.returncode == -signal.SIGKILL
 
-    proc = _cli(tmp_path, "--trials", "4")
+    proc = _cli(tmp_path, "--trials", "4", env_extra=slow)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr
     study = optuna.load_study(study_name="slow", storage=storage)
