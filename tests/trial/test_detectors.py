@@ -287,6 +287,22 @@ def test_a_known_good_configuration_is_never_stopped_over_three_seeds(tmp_path):
     print(json.dumps({k: ranking[0][k] for k in ("values", "mean", "sd")}))
 
 
+def _kl_watched() -> tuple[optuna.Trial, TrainingMonitor]:
+    """A fresh trial and a monitor that runs only the posterior-collapse detector on it."""
+    trial = optuna.create_study().ask()
+    monitor = TrainingMonitor(
+        trial,
+        schedule=Schedule(evals=0),
+        prune=False,
+        detectors=DetectorSet(DetectorConfig().only(["posterior_collapse"])),
+        sample=None,
+        evaluator=None,
+        metric="loss",
+        seed=EVAL_SEED,
+    )
+    return trial, monitor
+
+
 def test_a_collapsed_vae_posterior_is_stopped_and_a_healthy_one_is_not(digits):
     """Measured on digits: KL >= 3.2 nats from 500 steps on with beta 1, below 0.01 with beta 5."""
     from gentune.models.vae import VAEConfig
@@ -294,17 +310,7 @@ def test_a_collapsed_vae_posterior_is_stopped_and_a_healthy_one_is_not(digits):
 
     def watched(config):
         """(trial's user attrs, steps seen) of a real VAE run under the posterior-collapse detector."""
-        trial = optuna.create_study().ask()
-        monitor = TrainingMonitor(
-            trial,
-            schedule=Schedule(evals=0),
-            prune=False,
-            detectors=DetectorSet(DetectorConfig().only(["posterior_collapse"])),
-            sample=None,
-            evaluator=None,
-            metric="loss",
-            seed=EVAL_SEED,
-        )
+        trial, monitor = _kl_watched()
         seen = []
 
         def callback(step, total, signals, model):
@@ -328,17 +334,7 @@ def test_a_rung_shorter_than_the_study_is_judged_against_the_studys_steps():
     before a fraction of the budget" counts against the 2000, so a young trial is not stopped."""
 
     def stopped_at(horizon):
-        trial = optuna.create_study().ask()
-        monitor = TrainingMonitor(
-            trial,
-            schedule=Schedule(evals=0),
-            prune=False,
-            detectors=DetectorSet(DetectorConfig().only(["posterior_collapse"])),
-            sample=None,
-            evaluator=None,
-            metric="loss",
-            seed=EVAL_SEED,
-        )
+        trial, monitor = _kl_watched()
         monitor.horizon = horizon
         try:
             for step in range(10, 201, 10):
