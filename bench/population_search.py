@@ -10,8 +10,8 @@ Setups (each a fresh study with the same sampler seed):
 - population: `gentune tune --population K` (default 4; 8 with CUDA): K trials train at once, their slots
               refilled as they leave, the top third of each rung promoted to train 3x as long
               from where it stopped, with gentune's default evaluations, pruner and detectors.
-Both run at the same time by default (a process and a thread each), so both see the same load;
-`--sequential` alternates them instead. For each seed the target is the best FID plain TPE
+Both run at the same time by default (one process and one thread each: --workers 1), so both
+see the same load; `--sequential` alternates them instead. For each seed the target is the best FID plain TPE
 reached by the end of its budget; the script prints each setup's time to reach it, their ratio
 (target: population / plain <= 1/3) and each setup's best FID. The last line is one JSON object.
 """
@@ -56,7 +56,13 @@ def run(setup: str, seed: int, args, root: Path) -> dict:
         search=SearchOptions(strategy="tpe", trials=10**6, timeout=args.budget, seed=seed, **population),
         early_stop=early,
         run=RunOptions(
-            study=f"{setup}-{seed}", runs_dir=root, progress=False, report=False, threads=1, noise_seeds=0
+            study=f"{setup}-{seed}",
+            runs_dir=root,
+            progress=False,
+            report=False,
+            workers=1,
+            threads=1,
+            noise_seeds=0,
         ),
     )
     trials = result.study.get_trials(deepcopy=False)

@@ -149,6 +149,22 @@ def test_workers_progress_shows_running_trials_and_why_trials_were_pruned(capsys
     assert err.count("  trial 1 at step 1000: fid=7.5") == 1
 
 
+def test_workers_progress_does_not_count_a_promotion_as_one_of_the_trials(capsys):
+    study = optuna.create_study()
+    reporter = _Reporter(True, study, 2, "fid")
+    study.add_trial(optuna.trial.create_trial(value=3.0, params={}, distributions={}))
+    study.add_trial(
+        optuna.trial.create_trial(
+            value=2.0, params={}, distributions={}, user_attrs={"promoted_from": 0, "rung": 1}
+        )
+    )
+    with reporter:
+        reporter.update()
+    err = capsys.readouterr().err
+    assert "trial 0 complete: fid=3 (worker ?)  |  1/2 done" in err
+    assert "trial 1 complete: fid=2 (rung 1, continued trial 0, worker ?)  |  1/2 done" in err
+
+
 @pytest.mark.parametrize("total", [None, 3])
 def test_prepare_without_a_study_total_prints_its_end_line(total):
     bar, out = plain(total)

@@ -693,6 +693,11 @@ def worker(
         help="Offsets the sampler seed so workers explore differently (default: drawn from host and pid).",
     ),
     threads: Optional[int] = typer.Option(None, help="Torch threads for this worker (default: all cores)."),
+    population: Optional[int] = typer.Option(
+        None,
+        help="A population study: the members this worker trains at once (default: the study's K; "
+        "gentune tune --workers N gives each worker its share of K).",
+    ),
     progress: bool = typer.Option(True, help="Show this worker's progress."),
     mlflow: Optional[str] = typer.Option(
         None,
@@ -724,7 +729,14 @@ def worker(
 
     with trusting_changed_code(trust_changed_code), using_artifacts(artifacts):
         # A population study: each worker trains a population of its own.
-        run = work_population if is_population_study(open_or_create(name, storage)) else work
+        pop_study = is_population_study(open_or_create(name, storage))
+        if population is not None and not pop_study:
+            raise GentuneError(
+                "--population K is for a study made with --population",
+                value=population,
+                fix="leave out --population: this study trains one trial at a time",
+            )
+        run = functools.partial(work_population, k=population) if pop_study else work
         run(
             name,
             storage,

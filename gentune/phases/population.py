@@ -1,7 +1,7 @@
 """The search drives a population: K trials train at once, batched, and the good ones go on.
 
 `work_population` is `gentune.study.runner.work` for a study whose settings ask for a
-population (`--population K|auto`, `--strategy pbt`): it runs the study's trials in one process
+population (`--population K|auto`, `--strategy pbt`): it runs the study's trials in this process
 until the study holds its target, K at a time, on `gentune.train.population.Population`.
 
 - **Asking.** Trials are asked from the study (its sampler: TPE with constant liar, so K
@@ -18,6 +18,12 @@ until the study holds its target, K at a time, on `gentune.train.population.Popu
   until the study's target or --timeout.
 - **PBT** (gentune.phases.pbt): after each evaluation the bottom quarter of a population is
   replaced by perturbed copies of its top quarter.
+- **Workers.** Several processes may run one study (`gentune tune` on a CPU starts one per
+  core, each with its share of K; `gentune worker`), each with populations of its own. Those
+  on one machine fill their slots under a file lock in runs/<study>/, so no trial is promoted
+  twice. Once no configuration is left to ask, a process whose members still train leaves a
+  promotion of another structure to an idle one: on the CPU two single members in one
+  process only take turns, while two processes train them side by side.
 - **Resume.** Every member is an ordinary RUNNING trial of this process (worker attribute,
   heartbeats), so Ctrl-C re-queues them all, and a process killed outright has them re-queued
   by the next run (gentune.study.store.recover_orphans) or by another worker (heartbeats); a
@@ -37,12 +43,13 @@ from typing import Any
 
 import optuna
 import torch
+from filelock import FileLock
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
 from gentune.errors import GentuneError
 from gentune.phases.pbt import pairs, perturb
-from gentune.phases.promotion import candidate, promote, rung_steps, state_path
+from gentune.phases.promotion import candidate, promote, rung_steps, state_path, top_rung
 from gentune.settings import StudySettings
 from gentune.study.runner import (
     POLL_SECONDS,
@@ -77,7 +84,8 @@ AUTO_MAX = 256  # the largest K that --population auto tries
 AUTO_SECONDS = 1.0  # measured per K
 AUTO_GAIN = 1.1  # a larger K must give 10% more model-steps/s to be taken
 COHORT = 2  # a population takes in up to COHORT x K fresh members of its structure,
-STRUCTURES = 5  # and at most 1/STRUCTURES of the study's configurations (at least 2)
+STRUCTURES = 10  # and at most 1/STRUCTURES of the study's configurations (at least 2)
+FILL_LOCK = ".fill.lock"  # in runs/<study>/: held while a worker fills its slots
 
 
 @dataclass
@@ -149,6 +157,10 @@ class PopulationRun:
         self.cohort = cohort(k, n_trials)
         self.pops: list[Population] = []
         self.grid_queue = attrs.has_grid_queue(study)
+        self.top_rung = top_rung(self.settings.rungs_below, timeout)
+        # Workers on this machine fill their slots one at a time: two would otherwise promote
+        # the same trial, or one would ask the trial the other just queued.
+        self.fill_lock = FileLock(self.out_dir / FILL_LOCK)
         self.rng = random.Random(self.settings.seed)
         self.deadline: float | None = None
         self.beat = 0.0
@@ -161,6 +173,7 @@ class PopulationRun:
             self.progress.console.print(f"re-queued trials {recovered}: their process ended mid-trial")
         if self.timeout is not None:
             self.deadline = time.monotonic() + self.timeout
+        self.out_dir.mkdir(parents=True, exist_ok=True)
         with sigterm_as_interrupt():
             try:
                 self._loop()
@@ -173,9 +186,10 @@ class PopulationRun:
 
     def _loop(self) -> None:
         while True:
-            self._fill()
+            with self.fill_lock:
+                self._fill()
             if not self.members:
-                if self._move() != "wait" or self._past(0.0):
+                if (self._move() != "wait" and not self._promotions_pending()) or self._past(0.0):
                     return
                 time.sleep(POLL_SECONDS)  # other workers' trials may still fail and be queued
                 recover_stale(self.study)
@@ -197,13 +211,31 @@ class PopulationRun:
     def _move(self) -> str:
         return next_move(self.study, self.n_trials, self.grid_queue)
 
+    def _promotions_pending(self) -> bool:
+        """Whether other workers' trials still run that may end in a promotion this process
+        can train (the study holds its configurations, and the ladder is not done)."""
+        if not self.settings.promotion:
+            return False
+        running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+        return any(attrs.rung(t) < self.top_rung for t in running)
+
     def _fill(self) -> None:
         """Fill free slots: a promotion first, else a newly asked (or re-queued) trial."""
         while len(self.members) < self.k and not self._past(0.0):
             move = self._move()
             best = None
             if self.settings.promotion:
-                best = candidate(self.study, self.out_dir, minimize=self.minimize, draining=move != "run")
+                best = candidate(
+                    self.study,
+                    self.out_dir,
+                    minimize=self.minimize,
+                    draining=move != "run",
+                    top_rung=self.top_rung,
+                )
+            if best is not None and move != "run" and self.members and not self._stacks(best):
+                # Draining: a promotion of another structure would only take turns with this
+                # process's members; an idle worker takes it, or this one once its members end.
+                return
             if best is not None:
                 promote(self.study, best)
             elif move != "run":
@@ -213,6 +245,14 @@ class PopulationRun:
                 if structure:  # the sampler draws the rest: the hyperparameters members hold each
                     self.study.enqueue_trial(structure)
             self._start(self._ask())
+
+    def _stacks(self, trial: FrozenTrial) -> bool:
+        """Whether `trial`'s configuration can join one of this process's populations."""
+        stored = attrs.config(trial)
+        if stored is None:  # no configuration stored: nothing to compare, take it
+            return True
+        config = self.objective.family.config_cls.from_dict(stored)
+        return any(p.accepts(config) for p in self.pops)
 
     def _joining_structure(self) -> dict[str, Any]:
         """The structure a fresh trial takes to stack with others: that of the largest
@@ -299,7 +339,13 @@ class PopulationRun:
         return check_budget(None, budget["epochs"], per_epoch, batches_per_step=getattr(config, "d_steps", 1))
 
     def _interval(self, m: Member) -> int | None:
-        return m.monitor.schedule.interval(m.target)
+        """G steps between a member's evaluations: at the study's cadence, the steps a trial
+        trained alone is evaluated at (every steps / (evals + 1)), so the pruner compares it at
+        the same steps, and the detectors' patience, counted in evaluations, spans as many
+        steps. At its rung's cadence a member of MNIST's 889-step rung 0 was scored every 148
+        steps, and stagnation (3 evaluations without gain) stopped 8-9 of 20 fresh trials.
+        A rung shorter than that is scored at its end only."""
+        return m.monitor.schedule.interval(max(m.target, m.monitor.horizon or 0))
 
     def _next_stop(self, m: Member) -> int:
         """The member's next step of interest: its next evaluation or its end."""
@@ -496,20 +542,21 @@ class PopulationRun:
             loser.trial.set_user_attr(TrialKey.PRUNE_REASON, "pbt_replaced")
             loser.trial.set_user_attr(TrialKey.STEPS, loser.steps)
             self._end(loser, TrialState.PRUNED)
-            if self._move() != "run":
-                continue
-            self.study.enqueue_trial(
-                params,
-                user_attrs={
-                    TrialKey.PBT_PARENT: winner.trial.number,
-                    TrialKey.GENERATION: attrs.generation(winner.trial) + 1,
-                    TrialKey.PERTURBATION: how,
-                    TrialKey.START_STATE: rel,
-                    TrialKey.START_STEP: step,
-                    TrialKey.TRAIN_SEED: winner.seed,
-                },
-            )
-            self._start(self._ask())
+            with self.fill_lock:
+                if self._move() != "run":
+                    continue
+                self.study.enqueue_trial(
+                    params,
+                    user_attrs={
+                        TrialKey.PBT_PARENT: winner.trial.number,
+                        TrialKey.GENERATION: attrs.generation(winner.trial) + 1,
+                        TrialKey.PERTURBATION: how,
+                        TrialKey.START_STATE: rel,
+                        TrialKey.START_STEP: step,
+                        TrialKey.TRAIN_SEED: winner.seed,
+                    },
+                )
+                self._start(self._ask())
 
     # -- what others see ----------------------------------------------------------------------
 
@@ -532,11 +579,14 @@ class PopulationRun:
 def cohort(k: int, n_trials: int | None) -> int:
     """How many fresh trials one structure takes in: COHORT x K, but no more than a
     1/STRUCTURES share of the study's configurations (at least 2), so that a 20-trial study
-    tries five structures or more rather than two or three (on MNIST a bad first structure,
-    RMSprop at batch 101, diverged in every member of its cohort of 16 under the old rule).
+    tries ten structures or more. With a fifth, two 20-trial MNIST studies tried five or six:
+    one ended at FID 1.18, the other (RMSprop, SGD and a width-64 Adam at lr near 1e-5, the rest
+    diverged) at 34.8; with a cohort of 16, a bad first structure (RMSprop at batch 101)
+    diverged in every member. On a CPU stacking gains little (1.3x at K = 8 on one thread), so
+    the search is better served by more structures.
 
     >>> cohort(8, 20), cohort(8, 200), cohort(4, None), cohort(8, 4)
-    (4, 16, 8, 2)
+    (2, 16, 8, 2)
     """
     if n_trials is None:
         return COHORT * k
@@ -608,12 +658,20 @@ def work_population(
     worker_index: int | None = 0,
     threads: int | None = None,
     callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
+    k: int | None = None,
 ) -> optuna.Study:
     """`gentune.study.runner.work` for a population study: the same arguments and checks; this
-    process trains its own population of K members."""
+    process trains its own population of K members (`k`: this worker's share, else the
+    study's K)."""
     if worker_index is None:
         worker_index = auto_worker_index()
     check_work_values(trials=trials, timeout=timeout, runs_dir=runs_dir, threads=threads)
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+        raise GentuneError(
+            "a worker's population must be an integer >= 1",
+            value=k,
+            fix="pass e.g. --population 4, or leave it out for the study's K",
+        )
     if threads is not None:
         torch.set_num_threads(threads)
     target = target_of(open_or_create(study, storage), None, data)
@@ -624,7 +682,10 @@ def work_population(
     with progress_display(progress, trials, opened, target.metric) as bar:
         fn = target.objective(opened, runs_dir=Path(runs_dir), data_dir=data_dir, device=device, progress=bar)
         assert isinstance(fn, GenerativeObjective)
-        k = population_size(opened, target, fn.data, str(fn.device))
+        if k is None:
+            k = population_size(opened, target, fn.data, str(fn.device))
+        else:
+            opened.set_user_attr(StudyKey.POPULATION_K, k)
         PopulationRun(
             opened, fn, k=k, n_trials=trials, timeout=timeout, progress=bar, callbacks=callbacks
         ).run()

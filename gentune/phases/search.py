@@ -209,8 +209,9 @@ class BuiltinSearch:
         if len(settings.objectives) > 1 and stored is None:
             warnings.warn(MULTI_OBJECTIVE_NOTE, UserWarning, stacklevel=3)
         trials_target = target_trials(search.strategy, search.trials, resolved_space)
-        # A population trains its trials together in this process, and callbacks are called here.
-        run = with_workers(run, trials_target, can_spawn=settings.population is None and not self.callbacks)
+        # Callbacks are called in this process. A population study spawns workers as others do:
+        # each trains its own population, one thread each (see settings.auto_workers).
+        run = with_workers(run, trials_target, can_spawn=not self.callbacks)
         # Loaded before the study is made: data that cannot be used leaves no study behind.
         data_dir = req.dataset.path
         data = load_dataset(req.dataset.name, data_dir=data_dir, seed=DATA_SEED)
@@ -246,7 +247,7 @@ class BuiltinSearch:
                 settings.objective,
                 data_dir=data_dir,
                 data=data,
-                population=settings.population is not None,
+                population=settings.population,
                 callbacks=self.callbacks,
             )
             # Before finish: the report shows the band.
@@ -382,12 +383,13 @@ def _execute(
     data_dir: Any = None,
     data: Any = None,
     objective: Callable[[optuna.Trial], float] | None = None,
-    population: bool = False,
+    population: int | str | None = None,
     callbacks: Sequence[TrialCallback] = (),
 ) -> None:
     """Run the study's trials here, or in `run.workers` processes that share its storage;
-    `population`: K at a time in each process (gentune.phases.population); `callbacks`: Optuna's,
-    after each finished trial (gentune.study.runner.Runner)."""
+    `population` (the study's K, or "auto"): K at a time, shared out among the worker
+    processes (gentune.phases.population); `callbacks`: Optuna's, after each finished trial
+    (gentune.study.runner.Runner)."""
     if run.progress:
         print_banner(name, hide_password(storage), f"{Path(run.runs_dir) / name}/", _resume_hint(run))
     if run.workers is not None and run.workers > 1:
@@ -404,10 +406,11 @@ def _execute(
             runs_dir=run.runs_dir,
             progress=run.progress,
             metric=metric,
+            population=-(-population // run.workers) if isinstance(population, int) else None,
         )
     else:
         # A population study's trials train together in this process; the rest one at a time.
-        runner = work_population if population else partial(work, objective=objective)
+        runner = work_population if population is not None else partial(work, objective=objective)
         runner(
             name,
             storage,
@@ -418,7 +421,7 @@ def _execute(
             timeout=timeout,
             runs_dir=run.runs_dir,
             progress=run.progress,
-            threads=run_threads(run, population=bool(population)),
+            threads=run_threads(run, population=population is not None),
             callbacks=callbacks,
         )
 

@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from gentune.errors import GentuneError, StudyError
 from gentune.study.runner import POLL_SECONDS, Interrupted, sigterm_as_interrupt, timeout_grace
-from gentune.study.store import FINISHED, count_finished, open_or_create
+from gentune.study.store import FINISHED, count_finished, counts, open_or_create
 from gentune.trial import attrs
 
 STORAGE_ENV = "GENTUNE_STORAGE"  # read by `gentune worker --storage` (gentune.cli)
@@ -90,6 +90,7 @@ def worker_command(
     timeout: float | None,
     data_dir,
     runs_dir,
+    population: int | None = None,
 ) -> list[str]:
     """The `gentune worker` command line of worker `index`; the storage URL goes in its
     environment (`_spawn`), where `ps` does not show a database password."""
@@ -116,6 +117,8 @@ def worker_command(
         cmd += ["--timeout", str(timeout)]
     if data_dir is not None:
         cmd += ["--data-dir", str(data_dir)]
+    if population is not None:
+        cmd += ["--population", str(population)]
     return cmd
 
 
@@ -147,8 +150,10 @@ def run_workers(
     progress: bool = True,
     metric: str = "value",
     max_restarts: int | None = None,
+    population: int | None = None,
 ) -> None:
-    """Run `workers` processes on the existing study until it holds `trials` finished trials.
+    """Run `workers` processes on the existing study until it holds `trials` finished trials;
+    in a population study each trains `population` members at once (default: the study's K).
 
     A worker killed by a signal (out of memory, kill -9) is restarted, at most `max_restarts`
     times in all (default: `workers`); its trial is re-queued by the others. Ctrl-C stops
@@ -168,6 +173,7 @@ def run_workers(
             timeout=timeout,
             data_dir=data_dir,
             runs_dir=runs_dir,
+            population=population,
         )
         for i in range(workers)
     ]
@@ -208,6 +214,7 @@ def run_workers(
                                 timeout=timeout,
                                 data_dir=data_dir,
                                 runs_dir=runs_dir,
+                                population=population,
                             )
                         )
                         procs[i] = _spawn(commands[-1], threads, storage)
@@ -304,6 +311,8 @@ class _Reporter:
                 self.best = (_first(t), t.number)
             best, number = self.best or (None, None)
             why = f"{attrs.prune_reason(t) or 'pruned'}, " if t.state == TrialState.PRUNED else ""
+            if not counts(t):  # a promotion: not one of the --trials, as work's lines say
+                why += f"rung {attrs.rung(t)}, continued trial {attrs.promoted_from(t)}, "
             self.bar.trial_finished(
                 t.number,
                 t.state.name.lower(),
@@ -311,6 +320,7 @@ class _Reporter:
                 best,
                 number,
                 f" ({why}worker {attrs.worker(t) or '?'})",
+                counts=counts(t),
             )
         # The running trials' steps as far as their evaluations show them: the workers write
         # nothing else while they train, and a write per step would load a shared database.

@@ -277,6 +277,18 @@ def test_create_makes_a_study_for_workers_and_runs_no_trial(home, tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert [t.state for t in study.trials] in ([TrialState.COMPLETE], [TrialState.PRUNED])
+    # A worker's own K is for a population study; this one trains a trial at a time.
+    bad = gentune(
+        "worker",
+        "made",
+        "--storage",
+        "sqlite:///runs/made/study.db",
+        "--population",
+        "4",
+        home=home,
+        cwd=tmp_path,
+    )
+    assert bad.returncode == 2 and "--population K is for a study made with --population" in bad.stderr
     # The phases belong to tune; --trials 0 is no longer a way to create a study.
     bad = gentune("create", *TINY, "--study", "x", "--confirm", "2", home=home, cwd=tmp_path)
     assert bad.returncode == 2 and "gentune create runs no phase" in bad.stderr

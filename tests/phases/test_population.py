@@ -17,7 +17,7 @@ from gentune.families import get_family
 from gentune.phases import population as population_module
 from gentune.phases.pbt import pairs
 from gentune.phases.population import PopulationRun, measure_k
-from gentune.phases.promotion import rung_steps
+from gentune.phases.promotion import candidate, promote, rung_steps, state_path
 from gentune.report.extract import extract_study
 from gentune.report.lineage import lineage_html, lineage_rows
 from gentune.search.space import FloatSpec, SearchSpace
@@ -254,3 +254,89 @@ def test_fresh_trials_take_a_populations_structure_so_they_stack(tmp_path):
     # a quarter of the study's trials (at least 2), so the third drew a new one.
     assert keys[0] == keys[1] and keys[2] == keys[3] and keys[0] != keys[2]
     assert len({t.params["lr"] for t in trials}) == 4  # each drew its own lr
+
+
+def _ladder(tmp_path, rows):
+    """An in-memory study of (state, rung, value) rows, each complete one with its state file."""
+    study = optuna.create_study()
+    for number, (state, rung, value) in enumerate(rows):
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=state, value=value, params={}, distributions={}, user_attrs={"rung": rung}
+            )
+        )
+        if state == TrialState.COMPLETE:
+            path = tmp_path / state_path(number)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+    return study
+
+
+def test_draining_promotes_a_trial_once_it_is_sure_to_be_in_its_rungs_top_third(tmp_path):
+    done, running = TrialState.COMPLETE, TrialState.RUNNING
+    rung1 = [(done, 1, v) for v in (3.5, 2.9, 2.4, 2.0)]
+    # A rung-1 trial still runs: while configurations arrive ASHA's rule promotes the top
+    # third so far (floor: 4 // 3 = 1); draining, the rung will hold 5, whose top third (2)
+    # the running one may yet enter, so only the best is sure to go on.
+    study = _ladder(tmp_path, [*rung1, (running, 1, None)])
+    assert candidate(study, tmp_path).number == 3
+    assert candidate(study, tmp_path, draining=True).number == 3
+    promote(study, study.trials[3])
+    assert candidate(study, tmp_path, draining=True) is None
+    # Two running at rung 0 or 1: nothing is sure (top 2 of 6, both of them may land first).
+    study = _ladder(tmp_path, [*rung1, (running, 1, None), (running, 0, None)])
+    assert candidate(study, tmp_path, draining=True) is None
+    # All in: the top third rounded up (2 of 4), the best first.
+    study = _ladder(tmp_path, rung1)
+    for best in (3, 2):
+        assert candidate(study, tmp_path, draining=True).number == best
+        promote(study, study.trials[best])
+    assert candidate(study, tmp_path, draining=True) is None
+    # Trials pruned at a rung entered it: 3 complete and 3 pruned send 2 on, not 1.
+    study = _ladder(
+        tmp_path, [(done, 1, 2.0), (done, 1, 2.5), (done, 1, 3.0), *[(TrialState.PRUNED, 1, None)] * 3]
+    )
+    for best in (0, 1):
+        assert candidate(study, tmp_path, draining=True).number == best
+        promote(study, study.trials[best])
+    assert candidate(study, tmp_path, draining=True) is None
+    # The ladder tops out at top_rung: a rung-2 trial goes no further under top_rung 2.
+    assert candidate(_ladder(tmp_path, [(done, 2, 1.0)]), tmp_path, draining=True, top_rung=2) is None
+    assert candidate(_ladder(tmp_path, [(done, 2, 1.0)]), tmp_path, draining=True).number == 0
+
+
+def test_two_workers_share_the_ladder_and_promote_each_trial_once(tmp_path):
+    runs = tmp_path / "runs"
+    study = tune(
+        dataset="digits",
+        n_eval=200,
+        budget=Budget(steps=PROMO_STEPS),
+        search=SearchOptions(trials=10, population=4, space=SPACE),
+        early_stop=EarlyStop(eval_every=4, eval_samples=200, pruner="none"),
+        run=RunOptions(runs_dir=runs, study="two", workers=2, progress=False, report=False, noise_seeds=0),
+    ).study
+    trials = study.get_trials()
+    assert count_finished(study) == 10
+    parents = [attrs.promoted_from(t) for t in trials if attrs.promoted_from(t) is not None]
+    assert parents and len(parents) == len(set(parents))  # no trial promoted twice
+    assert len({attrs.worker(t) for t in trials}) == 2  # both processes trained trials
+    assert attrs.population_k(study) == 2  # each worker its share of K = 4
+    # Without --timeout the ladder ends at the study's steps: no trial trains beyond them.
+    assert max(attrs.steps(t) or 0 for t in trials) <= PROMO_STEPS
+    assert all(t.state in FINISHED for t in trials)
+
+
+def test_a_short_rung_is_evaluated_at_the_studys_cadence(tmp_path):
+    # evals=2 on 90 steps: a trial alone is scored at 30 and 60, and so is a member of any rung
+    # (one of 10 or 30 steps at its end only): the pruner and detectors see the same steps.
+    study = tune(
+        dataset="digits",
+        n_eval=200,
+        budget=Budget(steps=PROMO_STEPS),
+        search=SearchOptions(trials=6, population=4, space=SPACE),
+        early_stop=EarlyStop(evals=2, eval_samples=200, pruner="none"),
+        run=RunOptions(runs_dir=tmp_path, study="cadence", progress=False, report=False, noise_seeds=0),
+    ).study
+    seen = [(s, attrs.steps(t)) for t in study.get_trials() for s in t.intermediate_values]
+    # At the rung's own cadence, rung 0 (10 steps) would have been scored at 4 and 8.
+    assert seen and all(s % 30 == 0 or s == end for s, end in seen)
