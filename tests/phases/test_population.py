@@ -251,7 +251,7 @@ def test_fresh_trials_take_a_populations_structure_so_they_stack(tmp_path):
     trials = sorted(study.get_trials(), key=lambda t: t.number)
     keys = [family.population_key(family.config_cls.from_dict(attrs.config(t))) for t in trials]
     # The sampler drew a structure, and the next trial joined it; a structure takes in at most
-    # a quarter of the study's trials (at least 2), so the third drew a new one.
+    # a tenth of the study's trials (at least 2), so the third drew a new one.
     assert keys[0] == keys[1] and keys[2] == keys[3] and keys[0] != keys[2]
     assert len({t.params["lr"] for t in trials}) == 4  # each drew its own lr
 
