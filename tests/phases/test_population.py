@@ -40,14 +40,19 @@ SPACE = SearchSpace(
 )
 
 
-def _tune(runs, study: str, trials: int, steps=STEPS, eval_every=STEPS // 2, **search) -> optuna.Study:
+def _tune(
+    runs, study: str, trials: int, steps=STEPS, eval_every=STEPS // 2, evals=None, workers=None, **search
+) -> optuna.Study:
+    """A digits population study (K = 4); `evals` instead of `eval_every` evaluates at the
+    study's steps / (evals + 1)."""
+    when = {"eval_every": eval_every} if evals is None else {"evals": evals}
     return tune(
         dataset="digits",
         n_eval=200,
         budget=Budget(steps=steps),
         search=SearchOptions(trials=trials, population=4, space=SPACE, **search),
-        early_stop=EarlyStop(eval_every=eval_every, eval_samples=200, pruner="none"),
-        run=RunOptions(runs_dir=runs, study=study, progress=False, report=False),
+        early_stop=EarlyStop(eval_samples=200, pruner="none", **when),
+        run=RunOptions(runs_dir=runs, study=study, workers=workers, progress=False, report=False),
     ).study
 
 
@@ -306,15 +311,7 @@ def test_draining_promotes_a_trial_once_it_is_sure_to_be_in_its_rungs_top_third(
 
 
 def test_two_workers_share_the_ladder_and_promote_each_trial_once(tmp_path):
-    runs = tmp_path / "runs"
-    study = tune(
-        dataset="digits",
-        n_eval=200,
-        budget=Budget(steps=PROMO_STEPS),
-        search=SearchOptions(trials=10, population=4, space=SPACE),
-        early_stop=EarlyStop(eval_every=4, eval_samples=200, pruner="none"),
-        run=RunOptions(runs_dir=runs, study="two", workers=2, progress=False, report=False, noise_seeds=0),
-    ).study
+    study = _tune(tmp_path, "two", trials=10, steps=PROMO_STEPS, eval_every=4, workers=2)
     trials = study.get_trials()
     assert count_finished(study) == 10
     parents = [attrs.promoted_from(t) for t in trials if attrs.promoted_from(t) is not None]
@@ -329,14 +326,7 @@ def test_two_workers_share_the_ladder_and_promote_each_trial_once(tmp_path):
 def test_a_short_rung_is_evaluated_at_the_studys_cadence(tmp_path):
     # evals=2 on 90 steps: a trial alone is scored at 30 and 60, and so is a member of any rung
     # (one of 10 or 30 steps at its end only): the pruner and detectors see the same steps.
-    study = tune(
-        dataset="digits",
-        n_eval=200,
-        budget=Budget(steps=PROMO_STEPS),
-        search=SearchOptions(trials=6, population=4, space=SPACE),
-        early_stop=EarlyStop(evals=2, eval_samples=200, pruner="none"),
-        run=RunOptions(runs_dir=tmp_path, study="cadence", progress=False, report=False, noise_seeds=0),
-    ).study
+    study = _tune(tmp_path, "cadence", trials=6, steps=PROMO_STEPS, evals=2)
     seen = [(s, attrs.steps(t)) for t in study.get_trials() for s in t.intermediate_values]
     # At the rung's own cadence, rung 0 (10 steps) would have been scored at 4 and 8.
     assert seen and all(s % 30 == 0 or s == end for s, end in seen)
