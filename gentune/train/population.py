@@ -248,7 +248,7 @@ class Population:
             return vmap(fn)
 
         def one(*args):
-            return tree_map(lambda t: t.unsqueeze(0), fn(*tree_map(lambda t: t[0], args)))
+            return tree_map(lambda t: t.unsqueeze(0), fn(*tree_map(lambda t: t.squeeze(0), args)))
 
         return one
 
