@@ -247,6 +247,9 @@ def run_loop(loop: Loop) -> tuple[dict, list[dict], list[dict], int, str]:
     means over the last FINAL_LOSS_WINDOW steps of the signals up to the last one `loop.losses`
     reports.
     """
+    from gentune.device import flush_denormals
+
+    flush_denormals()
     every = default_log_every(loop.total) if loop.log_every is None else loop.log_every
     if not _is_int(every) or every < 1:
         raise GentuneError("log_every must be an integer >= 1", value=every, fix="pass 50")

@@ -32,7 +32,7 @@ from torch.func import vmap
 from torch.nn.utils.parametrizations import _SpectralNorm
 from torch.utils._pytree import tree_map
 
-from gentune.device import resolve_device
+from gentune.device import flush_denormals, resolve_device
 from gentune.errors import GentuneError
 from gentune.train.gan import GANLosses
 from gentune.train.loop import Batches, Loop
@@ -172,6 +172,7 @@ class Population:
         """n G steps of every live member; per slot its signals over them (see the class)."""
         if not self._order:
             return {}
+        flush_denormals()
         loop = self._loop
         assert loop is not None
         names = loop.signals
