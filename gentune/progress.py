@@ -139,24 +139,25 @@ class TrialProgress:
         if self._bars is not None:
             self._bars.progress.update(self._bars.steps, info=self._measured_info())
 
-    def running(self, trials: dict[int, tuple[int, float]], total: int | None) -> None:
+    def running(self, trials: dict[int, tuple[int, float, int | None]]) -> None:
         """Trials that other processes run (`gentune tune --workers`), as their storage shows
-        them: {number: (last step evaluated, value there)} of `total` steps each. A bar of their
-        steps on a terminal; else a line each time one of them reports a new evaluation."""
+        them: {number: (last step evaluated, value there, its total steps or None)}. A bar of
+        their steps on a terminal; else a line each time one of them reports a new evaluation."""
         if self._bars is not None:
             numbers = ", ".join(str(n) for n in sorted(trials))
+            totals = [total for _, _, total in trials.values() if total]
             self._bars.progress.update(
                 self._bars.steps,
                 description=f"  running: {numbers or '-'}",
-                total=total * len(trials) if total and trials else None,
-                completed=sum(step for step, _ in trials.values()),
+                total=sum(totals) if trials and len(totals) == len(trials) else None,
+                completed=sum(step for step, _, _ in trials.values()),
                 info=", ".join(
-                    f"{n}: {self.metric} {_fmt(v)} at {s}" for n, (s, v) in sorted(trials.items())
+                    f"{n}: {self.metric} {_fmt(v)} at {s}" for n, (s, v, _) in sorted(trials.items())
                 ),
             )
             return
         shown = self._running_shown
-        for number, (step, value) in sorted(trials.items()):
+        for number, (step, value, total) in sorted(trials.items()):
             if shown.get(number) != step:
                 of = f"/{total}" if total else ""
                 self.console.print(
@@ -164,7 +165,7 @@ class TrialProgress:
                     markup=False,
                     highlight=False,
                 )
-        self._running_shown = {n: step for n, (step, _) in trials.items()}
+        self._running_shown = {n: step for n, (step, _, _) in trials.items()}
 
     def _measured_info(self) -> str:
         if self._measured is None:

@@ -79,6 +79,21 @@ PBT_MIN_POPULATION = 4
 # A new promotion study's fresh trials train its steps / 3**2 (gentune.phases.promotion): a
 # configuration earns the one-at-a-time budget by beating the others at a ninth and a third.
 RUNGS_BELOW = 2
+ETA = 3  # promotion: the top third of a rung goes on, and trains 3x as long in all
+
+
+def rung_steps(steps: int, rung: int, below: int = 0) -> int:
+    """The G steps a promotion trial of `rung` trains to, in all (from scratch), in a ladder
+    whose rung `below` trains the study's `steps` (gentune.phases.promotion).
+
+    >>> [rung_steps(3000, r) for r in range(3)]
+    [3000, 9000, 27000]
+    >>> [rung_steps(8000, r, below=2) for r in range(4)]
+    [889, 2667, 8000, 24000]
+    """
+    return max(1, round(steps * float(ETA) ** (rung - below)))
+
+
 # NumPy's generators take seeds below 2**32, and a worker draws from the study seed plus its
 # index (up to about 1e6), so the study seed stays below 2**31.
 MAX_SEED = 2**31 - 1

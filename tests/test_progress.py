@@ -184,8 +184,9 @@ def test_the_live_display_shows_the_same_things():
         bar.evaluated(500, 3.25)
         bar.step(600, 1000)
         assert "fid 3.25 at step 500" in str(bar._bars.progress.tasks[1].fields["info"])
-        bar.running({4: (500, 2.5)}, 1000)
-        bar.running({}, None)
+        bar.running({4: (500, 2.5, 1000), 5: (2000, 1.5, 2667)})
+        assert bar._bars.progress.tasks[1].total == 3667
+        bar.running({})
     assert "scoring the floor: done in " in out.getvalue()
 
 

@@ -157,7 +157,7 @@ class PopulationRun:
         self.cohort = cohort(k, n_trials)
         self.pops: list[Population] = []
         self.grid_queue = attrs.has_grid_queue(study)
-        self.top_rung = top_rung(self.settings.rungs_below)
+        self.top_rung = top_rung(self.settings.rungs_below, timeout)
         # Workers on this machine fill their slots one at a time: two would otherwise promote
         # the same trial, or one would ask the trial the other just queued.
         self.fill_lock = FileLock(self.out_dir / FILL_LOCK)

@@ -22,6 +22,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from gentune.errors import GentuneError, StudyError
+from gentune.settings import StudySettings, is_user_study, rung_steps
 from gentune.study.runner import POLL_SECONDS, Interrupted, sigterm_as_interrupt, timeout_grace
 from gentune.study.store import FINISHED, count_finished, counts, open_or_create
 from gentune.trial import attrs
@@ -252,17 +253,18 @@ def _stop(procs) -> None:
             proc.wait()
 
 
-def _budget_steps(study: optuna.Study) -> int | None:
+def _budget_steps(study: optuna.Study) -> tuple[int | None, int]:
     """G steps per trial of a built-in family's study (None: a user's objective, an epochs
-    budget, or a family from a user's file, which the supervisor does not import)."""
+    budget, or a family from a user's file, which the supervisor does not import), and the
+    promotion rungs under them (a trial of rung r trains `rung_steps(steps, r, below)`)."""
     from gentune.families import MODELS, get_family
-    from gentune.settings import StudySettings, is_user_study
 
     stored = attrs.settings(study)
     if not stored or is_user_study(stored) or stored.get("model") not in MODELS:
-        return None
+        return None, 0
     settings = StudySettings.from_dict(stored)
-    return settings.budget_for(get_family(settings.model, settings.dataset_ref.kind)).get("steps")
+    steps = settings.budget_for(get_family(settings.model, settings.dataset_ref.kind)).get("steps")
+    return steps, settings.rungs_below
 
 
 class _Reporter:
@@ -280,7 +282,7 @@ class _Reporter:
         self.better = (lambda a, b: a < b) if minimize else (lambda a, b: a > b)
         scored = [(_first(t), t.number) for t in done if t.state in FINISHED and t.values]
         self.best = (min if minimize else max)(scored, default=None)
-        self.steps = _budget_steps(study)
+        self.steps, self.below = _budget_steps(study)
 
     def __enter__(self) -> _Reporter:
         if self.bar is not None:
@@ -324,13 +326,18 @@ class _Reporter:
             )
         # The running trials' steps as far as their evaluations show them: the workers write
         # nothing else while they train, and a write per step would load a shared database.
+        # Of its own total: a promotion rung ends at 889, 2667, ... 24000 steps, not the study's.
         running = {
-            t.number: (last, t.intermediate_values[last])
+            t.number: (last, t.intermediate_values[last], self._total(t))
             for t in trials
             if t.state == TrialState.RUNNING and t.intermediate_values
             for last in [max(t.intermediate_values)]
         }
-        self.bar.running(running, self.steps)
+        self.bar.running(running)
+
+    def _total(self, trial: FrozenTrial) -> int | None:
+        """The G steps `trial` trains to: its promotion rung's, else the study's."""
+        return None if self.steps is None else rung_steps(self.steps, attrs.rung(trial), self.below)
 
 
 def _first(trial: FrozenTrial) -> float:
